@@ -1,0 +1,2 @@
+//! End-to-end checks of the repository as a whole (images, manifests); the local control plane
+//! arrives with issue 4.
