@@ -159,13 +159,7 @@ fn main() -> ExitCode {
         Err(e) => {
             let message = one_line_clap_error(&e);
             eprintln!("fetch: error: {message}");
-            report::termination_message(
-                &PathBuf::from(
-                    std::env::var_os("FETCH_TERMINATION_LOG")
-                        .unwrap_or_else(|| "/dev/termination-log".into()),
-                ),
-                &message,
-            );
+            report::termination_message(&termination_log_from_raw_args(), &message);
             return ExitCode::from(ExitKind::Usage.code());
         }
     };
@@ -181,6 +175,26 @@ fn main() -> ExitCode {
             ExitCode::from(f.kind.code())
         }
     }
+}
+
+/// When the flags did not parse, the termination-log path is still honoured if it was given.
+fn termination_log_from_raw_args() -> PathBuf {
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--termination-log" {
+            if let Some(path) = args.next() {
+                return path.into();
+            }
+        } else if let Some(path) = arg
+            .to_str()
+            .and_then(|a| a.strip_prefix("--termination-log="))
+        {
+            return path.into();
+        }
+    }
+    std::env::var_os("FETCH_TERMINATION_LOG")
+        .unwrap_or_else(|| "/dev/termination-log".into())
+        .into()
 }
 
 fn one_line_clap_error(e: &clap::Error) -> String {

@@ -192,7 +192,11 @@ impl Workspace {
         let Some(link) = &self.link else {
             return Ok(());
         };
-        let dest = self.target.join(self.dir.as_path());
+        let dest = if self.dir.is_root() {
+            self.target.clone()
+        } else {
+            self.target.join(self.dir.as_path())
+        };
         if let Ok(md) = fs::symlink_metadata(link)
             && !md.file_type().is_symlink()
         {
