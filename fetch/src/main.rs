@@ -116,10 +116,11 @@ fn seconds_or_zero(s: &str) -> Result<Duration, String> {
 }
 
 fn seconds(s: &str) -> Result<Duration, String> {
-    seconds_or_zero(s)?
-        .is_zero()
-        .then(|| Err(format!("{s:?} must be more than zero seconds")))
-        .unwrap_or_else(|| seconds_or_zero(s))
+    let d = seconds_or_zero(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?} must be more than zero seconds"));
+    }
+    Ok(d)
 }
 
 /// A failure ready to be told: what kind, and one line saying what happened and what to do.

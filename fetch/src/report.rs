@@ -45,7 +45,7 @@ pub fn termination_message(path: &Path, message: &str) {
         .write(true)
         .truncate(true)
         .open(path)
-        .and_then(|mut f| f.write_all(message[..end].as_bytes()));
+        .and_then(|mut f| f.write_all(&message.as_bytes()[..end]));
     if let Err(e) = written {
         tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
     }

@@ -1,0 +1,110 @@
+//! Checks that tie the repository's parts together: the image builds what the crate produces,
+//! and the README's set-up commands are what CI runs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn read(rel: &str) -> String {
+    fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// The `[[bin]]` names a crate's manifest declares.
+fn bin_names(manifest: &str) -> Vec<String> {
+    let doc: toml::Table = read(manifest).parse().unwrap();
+    doc.get("bin")
+        .and_then(|b| b.as_array())
+        .map(|bins| {
+            bins.iter()
+                .filter_map(|b| b.get("name")?.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_fetch_image_copies_the_binary_the_crate_builds_and_runs_it_without_a_shell() {
+    let bins = bin_names("fetch/Cargo.toml");
+    assert_eq!(
+        bins,
+        vec!["fetch"],
+        "fetch/Cargo.toml declares the fetch binary"
+    );
+    let docker = read("Dockerfile.fetch");
+
+    let build = docker
+        .lines()
+        .find(|l| l.contains("cargo build"))
+        .expect("a cargo build step");
+    assert!(
+        build.contains("-p fetch") && build.contains("--bin fetch"),
+        "{build}"
+    );
+    let target = build
+        .split_whitespace()
+        .skip_while(|w| *w != "--target")
+        .nth(1)
+        .expect("an explicit --target for a static build");
+    assert!(target.ends_with("-musl"), "static (musl) target: {target}");
+
+    let stages: Vec<&str> = docker.split("\nFROM ").collect();
+    let last = stages.last().unwrap();
+    assert!(last.starts_with("scratch"), "final stage is FROM scratch");
+    assert!(
+        last.contains(&format!("/src/target/{target}/release/fetch /fetch")),
+        "final stage copies the built binary:\n{last}"
+    );
+    assert!(
+        last.contains("ca-certificates.crt"),
+        "CA certificates present"
+    );
+    assert!(last.contains("USER 65532:65532"), "non-root");
+    assert!(
+        last.contains("ENTRYPOINT [\"/fetch\"]"),
+        "exec-form entrypoint"
+    );
+    assert!(
+        !last.contains("RUN "),
+        "no shell in the final image to RUN with"
+    );
+}
+
+#[test]
+fn the_readme_shows_two_set_up_commands_and_ci_runs_the_test_one() {
+    let readme = read("README.md");
+    let quick = readme
+        .split("## Quick start")
+        .nth(1)
+        .and_then(|s| s.split("```sh").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("a sh block under Quick start");
+    let commands: Vec<&str> = quick
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(commands, vec!["bash scripts/demo.sh", "bash .ci/run"]);
+    assert!(root().join("scripts/demo.sh").is_file());
+    let ci = read(".ci/run");
+    assert!(
+        ci.contains("cargo test --workspace"),
+        ".ci/run runs the tests"
+    );
+}
+
+#[test]
+fn every_exit_code_of_fetch_is_documented() {
+    let readme = read("README.md");
+    for code in 0..=7 {
+        assert!(
+            readme.contains(&format!("\n| {code} |")),
+            "README documents exit code {code}"
+        );
+    }
+}
