@@ -1,2 +1,5 @@
-//! Shared names and contracts of the operator. The controllers and the agent arrive with
-//! issues 3, 6 and 7; until then this crate holds only what the `fetch` side already relies on.
+//! The operator: API types and generated CRDs today; controllers and the agent to come
+//! (issues 6 and 7).
+
+pub mod api;
+pub mod rbac;

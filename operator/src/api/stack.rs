@@ -1,0 +1,164 @@
+//! `stacks.pulumi.com`: `v1` (storage) and `v1alpha1` (served, deprecated, same spec).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::schema;
+use super::stack_spec::StackSpec;
+pub use super::workspace::ProjectInfo;
+
+/// The desired state of a Stack (see StackSpec).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "pulumi.com",
+    version = "v1",
+    kind = "Stack",
+    doc = "A Pulumi stack deployed by the operator: its program source, configuration and update policy (spec), and the outcome of its updates (status).",
+    plural = "stacks",
+    namespaced,
+    status = "StackStatus",
+    category = "pulumi",
+    crates(kube_core = "kube::core", k8s_openapi = "k8s_openapi", schemars = "schemars", serde = "serde", serde_json = "serde_json"),
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 42").message("Stack name must be no more than 42 characters in length."),
+    printcolumn = r#"{"name":"Stack","type":"string","jsonPath":".spec.stack","priority":10}"#,
+    printcolumn = r#"{"name":"Last Update","type":"string","jsonPath":".status.lastUpdate.state"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".status.lastUpdate.lastResyncTime"}"#,
+    printcolumn = r#"{"name":"Last Commit","type":"string","jsonPath":".status.lastUpdate.lastAttemptedCommit","priority":10}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reconciling","type":"string","jsonPath":".status.conditions[?(@.type==\"Reconciling\")].reason"}"#,
+    printcolumn = r#"{"name":"Stalled","type":"string","jsonPath":".status.conditions[?(@.type==\"Stalled\")].reason"}"#,
+    printcolumn = r#"{"name":"Permalink","type":"string","jsonPath":".status.lastUpdate.permalink"}"#
+)]
+#[serde(transparent)]
+pub struct StackSpecV1(pub StackSpec);
+
+/// The observed state of a Stack.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StackStatus {
+    /// Outputs of the last successful update; secret outputs read `[secret]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::json_map")]
+    pub outputs: Option<BTreeMap<String, serde_json::Value>>,
+    /// The last completed update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update: Option<StackUpdateState>,
+    /// The generation of the spec last processed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The value of the `pulumi.com/reconciliation-request` annotation last processed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_reconcile_request: Option<String>,
+    /// Ready, Reconciling and Stalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::conditions")]
+    pub conditions: Option<Vec<Condition>>,
+    /// The update in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_update: Option<CurrentStackUpdate>,
+    /// The project's name and runtime, kept so the stack can be destroyed after its source is
+    /// gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_info: Option<ProjectInfo>,
+}
+
+/// The outcome of the last completed update.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StackUpdateState {
+    /// Stack generation the update was for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// Reconciliation request the update was for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile_request: Option<String>,
+    /// Name of the Update object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Type of update: up, preview, destroy or refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type")]
+    pub update_type: Option<String>,
+    /// `succeeded` or `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Why the update failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Source revision of the last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempted_commit: Option<String>,
+    /// Source revision of the last success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_commit: Option<String>,
+    /// Link to the update in Pulumi Cloud, when the backend has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permalink: Option<String>,
+    /// When the update's result was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::date_time")]
+    pub last_resync_time: Option<String>,
+    /// Consecutive failures for this generation and request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<i64>,
+}
+
+/// The update in progress.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentStackUpdate {
+    /// Stack generation the update is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// Reconciliation request the update is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile_request: Option<String>,
+    /// Name of the Update object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Source revision being deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// `pulumi.com/v1alpha1`: served for old manifests, deprecated; same spec, smaller status.
+pub mod v1alpha1 {
+    use super::*;
+
+    /// A Pulumi stack (deprecated version; use pulumi.com/v1).
+    #[derive(
+        CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema,
+    )]
+    #[kube(
+        group = "pulumi.com",
+        version = "v1alpha1",
+        kind = "Stack",
+        doc = "A Pulumi stack (deprecated version pulumi.com/v1alpha1; use pulumi.com/v1).",
+        plural = "stacks",
+        namespaced,
+        status = "StackStatus",
+        category = "pulumi",
+        deprecated = "pulumi.com/v1alpha1 Stack is deprecated; use pulumi.com/v1",
+        crates(kube_core = "kube::core", k8s_openapi = "k8s_openapi", schemars = "schemars", serde = "serde", serde_json = "serde_json"),
+        validation = kube::core::Rule::new("size(self.metadata.name) <= 42").message("Stack name must be no more than 42 characters in length.")
+    )]
+    #[serde(transparent)]
+    pub struct StackSpecV1alpha1(pub StackSpec);
+
+    /// The observed state of a Stack (v1alpha1).
+    #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct StackStatus {
+        /// Outputs of the last successful update; secret outputs read `[secret]`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(schema_with = "schema::json_map")]
+        pub outputs: Option<BTreeMap<String, serde_json::Value>>,
+        /// The last completed update.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub last_update: Option<StackUpdateState>,
+    }
+}

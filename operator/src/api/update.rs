@@ -1,0 +1,127 @@
+//! `updates.auto.pulumi.com/v1alpha1`: one Pulumi operation in a workspace.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::schema;
+use super::workspace::ProjectInfo;
+
+/// A Pulumi operation (up, preview, refresh, destroy) to run in a Workspace.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "auto.pulumi.com",
+    version = "v1alpha1",
+    kind = "Update",
+    doc = "One Pulumi operation (up, preview, refresh, destroy) run in a Workspace, and its result.",
+    plural = "updates",
+    namespaced,
+    status = "UpdateStatus",
+    category = "pulumi",
+    crates(
+        kube_core = "kube::core",
+        k8s_openapi = "k8s_openapi",
+        schemars = "schemars",
+        serde = "serde",
+        serde_json = "serde_json"
+    ),
+    printcolumn = r#"{"name":"Workspace","type":"string","jsonPath":".spec.workspaceName"}"#,
+    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type","priority":10}"#,
+    printcolumn = r#"{"name":"Start Time","type":"date","jsonPath":".status.startTime","priority":10}"#,
+    printcolumn = r#"{"name":"End Time","type":"date","jsonPath":".status.endTime","priority":10}"#,
+    printcolumn = r#"{"name":"Progressing","type":"string","jsonPath":".status.conditions[?(@.type==\"Progressing\")].status"}"#,
+    printcolumn = r#"{"name":"Failed","type":"string","jsonPath":".status.conditions[?(@.type==\"Failed\")].status"}"#,
+    printcolumn = r#"{"name":"Complete","type":"string","jsonPath":".status.conditions[?(@.type==\"Complete\")].status"}"#,
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.permalink"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateSpec {
+    /// The Workspace to run in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_name: Option<String>,
+    /// The stack to operate on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_name: Option<String>,
+    /// The operation: `preview`, `up`, `destroy` or `refresh`. Addition over PKO: validated as
+    /// an enum, so a typo is refused when applied instead of failing later.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    pub update_type: Option<UpdateType>,
+    /// How long to keep the Update (and its outputs Secret) after it completes, e.g. `24h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::duration")]
+    pub ttl_after_completed: Option<String>,
+    /// Number of resource operations to run in parallel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<i32>,
+    /// Message recorded with the update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Fail if the update would change anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_no_changes: Option<bool>,
+    /// URNs of resources to replace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace: Option<Vec<String>>,
+    /// URNs of resources to limit the operation to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Vec<String>>,
+    /// With `target`, include the resources that depend on the targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_dependents: Option<bool>,
+    /// Refresh state before the operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<bool>,
+    /// Keep going when a resource fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_on_error: Option<bool>,
+    /// (destroy) Also remove the stack and its configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove: Option<bool>,
+    /// (destroy, refresh) Run the program to compute resource state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_program: Option<bool>,
+}
+
+/// A Pulumi operation.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateType {
+    Preview,
+    Up,
+    Destroy,
+    Refresh,
+}
+
+/// The observed state of an Update.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateStatus {
+    /// The generation last processed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the operation started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::date_time")]
+    pub start_time: Option<String>,
+    /// When the operation ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::date_time")]
+    pub end_time: Option<String>,
+    /// Link to the update in Pulumi Cloud, when the backend has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permalink: Option<String>,
+    /// The result message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Name of the Secret holding the stack outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<String>,
+    /// Progressing, Failed and Complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::conditions")]
+    pub conditions: Option<Vec<Condition>>,
+    /// The project the operation ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_info: Option<ProjectInfo>,
+}
