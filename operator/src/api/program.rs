@@ -22,6 +22,8 @@ pub struct Program {
     /// Kind of the object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// Standard object metadata.
+    #[serde(default)]
     #[schemars(schema_with = "object_meta")]
     pub metadata: ObjectMeta,
     /// The program.
