@@ -27,14 +27,22 @@ pub fn structural_schema<T: JsonSchema>() -> JSONSchemaProps {
         .with_transform(kube::core::schema::OptionalEnum)
         .with_transform(kube::core::schema::OptionalIntOrString)
         .into_generator();
-    serde_json::to_value(generator.into_root_schema_for::<T>())
-        .and_then(serde_json::from_value)
-        .unwrap_or_else(|e| {
-            panic!(
-                "schema of {} is not a JSONSchemaProps: {e}",
-                T::schema_name()
-            )
-        })
+    let mut schema = serde_json::to_value(generator.into_root_schema_for::<T>());
+    // The apiserver owns `metadata`: a CRD may say it is an object and nothing else; a
+    // description or the `default` that `#[serde(default)]` brings is refused.
+    if let Ok(root) = schema.as_mut()
+        && let Some(meta) = root
+            .pointer_mut("/properties/metadata")
+            .and_then(|m| m.as_object_mut())
+    {
+        meta.retain(|k, _| k == "type");
+    }
+    schema.and_then(serde_json::from_value).unwrap_or_else(|e| {
+        panic!(
+            "schema of {} is not a JSONSchemaProps: {e}",
+            T::schema_name()
+        )
+    })
 }
 
 fn program_crd() -> CustomResourceDefinition {

@@ -76,6 +76,13 @@ fn strip_schema(obj: &mut serde_json::Map<String, serde_json::Value>) {
             each(v);
         }
     }
+    // The apiserver insists that a list-map's keys are required (or defaulted): an entry of a
+    // merge template still names the entry it merges into.
+    if let Some(Value::Array(keys)) = obj.get("x-kubernetes-list-map-keys").cloned()
+        && let Some(Value::Object(items)) = obj.get_mut("items")
+    {
+        items.insert("required".into(), Value::Array(keys));
+    }
     if let Some(Value::Object(props)) = obj.get_mut("properties") {
         props.values_mut().for_each(each);
     }
