@@ -1,4 +1,16 @@
-//! End-to-end checks of the repository as a whole (images, manifests); the local control plane
-//! arrives with issue 4.
+//! End-to-end test support: repository checks, and a local control plane made of the real
+//! upstream components (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, Flux's
+//! source-controller), a smart-HTTP git server and a test kubelet that runs pods as local
+//! processes. `tests/README.md` says how to use it and what it does not emulate.
 
+pub mod control_plane;
+pub mod git_server;
+pub mod kubelet;
+pub mod net;
+pub mod pki;
+pub mod process;
 pub mod schema_check;
+pub mod source_controller;
+pub mod tools;
+
+pub use control_plane::ControlPlane;

@@ -1,0 +1,581 @@
+//! A local Kubernetes control plane made of the real upstream binaries: etcd, kube-apiserver
+//! (RBAC on, service-account issuer and keys, client-certificate auth), kube-controller-manager
+//! (StatefulSets make pods, garbage collection, namespaces, service-account tokens) and
+//! kube-scheduler. Everything runs as child processes of the test and stops on drop.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::{self, Scope};
+use kube::{Client, Config};
+
+use crate::net::{self, PodNetwork};
+use crate::pki::{Pki, PkiError};
+use crate::process::{self, Process, ProcessError};
+use crate::tools::{self, ToolsError};
+
+/// The field manager the harness applies objects with.
+pub const FIELD_MANAGER: &str = "e2e-harness";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Tools(#[from] ToolsError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error(transparent)]
+    Network(#[from] net::Error),
+    #[error("cannot create the control plane's directory")]
+    Dir(#[source] std::io::Error),
+    #[error("cannot write {0}")]
+    Write(PathBuf, #[source] std::io::Error),
+    #[error("cannot read {0}")]
+    Read(PathBuf, #[source] std::io::Error),
+    #[error("the kubeconfig the harness wrote is invalid")]
+    Kubeconfig(#[source] kube::config::KubeconfigError),
+    #[error("cannot build a client")]
+    Client(#[source] kube::Error),
+    #[error("{what} not ready after {secs}s{detail}")]
+    Timeout {
+        what: String,
+        secs: u64,
+        detail: String,
+    },
+    #[error("{0}: invalid YAML document")]
+    Yaml(String, #[source] serde_yaml::Error),
+    #[error("{0}: not a valid object")]
+    Json(String, #[source] serde_json::Error),
+    #[error("{0}: document has no apiVersion/kind")]
+    NoKind(String),
+    #[error("{what} was refused by the apiserver")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// The running control plane. Dropping it stops every process (SIGTERM, then SIGKILL) and removes
+/// its directory unless `E2E_KEEP` is set.
+pub struct ControlPlane {
+    // Field order is drop order: the scheduler and controller-manager go before the apiserver,
+    // the apiserver before etcd, the directory last.
+    scheduler: Process,
+    controller_manager: Process,
+    apiserver: Process,
+    etcd: Process,
+    url: String,
+    kubeconfig: PathBuf,
+    client: Client,
+    tool_dirs: Vec<PathBuf>,
+    pki: Pki,
+    network: Arc<PodNetwork>,
+    dir: Dir,
+}
+
+/// The control plane's working directory: removed on drop unless kept for inspection.
+struct Dir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("[e2e] kept {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+impl ControlPlane {
+    /// Builds the tools if needed (`tests/tools/build.sh`), then starts etcd, kube-apiserver,
+    /// kube-controller-manager and kube-scheduler, and waits until the apiserver is ready and
+    /// the `default` namespace has its service account.
+    pub async fn start() -> Result<ControlPlane, Error> {
+        let tool_dirs = tools::dirs(&["k8s", "etcd"])?;
+        let keep = std::env::var_os("E2E_KEEP").is_some();
+        let path = tempfile::Builder::new()
+            .prefix("e2e-control-plane-")
+            .tempdir()
+            .map_err(Error::Dir)?
+            .keep();
+        let dir = Dir { path, keep };
+        let root = dir.path.clone();
+        let logs = root.join("logs");
+        std::fs::create_dir_all(&logs).map_err(Error::Dir)?;
+        std::fs::create_dir_all(root.join("pki")).map_err(Error::Dir)?;
+
+        // The pod network first: pods reach the apiserver on its gateway address, so that
+        // address goes into the serving certificate.
+        let network = Arc::new(PodNetwork::create()?);
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let pki = Pki::create(
+            &root.join("pki"),
+            &[
+                loopback,
+                IpAddr::V4(network.gateway()),
+                IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            ],
+            &[
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+            ],
+        )?;
+
+        let etcd_client = process::free_port();
+        let etcd_peer = process::free_port();
+        let mut etcd_cmd = Command::new(tools::find(&tool_dirs, "etcd")?);
+        etcd_cmd
+            .arg(format!("--data-dir={}", root.join("etcd").display()))
+            .arg(format!(
+                "--listen-client-urls=http://127.0.0.1:{etcd_client}"
+            ))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{etcd_client}"
+            ))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"
+            ))
+            .arg(format!(
+                "--initial-cluster=default=http://127.0.0.1:{etcd_peer}"
+            ))
+            .arg("--unsafe-no-fsync=true")
+            .arg("--log-level=warn");
+        let mut etcd = Process::spawn("etcd", etcd_cmd, &logs)?;
+        wait_tcp(&mut etcd, etcd_client, Duration::from_secs(30)).await?;
+
+        let port = process::free_port();
+        let url = format!("https://127.0.0.1:{port}");
+        let mut api_cmd = Command::new(tools::find(&tool_dirs, "kube-apiserver")?);
+        api_cmd
+            .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
+            // All addresses: loopback for the harness, the pod network's gateway for pods.
+            .arg("--bind-address=0.0.0.0")
+            .arg(format!("--secure-port={port}"))
+            .arg(format!("--cert-dir={}", root.join("pki").display()))
+            .arg(format!("--tls-cert-file={}", pki.serving_cert.display()))
+            .arg(format!(
+                "--tls-private-key-file={}",
+                pki.serving_key.display()
+            ))
+            .arg(format!("--client-ca-file={}", pki.ca_cert.display()))
+            .arg("--authorization-mode=Node,RBAC")
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg("--allow-privileged=true")
+            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+            .arg(format!(
+                "--service-account-key-file={}",
+                pki.sa_pub.display()
+            ))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                pki.sa_key.display()
+            ))
+            // No kube-proxy and no real kubelets: nothing reaches the advertise address, but it
+            // must not be loopback (the `kubernetes` Endpoints would fail validation).
+            .arg("--endpoint-reconciler-type=none")
+            .arg("--v=1");
+        let mut apiserver = Process::spawn("kube-apiserver", api_cmd, &logs)?;
+
+        let kubeconfig = root.join("kubeconfig");
+        write_kubeconfig(&kubeconfig, &url, &pki)?;
+        let client = client_from(&kubeconfig).await?;
+        wait_ready(&mut apiserver, &client, Duration::from_secs(90)).await?;
+
+        let mut kcm_cmd = Command::new(tools::find(&tool_dirs, "kube-controller-manager")?);
+        kcm_cmd
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg("--leader-elect=false")
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                pki.sa_key.display()
+            ))
+            .arg(format!("--root-ca-file={}", pki.ca_cert.display()))
+            .arg("--use-service-account-credentials=true")
+            .arg("--secure-port=0")
+            .arg("--v=1");
+        let controller_manager = Process::spawn("kube-controller-manager", kcm_cmd, &logs)?;
+
+        let sched_config = root.join("scheduler.yaml");
+        let sched_yaml = format!(
+            "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n\
+             clientConnection:\n  kubeconfig: {}\nleaderElection:\n  leaderElect: false\n",
+            kubeconfig.display()
+        );
+        std::fs::write(&sched_config, sched_yaml)
+            .map_err(|e| Error::Write(sched_config.clone(), e))?;
+        let mut sched_cmd = Command::new(tools::find(&tool_dirs, "kube-scheduler")?);
+        sched_cmd
+            .arg(format!("--config={}", sched_config.display()))
+            .arg("--secure-port=0")
+            .arg("--v=1");
+        let scheduler = Process::spawn("kube-scheduler", sched_cmd, &logs)?;
+
+        let cp = ControlPlane {
+            scheduler,
+            controller_manager,
+            apiserver,
+            etcd,
+            url,
+            kubeconfig,
+            client,
+            tool_dirs,
+            pki,
+            network,
+            dir,
+        };
+        // The controller-manager creates each namespace's `default` service account; pods
+        // cannot be created before it exists.
+        cp.wait_service_account("default", "default").await?;
+        Ok(cp)
+    }
+
+    /// A client for this control plane, authenticated as a cluster admin. Create one per
+    /// tokio runtime: a client's connections belong to the runtime that made them.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// A new client from the kubeconfig, for use on another runtime.
+    pub async fn new_client(&self) -> Result<Client, Error> {
+        client_from(&self.kubeconfig).await
+    }
+
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir.path
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.pki.ca_pem
+    }
+
+    /// The pod network (bridge and per-pod namespaces) the test kubelet wires pods into.
+    pub fn network(&self) -> Arc<PodNetwork> {
+        self.network.clone()
+    }
+
+    /// Where the upstream binaries are (for `kubectl` and friends).
+    pub fn tool_dirs(&self) -> &[PathBuf] {
+        &self.tool_dirs
+    }
+
+    /// The path of a built upstream tool, e.g. `kubectl`.
+    pub fn tool(&self, name: &str) -> Result<PathBuf, Error> {
+        Ok(tools::find(&self.tool_dirs, name)?)
+    }
+
+    /// Fails with the end of its log if any control-plane process has exited.
+    pub fn check_running(&mut self) -> Result<(), Error> {
+        self.etcd.check_running()?;
+        self.apiserver.check_running()?;
+        self.controller_manager.check_running()?;
+        self.scheduler.check_running()?;
+        Ok(())
+    }
+
+    /// Creates a namespace and waits for its `default` service account.
+    pub async fn create_namespace(&self, name: &str) -> Result<(), Error> {
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+        }))
+        .map_err(|e| Error::Json(name.into(), e))?;
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .map_err(|source| Error::Api {
+                what: format!("namespace {name}"),
+                source,
+            })?;
+        self.wait_service_account(name, "default").await
+    }
+
+    async fn wait_service_account(&self, namespace: &str, name: &str) -> Result<(), Error> {
+        let api = Api::<ServiceAccount>::namespaced(self.client.clone(), namespace);
+        let secs = 60;
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = api.get_opt(name).await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(Error::Timeout {
+            what: format!("service account {namespace}/{name}"),
+            secs,
+            detail: format!(
+                "; kube-controller-manager log:\n{}",
+                process::tail(self.controller_manager.log_path(), 30)
+            ),
+        })
+    }
+
+    /// Installs CustomResourceDefinitions from YAML files and waits until each is Established.
+    pub async fn install_crds(&self, files: &[PathBuf]) -> Result<Vec<String>, Error> {
+        let api = Api::<CustomResourceDefinition>::all(self.client.clone());
+        let mut names = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(file).map_err(|e| Error::Read(file.clone(), e))?;
+            for doc in documents(&text, &file.display().to_string())? {
+                let crd: CustomResourceDefinition = serde_json::from_value(doc)
+                    .map_err(|e| Error::Json(file.display().to_string(), e))?;
+                let name = crd.metadata.name.clone().unwrap_or_default();
+                api.patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER)
+                        .force()
+                        .validation_strict(),
+                    &Patch::Apply(&crd),
+                )
+                .await
+                .map_err(|source| Error::Api {
+                    what: format!("CRD {name} from {}", file.display()),
+                    source,
+                })?;
+                names.push(name);
+            }
+        }
+        let secs = 30;
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        for name in &names {
+            loop {
+                let established = api
+                    .get_opt(name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|c| c.status)
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    });
+                if established {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::Timeout {
+                        what: format!("CRD {name} Established"),
+                        secs,
+                        detail: String::new(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(names)
+    }
+
+    /// Installs this project's CRDs (`config/crd/bases`).
+    pub async fn install_project_crds(&self) -> Result<Vec<String>, Error> {
+        self.install_crds(&yaml_files(&repo_root().join("config/crd/bases"))?)
+            .await
+    }
+
+    /// Installs Flux's source-controller CRDs, read from the source-controller module.
+    pub async fn install_flux_crds(&self) -> Result<Vec<String>, Error> {
+        let dirs = tools::dirs(&["flux"])?;
+        let crds = dirs
+            .iter()
+            .map(|d| d.join("crds"))
+            .find(|d| d.is_dir())
+            .ok_or_else(|| ToolsError::Missing("flux CRDs".into(), format!("{dirs:?}")))?;
+        self.install_crds(&yaml_files(&crds)?).await
+    }
+
+    /// Applies every document of a YAML stream with server-side apply and strict field
+    /// validation (unknown or duplicate fields are errors, as with `kubectl apply
+    /// --server-side --validate=strict`). Namespaced objects without a namespace go to
+    /// `default_namespace`.
+    pub async fn apply_yaml(
+        &self,
+        yaml: &str,
+        origin: &str,
+        default_namespace: &str,
+    ) -> Result<Vec<DynamicObject>, Error> {
+        let mut applied = Vec::new();
+        for doc in documents(yaml, origin)? {
+            let obj: DynamicObject =
+                serde_json::from_value(doc).map_err(|e| Error::Json(origin.into(), e))?;
+            let types = obj
+                .types
+                .clone()
+                .ok_or_else(|| Error::NoKind(origin.into()))?;
+            let gvk =
+                GroupVersionKind::try_from(&types).map_err(|_| Error::NoKind(origin.into()))?;
+            let name = obj.metadata.name.clone().unwrap_or_default();
+            let what = format!("{} {name} from {origin}", types.kind);
+            let (resource, caps) =
+                discovery::pinned_kind(&self.client, &gvk)
+                    .await
+                    .map_err(|source| Error::Api {
+                        what: what.clone(),
+                        source,
+                    })?;
+            let api: Api<DynamicObject> = match caps.scope {
+                Scope::Cluster => Api::all_with(self.client.clone(), &resource),
+                Scope::Namespaced => Api::namespaced_with(
+                    self.client.clone(),
+                    obj.metadata
+                        .namespace
+                        .as_deref()
+                        .unwrap_or(default_namespace),
+                    &resource,
+                ),
+            };
+            let out = api
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER)
+                        .force()
+                        .validation_strict(),
+                    &Patch::Apply(&obj),
+                )
+                .await
+                .map_err(|source| Error::Api { what, source })?;
+            applied.push(out);
+        }
+        Ok(applied)
+    }
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The `*.yaml` files directly in `dir`, sorted, without `kustomization.yaml`.
+pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::Read(dir.to_path_buf(), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "yaml")
+                && p.file_name().is_some_and(|n| n != "kustomization.yaml")
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The non-empty documents of a YAML stream, as JSON values.
+pub fn documents(text: &str, origin: &str) -> Result<Vec<serde_json::Value>, Error> {
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value = <serde_json::Value as serde::Deserialize>::deserialize(doc)
+            .map_err(|e| Error::Yaml(origin.into(), e))?;
+        if !value.is_null() {
+            out.push(value);
+        }
+    }
+    Ok(out)
+}
+
+fn write_kubeconfig(path: &Path, url: &str, pki: &Pki) -> Result<(), Error> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut doc = BTreeMap::new();
+    doc.insert("apiVersion", serde_json::json!("v1"));
+    doc.insert("kind", serde_json::json!("Config"));
+    doc.insert(
+        "clusters",
+        serde_json::json!([{"name": "e2e", "cluster": {
+            "server": url, "certificate-authority-data": b64(&pki.ca_pem)}}]),
+    );
+    doc.insert(
+        "users",
+        serde_json::json!([{"name": "e2e-admin", "user": {
+            "client-certificate-data": b64(&pki.admin_cert_pem),
+            "client-key-data": b64(&pki.admin_key_pem)}}]),
+    );
+    doc.insert(
+        "contexts",
+        serde_json::json!([{"name": "e2e", "context": {"cluster": "e2e", "user": "e2e-admin"}}]),
+    );
+    doc.insert("current-context", serde_json::json!("e2e"));
+    let text = serde_yaml::to_string(&doc).map_err(|e| Error::Yaml("kubeconfig".into(), e))?;
+    std::fs::write(path, text).map_err(|e| Error::Write(path.to_path_buf(), e))
+}
+
+async fn client_from(kubeconfig: &Path) -> Result<Client, Error> {
+    let text = std::fs::read_to_string(kubeconfig)
+        .map_err(|e| Error::Read(kubeconfig.to_path_buf(), e))?;
+    let kc = Kubeconfig::from_yaml(&text).map_err(Error::Kubeconfig)?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(Error::Kubeconfig)?;
+    Client::try_from(config).map_err(Error::Client)
+}
+
+async fn wait_tcp(proc: &mut Process, port: u16, limit: Duration) -> Result<(), Error> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        proc.check_running()?;
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(Error::Timeout {
+        what: format!("port {port}"),
+        secs: limit.as_secs(),
+        detail: format!("; log:\n{}", process::tail(proc.log_path(), 30)),
+    })
+}
+
+async fn wait_ready(
+    apiserver: &mut Process,
+    client: &Client,
+    limit: Duration,
+) -> Result<(), Error> {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        apiserver.check_running()?;
+        let req = http::Request::get("/readyz").body(Vec::new());
+        if let Ok(req) = req {
+            match client.request_text(req).await {
+                Ok(body) if body.trim() == "ok" => return Ok(()),
+                Ok(body) => last = body,
+                Err(e) => last = e.to_string(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(Error::Timeout {
+        what: "kube-apiserver /readyz".into(),
+        secs: limit.as_secs(),
+        detail: format!(
+            " (last answer: {last}); log:\n{}",
+            process::tail(apiserver.log_path(), 30)
+        ),
+    })
+}

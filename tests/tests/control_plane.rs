@@ -1,0 +1,278 @@
+//! Proof that the harness is real: our CRDs and samples on a real apiserver, a real
+//! source-controller making artifacts from the harness's git server, and a workspace-shaped pod
+//! on the test kubelet whose init container is the real `fetch`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use e2e::ControlPlane;
+use e2e::control_plane::{repo_root, yaml_files};
+use kube::api::Api;
+
+use support::{FluxFixture, wait_for};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crds_install_and_every_sample_applies_strictly() {
+    let cp = ControlPlane::start().await.expect("control plane starts");
+    let mut ours = cp.install_project_crds().await.expect("our CRDs install");
+    ours.sort();
+    assert_eq!(
+        ours.iter().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "programs.pulumi.com",
+            "stacks.pulumi.com",
+            "updates.auto.pulumi.com",
+            "workspaces.auto.pulumi.com"
+        ],
+        "config/crd/bases changed: update this list"
+    );
+    let flux = cp.install_flux_crds().await.expect("Flux CRDs install");
+    assert!(
+        flux.iter()
+            .any(|n| n == "gitrepositories.source.toolkit.fluxcd.io"),
+        "{flux:?}"
+    );
+
+    let samples = yaml_files(&repo_root().join("config/samples")).expect("samples listed");
+    assert!(samples.len() >= 5, "{samples:?}");
+    let mut kinds = BTreeMap::new();
+    for file in &samples {
+        let text = std::fs::read_to_string(file).expect("sample readable");
+        let applied = cp
+            .apply_yaml(&text, &file.display().to_string(), "default")
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} must apply with strict validation: {e:?}",
+                    file.display()
+                )
+            });
+        for obj in applied {
+            let kind = obj.types.map(|t| t.kind).unwrap_or_default();
+            *kinds.entry(kind).or_insert(0) += 1;
+        }
+    }
+    for kind in [
+        "Stack",
+        "Program",
+        "Workspace",
+        "Update",
+        "GitRepository",
+        "ServiceAccount",
+    ] {
+        assert!(
+            kinds.contains_key(kind),
+            "no sample applied a {kind}: {kinds:?}"
+        );
+    }
+
+    // Strict validation is real: an unknown field in a Stack is refused, with its name.
+    let bad = "apiVersion: pulumi.com/v1\nkind: Stack\nmetadata: {name: bad}\n\
+               spec: {stack: dev/bad, projectRepo: https://example.com/r.git, branch: main, nosuchField: 1}\n";
+    let err = cp
+        .apply_yaml(bad, "inline", "default")
+        .await
+        .expect_err("an unknown field must be refused");
+    let text = format!("{err:?}");
+    assert!(text.contains("nosuchField"), "{text}");
+
+    // And the CEL rule on the stack name is enforced by the apiserver.
+    let long = format!(
+        "apiVersion: pulumi.com/v1\nkind: Stack\nmetadata: {{name: {}}}\nspec: {{stack: dev/x}}\n",
+        "a".repeat(43)
+    );
+    let err = cp
+        .apply_yaml(&long, "inline", "default")
+        .await
+        .expect_err("a 43-character Stack name must be refused");
+    assert!(format!("{err:?}").contains("42"), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_repository_gets_an_artifact_and_follows_new_commits() {
+    let cp = ControlPlane::start().await.expect("control plane starts");
+    let fx = FluxFixture::start(&cp, "gitrepo").await;
+    let first = fx
+        .repo
+        .commit(&[("Pulumi.yaml", support::PROGRAM)], "first")
+        .expect("commit");
+    fx.apply_git_repository(&cp).await;
+    let artifact = fx.wait_revision(&cp, &first).await;
+    assert!(
+        artifact["url"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("http://10.244."),
+        "{artifact}"
+    );
+    assert!(
+        artifact["digest"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("sha256:"),
+        "{artifact}"
+    );
+    assert!(
+        fx.git.requests() > 0,
+        "source-controller fetched through the git server"
+    );
+
+    let second = fx
+        .repo
+        .commit(
+            &[("Pulumi.yaml", &support::PROGRAM.replace("hello", "bonjour"))],
+            "second",
+        )
+        .expect("commit");
+    assert_ne!(first, second);
+    fx.request_reconcile(&cp).await;
+    let artifact2 = fx.wait_revision(&cp, &second).await;
+    assert_ne!(artifact["digest"], artifact2["digest"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspace_shaped_pod_fetches_the_artifact_and_reports_fetch_failures() {
+    let cp = ControlPlane::start().await.expect("control plane starts");
+    let fx = FluxFixture::start(&cp, "podfetch").await;
+    let sha = fx
+        .repo
+        .commit(
+            &[
+                ("infra/Pulumi.yaml", support::PROGRAM),
+                ("README.md", "top\n"),
+            ],
+            "program",
+        )
+        .expect("commit");
+    fx.apply_git_repository(&cp).await;
+    let artifact = fx.wait_revision(&cp, &sha).await;
+    let url = artifact["url"].as_str().expect("url").to_string();
+    let digest = artifact["digest"].as_str().expect("digest").to_string();
+
+    let kubelet = support::start_kubelet(&cp).await;
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(cp.client(), "default");
+
+    let good = support::workspace_pod("fetch-ok", &url, &digest, "infra");
+    pods.create(&Default::default(), &good)
+        .await
+        .expect("pod created");
+    let pod = wait_for(Duration::from_secs(120), "pod fetch-ok to finish", || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("fetch-ok").await.ok()?;
+            let phase = p.status.as_ref()?.phase.clone()?;
+            matches!(phase.as_str(), "Succeeded" | "Failed").then_some(p)
+        }
+    })
+    .await;
+    let status = pod.status.clone().expect("status");
+    let logs = kubelet.logs("default", "fetch-ok", "pulumi").await;
+    let fetch_logs = kubelet.logs("default", "fetch-ok", "fetch").await;
+    assert_eq!(
+        status.phase.as_deref(),
+        Some("Succeeded"),
+        "status: {status:?}\nfetch: {fetch_logs}\npulumi: {logs}"
+    );
+    assert!(
+        status
+            .pod_ip
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("10.244."),
+        "{status:?}"
+    );
+    let init = &status
+        .init_container_statuses
+        .as_ref()
+        .expect("init statuses")[0];
+    let term = init
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .expect("terminated");
+    assert_eq!(term.exit_code, 0);
+    // The main container ran as uid 1000 and saw the program, not the repository root.
+    assert!(logs.contains("uid=1000"), "{logs}");
+    assert!(logs.contains("name: e2e-program"), "{logs}");
+    assert!(
+        !logs.contains("README.md"),
+        "--dir selects the subdirectory: {logs}"
+    );
+
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let bad = support::workspace_pod("fetch-bad-digest", &url, &wrong, "infra");
+    pods.create(&Default::default(), &bad)
+        .await
+        .expect("pod created");
+    let pod = wait_for(
+        Duration::from_secs(120),
+        "pod fetch-bad-digest to fail",
+        || {
+            let pods = pods.clone();
+            async move {
+                let p = pods.get("fetch-bad-digest").await.ok()?;
+                (p.status.as_ref()?.phase.as_deref()? == "Failed").then_some(p)
+            }
+        },
+    )
+    .await;
+    let status = pod.status.expect("status");
+    let init = &status.init_container_statuses.expect("init statuses")[0];
+    let term = init
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.clone())
+        .expect("fetch terminated");
+    assert_eq!(
+        term.exit_code, 5,
+        "fetch's verification exit code: {term:?}"
+    );
+    let message = term.message.unwrap_or_default();
+    assert!(
+        message.contains("digest"),
+        "termination message from fetch: {message}"
+    );
+    assert!(
+        message.contains(&wrong[7..19]),
+        "names the expected digest: {message}"
+    );
+    let main = &status.container_statuses.expect("statuses")[0];
+    assert!(
+        main.state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .is_none(),
+        "the main container never ran: {main:?}"
+    );
+
+    // Deleting a pod kills its processes and the kubelet finishes the delete.
+    let sleeper = support::sleeper_pod("sleeper");
+    pods.create(&Default::default(), &sleeper)
+        .await
+        .expect("pod created");
+    wait_for(Duration::from_secs(60), "sleeper running", || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("sleeper").await.ok()?;
+            (p.status?.phase? == "Running").then_some(())
+        }
+    })
+    .await;
+    pods.delete("sleeper", &Default::default())
+        .await
+        .expect("delete");
+    wait_for(Duration::from_secs(60), "sleeper gone", || {
+        let pods = pods.clone();
+        async move { pods.get_opt("sleeper").await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    assert!(
+        !support::process_running("sleep 3600"),
+        "the sleeper's process must be gone after the delete"
+    );
+    drop(kubelet);
+    drop(fx);
+    drop(cp);
+}

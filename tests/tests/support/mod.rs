@@ -1,0 +1,240 @@
+//! Shared fixtures for the control-plane tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use e2e::ControlPlane;
+use e2e::git_server::{Credentials, GitServer, Repo};
+use e2e::kubelet::{Image, Kubelet};
+use e2e::source_controller::SourceController;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::discovery::ApiResource;
+use serde_json::{Value, json};
+
+/// The image the operator's manifests name for `fetch` (config/manager).
+pub const FETCH_IMAGE: &str = "ghcr.io/example/pulumi-flux-operator-fetch:0.1.0";
+/// An image that is the host's /usr: sh, coreutils.
+pub const SHELL_IMAGE: &str = "e2e.local/shell:1";
+
+/// A provider-free Pulumi YAML program.
+pub const PROGRAM: &str = "name: e2e-program\nruntime: yaml\noutputs:\n  greeting: hello\n";
+
+/// Polls `f` every 250 ms until it returns Some; panics naming `what` after `limit`.
+pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The `fetch` binary cargo built for this workspace (same profile as the tests).
+pub fn fetch_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/fetch
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("fetch"))
+        .expect("target directory");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p fetch` (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
+pub async fn start_kubelet(cp: &ControlPlane) -> Kubelet {
+    let images = HashMap::from([
+        (
+            FETCH_IMAGE.to_string(),
+            // Dockerfile.fetch: the binary at /fetch, USER 65532.
+            Image::binary(fetch_binary(), "/fetch").with_user(65532),
+        ),
+        (SHELL_IMAGE.to_string(), Image::default()),
+    ]);
+    Kubelet::start(cp, "e2e-node", images)
+        .await
+        .expect("kubelet starts")
+}
+
+/// A pod shaped like a workspace pod: `fetch flux` as init container into the shared
+/// emptyDir, then a main container working in /share/workspace, non-root.
+pub fn workspace_pod(name: &str, url: &str, digest: &str, dir: &str) -> Pod {
+    let mounts = json!([{"name": "share", "mountPath": "/share"}]);
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"auto.pulumi.com/component": "workspace"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 5,
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 1000},
+            "volumes": [{"name": "share", "emptyDir": {}}],
+            "initContainers": [{
+                "name": "fetch", "image": FETCH_IMAGE,
+                "args": ["flux", "--target-dir", "/share/source", "--dir", "$(FLUX_DIR)",
+                         "--link", "/share/workspace"],
+                "env": [{"name": "FLUX_URL", "value": url},
+                        {"name": "FLUX_DIGEST", "value": digest},
+                        {"name": "FLUX_DIR", "value": dir}],
+                "volumeMounts": mounts,
+            }],
+            "containers": [{
+                "name": "pulumi", "image": SHELL_IMAGE,
+                "command": ["sh", "-c", "id; ls -a; cat Pulumi.yaml"],
+                "workingDir": "/share/workspace",
+                "volumeMounts": mounts,
+            }],
+        },
+    }))
+    .expect("valid pod")
+}
+
+pub fn sleeper_pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 3,
+            "containers": [{"name": "main", "image": SHELL_IMAGE,
+                            "command": ["sleep", "3619"]}],
+        },
+    }))
+    .expect("valid pod")
+}
+
+/// Whether any process's command line contains `needle` (arguments joined by spaces).
+pub fn process_running(needle: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.filter_map(Result::ok).any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// source-controller on the pod network's gateway, a git server with basic auth, one repository
+/// and the Secret a GitRepository needs to read it.
+pub struct FluxFixture {
+    pub source_controller: SourceController,
+    pub git: GitServer,
+    pub repo: Repo,
+    pub name: String,
+}
+
+fn git_repositories(cp: &ControlPlane) -> Api<DynamicObject> {
+    let ar = ApiResource {
+        group: "source.toolkit.fluxcd.io".into(),
+        version: "v1".into(),
+        api_version: "source.toolkit.fluxcd.io/v1".into(),
+        kind: "GitRepository".into(),
+        plural: "gitrepositories".into(),
+    };
+    Api::namespaced_with(cp.client(), "default", &ar)
+}
+
+impl FluxFixture {
+    pub async fn start(cp: &ControlPlane, name: &str) -> FluxFixture {
+        cp.install_flux_crds().await.expect("Flux CRDs install");
+        let gateway = IpAddr::V4(cp.network().gateway());
+        let source_controller = SourceController::start(cp, gateway)
+            .await
+            .expect("source-controller starts");
+        let creds = Credentials {
+            username: "flux".into(),
+            password: format!("pw-{name}"),
+        };
+        let git = GitServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), creds.clone())
+            .expect("git server starts");
+        let repo = git.create_repo(name).expect("repository");
+        let secret = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-auth}}\n\
+             stringData: {{username: {}, password: {}}}\n",
+            creds.username, creds.password
+        );
+        cp.apply_yaml(&secret, "secret", "default")
+            .await
+            .expect("secret");
+        FluxFixture {
+            source_controller,
+            git,
+            repo,
+            name: name.into(),
+        }
+    }
+
+    pub async fn apply_git_repository(&self, cp: &ControlPlane) {
+        let yaml = format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\n\
+             metadata: {{name: {n}}}\n\
+             spec: {{interval: 10m, timeout: 30s, url: '{url}', ref: {{branch: main}}, \
+             secretRef: {{name: {n}-auth}}}}\n",
+            n = self.name,
+            url = self.git.url(&self.name)
+        );
+        cp.apply_yaml(&yaml, "GitRepository", "default")
+            .await
+            .expect("GitRepository applies");
+    }
+
+    /// What `flux reconcile source git` does: bump the requestedAt annotation.
+    pub async fn request_reconcile(&self, cp: &ControlPlane) {
+        let now = format!("{:?}", Instant::now());
+        let patch = json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": now}}});
+        git_repositories(cp)
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("annotate");
+    }
+
+    /// Waits until the GitRepository is Ready with an artifact of commit `sha`; returns the
+    /// artifact.
+    pub async fn wait_revision(&self, cp: &ControlPlane, sha: &str) -> Value {
+        let api = git_repositories(cp);
+        let want = format!("main@sha1:{sha}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let obj = api.get(&self.name).await.ok();
+            let status = obj
+                .as_ref()
+                .map(|o| o.data["status"].clone())
+                .unwrap_or(Value::Null);
+            let ready = status["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            if ready && status["artifact"]["revision"] == want.as_str() {
+                return status["artifact"].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "GitRepository {} never reached {want}; status: {status:#}\nsource-controller:\n{}",
+                self.name,
+                self.source_controller.log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}

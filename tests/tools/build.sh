@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Builds the upstream programs the control-plane tests run against, from their Go modules:
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, Flux
+# source-controller, the Pulumi CLI with its YAML language host, and PKO's agent.
+#
+# Each tool has a small wrapper module in tests/tools/<tool>/ (go.mod and go.sum only: the
+# replace lines upstream needs, and the pinned versions). No upstream source or binary is
+# committed. Binaries land in a cache keyed by tool and version, outside the repository:
+#
+#   ${E2E_TOOLS_DIR:-${XDG_CACHE_HOME:-~/.cache}/pulumi-flux-operator/tools}/<tool>-<version>/
+#
+# The script is idempotent (a complete build is never redone) and says what it built and how
+# long it took. It prints the bin directories, one per line, on the last line prefixed "PATH+=".
+#
+#   tests/tools/build.sh                 build every tool
+#   tests/tools/build.sh k8s etcd        build some
+#   tests/tools/build.sh --update k8s    re-create a wrapper's go.mod/go.sum from the pins below
+set -euo pipefail
+
+K8S_VERSION=v1.34.4
+ETCD_VERSION=v3.6.16
+FLUX_SOURCE_VERSION=v1.9.3
+PULUMI_VERSION=v3.259.0
+PULUMI_YAML_VERSION=v1.38.1
+PKO_VERSION=v2.9.0
+# source-controller v1.9.4+ needs github.com/fluxcd/pkg/artifact v0.18.2+, which the module
+# proxy refuses (403); v1.9.3 is the newest v1.9 whose whole module graph it serves.
+# Flux and PKO pin go-digest to a commit with BLAKE3 support.
+GO_DIGEST_PIN=github.com/opencontainers/go-digest@v1.0.1-0.20220411205349-bde1400a84be
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+CACHE=${E2E_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pulumi-flux-operator/tools}
+export CGO_ENABLED=0 GOFLAGS=-mod=readonly GOTOOLCHAIN=local
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+
+version_of() {
+  case $1 in
+    k8s) echo "$K8S_VERSION" ;;
+    etcd) echo "$ETCD_VERSION" ;;
+    flux) echo "$FLUX_SOURCE_VERSION" ;;
+    pulumi) echo "$PULUMI_VERSION-yaml-$PULUMI_YAML_VERSION" ;;
+    pko) echo "$PKO_VERSION" ;;
+    *) log "unknown tool $1 (known: k8s etcd flux pulumi pko)"; exit 2 ;;
+  esac
+}
+
+# --- wrappers: (re)create go.mod/go.sum from the pins --------------------------------------
+
+update_k8s() {
+  local staging=v0.${K8S_VERSION#v1.} mod
+  go mod init e2etools/k8s
+  mod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
+  # Upstream maps every staging module to ./staging; a dependency needs the published tags.
+  for m in $(sed -n 's|^[[:space:]]*\(k8s.io/[^ ]*\) => \./staging/src/.*|\1|p' "$mod"); do
+    go mod edit "-replace=$m=$m@$staging"
+  done
+  go mod edit -godebug=default=go1.24
+  GOFLAGS=-mod=mod go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION"
+}
+
+update_etcd() {
+  go mod init e2etools/etcd
+  GOFLAGS=-mod=mod go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+}
+
+update_flux() {
+  go mod init e2etools/flux
+  go mod edit "-replace=${GO_DIGEST_PIN%@*}=$GO_DIGEST_PIN"
+  GOFLAGS=-mod=mod go get -tool "github.com/fluxcd/source-controller@$FLUX_SOURCE_VERSION"
+}
+
+update_pulumi() {
+  go mod init e2etools/pulumi
+  go mod edit -replace=github.com/atotto/clipboard=github.com/tgummerer/clipboard@v0.0.0-20241001131231-d02d263e614e
+  # pkg requires the sdk one release behind; in-repo builds use ../sdk, so pin it to match.
+  GOFLAGS=-mod=mod go get -tool "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi@$PULUMI_VERSION" \
+    "github.com/pulumi/pulumi/sdk/v3@$PULUMI_VERSION"
+}
+
+update_pko() {
+  local mod
+  go mod init e2etools/pko
+  mod=$(go mod download -json "github.com/pulumi/pulumi-kubernetes-operator/v2@$PKO_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
+  # Copy PKO's replace lines (go-digest pin, k8s staging modules).
+  sed -n '/^replace (/,/^)/p;/^replace [^(]/p' "$mod" >> go.mod
+  GOFLAGS=-mod=mod go get -tool "github.com/pulumi/pulumi-kubernetes-operator/v2/agent@$PKO_VERSION"
+}
+
+update() {
+  local tool=$1 dir="$HERE/$1"
+  log "re-creating the $tool wrapper module"
+  rm -rf "$dir" && mkdir -p "$dir"
+  (cd "$dir" && "update_$tool" && go mod edit -go=1.26.0)
+  # `go mod tidy` drops tool requirements' go.sum lines on some versions; re-add them.
+  (cd "$dir" && GOFLAGS=-mod=mod go list -e tool >/dev/null)
+}
+
+# --- builds ---------------------------------------------------------------------------------
+
+k8s_ldflags() {
+  local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  local f="-s -w" p
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    f="$f -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    f="$f -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$f"
+}
+
+build_k8s() {
+  go build -trimpath -tags selinux,notest -ldflags "$(k8s_ldflags)" -o "$1/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+}
+
+build_etcd() {
+  go build -trimpath -o "$1/etcd" go.etcd.io/etcd/server/v3
+}
+
+build_flux() {
+  go build -trimpath -tags netgo,osusergo,static_build -o "$1/source-controller" \
+    github.com/fluxcd/source-controller
+  # The CRDs ship in the module zip.
+  local src
+  src=$(go list -m -f '{{.Dir}}' github.com/fluxcd/source-controller)
+  mkdir -p "$1/crds" && cp "$src"/config/crd/bases/*.yaml "$1/crds/" && chmod u+w "$1"/crds/*
+}
+
+build_pulumi() {
+  go build -trimpath -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION" \
+    -o "$1/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi
+  # The YAML language host has no replace lines: a plain install, put next to pulumi so it is
+  # found as a bundled plugin and nothing is downloaded.
+  GOFLAGS=-mod=mod GOBIN="$1" go install -trimpath \
+    -ldflags "-s -w -X github.com/pulumi/pulumi-yaml/pkg/version.Version=$PULUMI_YAML_VERSION" \
+    "github.com/pulumi/pulumi-yaml/cmd/pulumi-language-yaml@$PULUMI_YAML_VERSION"
+}
+
+build_pko() {
+  go build -trimpath -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes-operator/v2/agent/version.Version=$PKO_VERSION" \
+    -o "$1/pulumi-kubernetes-agent" github.com/pulumi/pulumi-kubernetes-operator/v2/agent
+}
+
+build() {
+  local tool=$1 version out start
+  version=$(version_of "$tool")
+  out="$CACHE/$tool-$version"
+  if [ -f "$out/.complete" ]; then
+    log "$tool $version: cached in $out"
+  else
+    [ -f "$HERE/$tool/go.mod" ] || update "$tool"
+    start=$(date +%s)
+    log "$tool $version: building into $out"
+    rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+    (cd "$HERE/$tool" && "build_$tool" "$out.tmp")
+    rm -rf "$out" && mv "$out.tmp" "$out" && touch "$out/.complete"
+    log "$tool $version: built in $(( $(date +%s) - start ))s"
+  fi
+  echo "$out"
+}
+
+command -v go >/dev/null || { log "go is required (Go >= 1.26)"; exit 1; }
+mode=build
+if [ "${1:-}" = "--update" ]; then mode=update; shift; fi
+tools=("$@")
+# pko is not in the default set: the module proxy this project's machines use answers 403 ("not
+# available") for every github.com/pulumi/pulumi-kubernetes-operator/v2 version, so it can only
+# be built where the proxy serves it (`build.sh pko`).
+[ ${#tools[@]} -gt 0 ] || tools=(k8s etcd flux pulumi)
+
+total_start=$(date +%s)
+dirs=()
+for t in "${tools[@]}"; do
+  version_of "$t" >/dev/null
+  if [ "$mode" = update ]; then update "$t"; else dirs+=("$(build "$t")"); fi
+done
+[ "$mode" = update ] && exit 0
+log "all done in $(( $(date +%s) - total_start ))s"
+echo "PATH+=$(IFS=:; echo "${dirs[*]}")"
