@@ -7,6 +7,8 @@ use std::error::Error;
 
 use crate::digest::DigestError;
 use crate::flux::FluxError;
+use crate::git::GitError;
+use crate::git::github_app::GitHubAppError;
 use crate::unpack::UnpackError;
 use crate::workspace::WorkspaceError;
 
@@ -27,6 +29,8 @@ pub enum ExitKind {
     UnsafeArchive = 6,
     /// The source has no such `--dir`.
     MissingDir = 7,
+    /// The server refused the credentials (or none were given and it wants some).
+    Auth = 8,
 }
 
 impl ExitKind {
@@ -81,6 +85,39 @@ impl Classify for FluxError {
     }
 }
 
+impl Classify for GitHubAppError {
+    fn exit_kind(&self) -> ExitKind {
+        match self {
+            GitHubAppError::Key | GitHubAppError::Id(_) | GitHubAppError::ApiUrl(_) => {
+                ExitKind::Usage
+            }
+            GitHubAppError::Unreachable { .. } | GitHubAppError::NoToken(_) => ExitKind::Network,
+            GitHubAppError::Refused { .. } => ExitKind::Auth,
+        }
+    }
+}
+
+impl Classify for GitError {
+    fn exit_kind(&self) -> ExitKind {
+        match self {
+            GitError::AuthRefused { .. }
+            | GitError::AuthMissing { .. }
+            | GitError::KeyUnusable { .. } => ExitKind::Auth,
+            GitError::UnknownRevision { .. } => ExitKind::NotFound,
+            GitError::Unreachable { .. } | GitError::TimedOut { .. } => ExitKind::Network,
+            GitError::HostKeyMismatch { .. }
+            | GitError::HostKeyUnknown { .. }
+            | GitError::HeadMismatch { .. } => ExitKind::Verification,
+            GitError::BadUrl(_) | GitError::NoRevision | GitError::Credentials(_) => {
+                ExitKind::Usage
+            }
+            GitError::GitHubApp(e) => e.exit_kind(),
+            GitError::Workspace(e) => e.exit_kind(),
+            GitError::Git(_) | GitError::Io(_) => ExitKind::Internal,
+        }
+    }
+}
+
 /// The error and its causes on one line, `outer: inner: innermost`.
 pub fn chain(e: &dyn Error) -> String {
     let mut out = e.to_string();
@@ -122,6 +159,7 @@ mod tests {
             ExitKind::Verification,
             ExitKind::UnsafeArchive,
             ExitKind::MissingDir,
+            ExitKind::Auth,
         ];
         let mut codes: Vec<u8> = all.iter().map(|k| k.code()).collect();
         codes.dedup();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use fetch::error::{Classify, ExitKind, chain};
 use fetch::flux::{self, FluxRequest, Outcome};
+use fetch::git::{self, GitError, GitRequest};
 use fetch::report::{self, LogFormat};
 use fetch::unpack::{DEFAULT_MAX_SIZE, ModePolicy, UnpackOptions};
 use fetch::workspace::Workspace;
@@ -21,7 +22,8 @@ use tracing::{error, info};
     version,
     about = "Fetches, verifies and unpacks a Pulumi program into the workspace volume",
     after_help = "Exit codes: 0 ok, 1 local I/O, 2 usage, 3 network, 4 artifact not found, \
-                  5 verification failed, 6 unsafe or invalid archive, 7 --dir not in source."
+                  5 verification failed, 6 unsafe or invalid archive, 7 --dir not in source, \
+                  8 authentication refused."
 )]
 struct Cli {
     /// Log format on stderr.
@@ -51,6 +53,50 @@ struct Cli {
 enum Command {
     /// Download a Flux source artifact, verify its digest and unpack it.
     Flux(FluxArgs),
+    /// Fetch a commit from a Git repository and check it out. Credentials come from the
+    /// environment only: GIT_USERNAME + GIT_PASSWORD, GIT_TOKEN, GIT_SSH_PRIVATE_KEY (+
+    /// GIT_PASSWORD as passphrase, GIT_SSH_KNOWN_HOSTS), or GIT_GITHUB_APP_ID +
+    /// GIT_GITHUB_APP_INSTALLATION_ID + GIT_GITHUB_APP_PRIVATE_KEY (GITHUB_API_URL).
+    Git(GitArgs),
+}
+
+#[derive(Args, Debug)]
+struct GitArgs {
+    /// Repository URL: https://, http://, ssh://, user@host:path or file://.
+    #[arg(long, env = "GIT_URL")]
+    url: String,
+
+    /// Commit SHA (what the operator passes), branch or tag.
+    #[arg(long, env = "GIT_REVISION")]
+    revision: String,
+
+    /// Directory that receives the checkout; replaced whole on success, removed on failure.
+    #[arg(long)]
+    target_dir: PathBuf,
+
+    /// Sub-directory of the repository holding the program (empty: the repository root).
+    #[arg(long, env = "GIT_DIR", default_value = "")]
+    dir: String,
+
+    /// Symlink to create pointing at the program directory (e.g. /share/workspace).
+    #[arg(long)]
+    link: Option<PathBuf>,
+
+    /// Fetch only the commit (depth 1) when the server allows it.
+    #[arg(long, env = "GIT_SHALLOW")]
+    shallow: bool,
+
+    /// Overall time limit in seconds.
+    #[arg(long, default_value = "300", value_parser = seconds)]
+    timeout: Duration,
+
+    /// GitHub API base URL for GitHub App credentials (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(long, env = "GITHUB_API_URL", default_value = fetch::git::github_app::DEFAULT_API)]
+    github_api_url: String,
+
+    /// Keep the repository's permission bits instead of making the tree writable by any UID.
+    #[arg(long)]
+    preserve_mode: bool,
 }
 
 #[derive(Args, Debug)]
@@ -167,6 +213,7 @@ fn main() -> ExitCode {
     report::init_logging(cli.log_format);
     let result = match cli.command {
         Command::Flux(args) => run_flux(args),
+        Command::Git(args) => run_git(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -228,6 +275,36 @@ fn run_flux(args: FluxArgs) -> Result<(), Failure> {
         }
     }
     .inspect(|()| info!(target_dir = %ws.target().display(), "workspace ready"))
+}
+
+fn run_git(args: GitArgs) -> Result<(), Failure> {
+    let modes = if args.preserve_mode {
+        ModePolicy::Preserve
+    } else {
+        ModePolicy::Shared
+    };
+    let ws = Workspace::new(&args.target_dir, &args.dir, args.link.as_deref(), modes)?;
+    let (credentials, known_hosts) =
+        git::credentials::from_env(&|k| std::env::var(k).ok()).map_err(GitError::from)?;
+    let req = GitRequest {
+        url: args.url,
+        revision: args.revision,
+        shallow: args.shallow,
+        timeout: args.timeout,
+        credentials,
+        known_hosts,
+        github_api: args.github_api_url,
+    };
+    match git::fetch(&req, &ws) {
+        Ok(_) => {
+            info!(target_dir = %ws.target().display(), "workspace ready");
+            Ok(())
+        }
+        Err(e) => {
+            ws.clear();
+            Err(e.into())
+        }
+    }
 }
 
 fn flux_request(args: &FluxArgs, modes: ModePolicy) -> Result<FluxRequest, Failure> {

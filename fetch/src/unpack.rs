@@ -48,7 +48,7 @@ pub enum ModePolicy {
 }
 
 impl ModePolicy {
-    fn file_mode(self, header_mode: u32) -> u32 {
+    pub(crate) fn file_mode(self, header_mode: u32) -> u32 {
         match self {
             ModePolicy::Shared if header_mode & 0o111 != 0 => 0o777,
             ModePolicy::Shared => 0o666,
@@ -56,7 +56,7 @@ impl ModePolicy {
         }
     }
 
-    fn dir_mode(self, header_mode: Option<u32>) -> u32 {
+    pub(crate) fn dir_mode(self, header_mode: Option<u32>) -> u32 {
         match self {
             ModePolicy::Shared => 0o777,
             ModePolicy::Preserve => header_mode.map_or(0o755, |m| (m & 0o777) | 0o700),

@@ -40,7 +40,8 @@ pub struct Credentials {
 
 pub struct GitServer {
     addr: SocketAddr,
-    root: tempfile::TempDir,
+    root: PathBuf,
+    _owned: Option<tempfile::TempDir>,
     credentials: Credentials,
     stop: Arc<AtomicBool>,
     requests: Arc<AtomicUsize>,
@@ -56,18 +57,33 @@ struct Shared {
 impl GitServer {
     /// Serves repositories under a fresh directory on `ip` (port chosen by the kernel).
     pub fn start(ip: IpAddr, credentials: Credentials) -> Result<GitServer, Error> {
-        let listener = TcpListener::bind((ip, 0)).map_err(|e| Error::Listen(ip.to_string(), e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Listen(ip.to_string(), e))?;
-        let root = tempfile::Builder::new()
+        let owned = tempfile::Builder::new()
             .prefix("e2e-git-")
             .tempdir()
             .map_err(|e| Error::Create(PathBuf::from("git root"), e))?;
+        let root = owned.path().to_path_buf();
+        let mut server = GitServer::serve(ip, 0, &root, credentials)?;
+        server._owned = Some(owned);
+        Ok(server)
+    }
+
+    /// Serves the bare repositories in `<root>/repos` on `ip:port` (0: any free port).
+    pub fn serve(
+        ip: IpAddr,
+        port: u16,
+        root: &Path,
+        credentials: Credentials,
+    ) -> Result<GitServer, Error> {
+        let listener =
+            TcpListener::bind((ip, port)).map_err(|e| Error::Listen(ip.to_string(), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Listen(ip.to_string(), e))?;
+        let root = root.to_path_buf();
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(Shared {
-            root: root.path().join("repos"),
+            root: root.join("repos"),
             credentials: credentials.clone(),
             requests: requests.clone(),
         });
@@ -89,6 +105,7 @@ impl GitServer {
         Ok(GitServer {
             addr,
             root,
+            _owned: None,
             credentials,
             stop,
             requests,
@@ -113,19 +130,34 @@ impl GitServer {
     /// Creates an empty bare repository `name` (default branch `main`) and a work tree whose
     /// commits are pushed to it through this server (smart HTTP, receive-pack, basic auth).
     pub fn create_repo(&self, name: &str) -> Result<Repo, Error> {
-        let bare = self.root.path().join("repos").join(format!("{name}.git"));
-        let work = self.root.path().join("work").join(name);
+        let bare = self.root.join("repos").join(format!("{name}.git"));
+        let work = self.root.join("work").join(name);
         std::fs::create_dir_all(&bare).map_err(|e| Error::Create(bare.clone(), e))?;
         std::fs::create_dir_all(&work).map_err(|e| Error::Create(work.clone(), e))?;
         git(&bare, &["init", "--bare", "--initial-branch=main", "."])?;
         git(&work, &["init", "--initial-branch=main", "."])?;
         let push_url = format!(
             "http://{}:{}@{}/{name}.git",
-            self.credentials.username, self.credentials.password, self.addr
+            userinfo(&self.credentials.username),
+            userinfo(&self.credentials.password),
+            self.addr
         );
         git(&work, &["remote", "add", "origin", &push_url])?;
-        Ok(Repo { work })
+        Ok(Repo { work, bare })
     }
+}
+
+/// Percent-encodes a URL's user or password part (a password may hold spaces or `@`).
+fn userinfo(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 impl Drop for GitServer {
@@ -142,9 +174,27 @@ impl Drop for GitServer {
 /// A repository's work tree; commits are pushed to the served bare repository.
 pub struct Repo {
     work: PathBuf,
+    bare: PathBuf,
 }
 
 impl Repo {
+    /// The served bare repository on disk (for `file://` URLs and ssh paths).
+    pub fn bare_path(&self) -> &Path {
+        &self.bare
+    }
+
+    /// Sets a config value in the served repository, e.g.
+    /// `uploadpack.allowReachableSHA1InWant true`.
+    pub fn set_config(&self, key: &str, value: &str) -> Result<(), Error> {
+        git(&self.bare, &["config", key, value]).map(|_| ())
+    }
+
+    /// Creates a lightweight tag at HEAD and pushes it.
+    pub fn tag(&self, name: &str) -> Result<(), Error> {
+        git(&self.work, &["tag", name])?;
+        git(&self.work, &["push", "-q", "origin", name]).map(|_| ())
+    }
+
     /// Writes `files` (path, contents), commits everything and pushes `main`. Returns the new
     /// commit's SHA.
     pub fn commit(&self, files: &[(&str, &str)], message: &str) -> Result<String, Error> {

@@ -71,6 +71,28 @@ impl Volume {
         Run::of(cmd)
     }
 
+    /// `fetch git` with the pod's arguments; `env` carries credentials, `extra` flags.
+    pub fn fetch_git(
+        &self,
+        url: &str,
+        revision: &str,
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Run {
+        let mut cmd = self.command();
+        cmd.args(["git", "--url", url, "--revision", revision]);
+        cmd.args(["--target-dir"]).arg(self.source());
+        cmd.args(["--link"]).arg(self.workspace());
+        if !extra.contains(&"--timeout") {
+            cmd.args(["--timeout", "60"]);
+        }
+        cmd.args(extra);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::of(cmd)
+    }
+
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fetch"));
         cmd.arg("--termination-log")
@@ -82,6 +104,19 @@ impl Volume {
             "FLUX_MAX_UNTAR_SIZE_BYTES",
             "SOURCE_CONTROLLER_LOCALHOST",
             "FETCH_LOG_FORMAT",
+            "GIT_URL",
+            "GIT_REVISION",
+            "GIT_DIR",
+            "GIT_SHALLOW",
+            "GIT_USERNAME",
+            "GIT_PASSWORD",
+            "GIT_TOKEN",
+            "GIT_SSH_PRIVATE_KEY",
+            "GIT_SSH_KNOWN_HOSTS",
+            "GIT_GITHUB_APP_ID",
+            "GIT_GITHUB_APP_INSTALLATION_ID",
+            "GIT_GITHUB_APP_PRIVATE_KEY",
+            "GITHUB_API_URL",
             "HTTP_PROXY",
             "http_proxy",
             "ALL_PROXY",

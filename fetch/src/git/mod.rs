@@ -1,0 +1,573 @@
+//! `fetch git`: a commit from a Git repository into the workspace, with libgit2 (vendored,
+//! HTTPS and SSH). The checkout is staged and switched in exactly like a Flux artifact (see
+//! `workspace`), and HEAD is verified against the requested commit.
+
+pub mod credentials;
+pub mod github_app;
+pub mod known_hosts;
+pub mod ssh_key;
+
+use std::cell::{Cell, RefCell};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use git2::{
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, ErrorClass, ErrorCode,
+    FetchOptions, Oid, RemoteCallbacks, Repository, RepositoryInitOptions,
+};
+use reqwest::Url;
+use tracing::{debug, info, warn};
+
+pub use credentials::Credentials;
+use known_hosts::{KnownHosts, Verdict};
+
+use crate::unpack::ModePolicy;
+use crate::workspace::{Workspace, WorkspaceError};
+
+#[derive(Debug, Clone)]
+pub struct GitRequest {
+    pub url: String,
+    pub revision: String,
+    pub shallow: bool,
+    pub timeout: Duration,
+    pub credentials: Credentials,
+    pub known_hosts: Option<KnownHosts>,
+    /// GitHub API base for App tokens.
+    pub github_api: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error(
+        "authentication to {url} was refused using {mode}; check the credentials in the \
+         Secret the Stack names (gitAuth)"
+    )]
+    AuthRefused { url: String, mode: &'static str },
+    #[error(
+        "{url} asks for credentials and none are set; configure gitAuth on the Stack \
+         (GIT_USERNAME/GIT_PASSWORD, GIT_TOKEN, GIT_SSH_PRIVATE_KEY or a GitHub App)"
+    )]
+    AuthMissing { url: String },
+    #[error("revision {revision} is not in {url}; push it, or fix the Stack's commit or branch")]
+    UnknownRevision { revision: String, url: String },
+    #[error("cannot reach {url}: {detail}; check the URL and that the pod can reach the host")]
+    Unreachable { url: String, detail: String },
+    #[error(
+        "the SSH host key of {host} does not match GIT_SSH_KNOWN_HOSTS: the server changed its \
+         key or someone is in the middle; update the known hosts only if the change is expected"
+    )]
+    HostKeyMismatch { host: String },
+    #[error(
+        "the SSH host key of {host} is not in GIT_SSH_KNOWN_HOSTS; add the host's key \
+         (ssh-keyscan) to the known hosts"
+    )]
+    HostKeyUnknown { host: String },
+    #[error(
+        "the SSH private key could not be used: wrong passphrase in GIT_PASSWORD, or a key \
+         type libssh2 does not support ({detail})"
+    )]
+    KeyUnusable { detail: String },
+    #[error("HEAD is {got} after checkout, not the requested {want}")]
+    HeadMismatch { want: String, got: String },
+    #[error("fetching {url} took longer than {secs}s (--timeout)")]
+    TimedOut { url: String, secs: u64 },
+    #[error("the git URL {0:?} is not an https://, http://, ssh://, file:// or user@host:path URL")]
+    BadUrl(String),
+    #[error("--revision (GIT_REVISION) is empty: give a commit SHA, a branch or a tag")]
+    NoRevision,
+    #[error("{0}")]
+    Credentials(#[from] credentials::CredentialsError),
+    #[error(transparent)]
+    GitHubApp(#[from] github_app::GitHubAppError),
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    #[error("git: {0}")]
+    Git(String),
+    #[error("cannot set permissions in the checkout")]
+    Io(#[source] std::io::Error),
+}
+
+impl GitError {
+    /// Failures no other way of asking the server would avoid.
+    fn ends_fetch(&self) -> bool {
+        matches!(
+            self,
+            GitError::AuthRefused { .. }
+                | GitError::AuthMissing { .. }
+                | GitError::Unreachable { .. }
+                | GitError::HostKeyMismatch { .. }
+                | GitError::HostKeyUnknown { .. }
+                | GitError::KeyUnusable { .. }
+                | GitError::TimedOut { .. }
+        )
+    }
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Reused,
+    Fetched { commit: String },
+}
+
+/// Scheme, host and port of a git URL (scp-like `user@host:path` is ssh on port 22).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+    /// The URL with any password replaced, for messages.
+    pub shown: String,
+}
+
+pub fn endpoint(url: &str) -> Result<Endpoint, GitError> {
+    let bad = || GitError::BadUrl(redact(url));
+    if url.contains("://")
+        && let Ok(u) = Url::parse(url)
+    {
+        let scheme = u.scheme().to_string();
+        let port = u.port_or_known_default().unwrap_or(match scheme.as_str() {
+            "ssh" => 22,
+            _ => 0,
+        });
+        if !matches!(scheme.as_str(), "https" | "http" | "ssh" | "file") {
+            return Err(bad());
+        }
+        if scheme != "file" && u.host_str().is_none_or(str::is_empty) {
+            return Err(bad());
+        }
+        return Ok(Endpoint {
+            host: u
+                .host_str()
+                .unwrap_or("")
+                .trim_matches(['[', ']'])
+                .to_string(),
+            scheme,
+            port,
+            shown: redact(url),
+        });
+    }
+    // scp-like: [user@]host:path, no scheme; a ':' before any '/'.
+    let (before, _path) = url.split_once(':').ok_or_else(bad)?;
+    if before.is_empty() || before.contains('/') {
+        return Err(bad());
+    }
+    let host = before.rsplit('@').next().unwrap_or(before);
+    Ok(Endpoint {
+        scheme: "ssh".into(),
+        host: host.to_string(),
+        port: 22,
+        shown: url.to_string(),
+    })
+}
+
+/// The URL with its password (or token) replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(mut u) if !u.username().is_empty() && u.scheme() != "ssh" => {
+            // A lone user part of an https URL is often a token.
+            let _ = u.set_username("***");
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn is_full_sha(rev: &str) -> bool {
+    matches!(rev.len(), 40 | 64)
+        && rev
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// Fetches and checks out; on error the caller clears the workspace.
+pub fn fetch(req: &GitRequest, ws: &Workspace) -> Result<Outcome, GitError> {
+    let revision = req.revision.trim();
+    if revision.is_empty() {
+        return Err(GitError::NoRevision);
+    }
+    let ep = endpoint(&req.url)?;
+    credentials::check_transport(&req.credentials, &ep.scheme)?;
+    let key = format!("git {revision} modes={:?}", ws.modes());
+    // Only a commit SHA names fixed content; a branch may have moved since the last run.
+    if is_full_sha(revision) && ws.already_fetched(&key) {
+        info!(
+            commit = revision,
+            "commit already checked out, not fetching again"
+        );
+        ws.relink()?;
+        return Ok(Outcome::Reused);
+    }
+
+    let started = Instant::now();
+    let deadline = started + req.timeout;
+    set_timeouts(req.timeout);
+    let credentials = match &req.credentials {
+        Credentials::GitHubApp {
+            app_id,
+            installation_id,
+            private_key,
+        } => {
+            let token = github_app::installation_token(
+                &req.github_api,
+                app_id,
+                installation_id,
+                private_key,
+                req.timeout,
+            )?;
+            debug!("exchanged the GitHub App's key for an installation token");
+            Resolved::Basic(github_app::TOKEN_USER.into(), token)
+        }
+        Credentials::Basic { username, password } => {
+            Resolved::Basic(username.clone(), password.clone())
+        }
+        Credentials::Token(t) => Resolved::Basic("git".into(), t.clone()),
+        Credentials::SshKey { key, passphrase } => Resolved::Ssh(key.clone(), passphrase.clone()),
+        Credentials::None => Resolved::None,
+    };
+    let session = Session {
+        req,
+        ep: &ep,
+        credentials,
+        deadline,
+        auth_attempts: Cell::new(0),
+        host_key: RefCell::new(None),
+    };
+
+    let staging = ws.stage()?;
+    let repo = {
+        let mut opts = RepositoryInitOptions::new();
+        opts.no_reinit(true).mkdir(false);
+        Repository::init_opts(staging.path(), &opts).map_err(|e| session.classify(e))?
+    };
+    let oid = session.fetch_revision(&repo, revision)?;
+    repo.set_head_detached(oid)
+        .map_err(|e| session.classify(e))?;
+    repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
+        .map_err(|e| session.classify(e))?;
+    let head = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|e| session.classify(e))?
+        .id();
+    if head != oid || (is_full_sha(revision) && head.to_string() != revision) {
+        return Err(GitError::HeadMismatch {
+            want: revision.to_string(),
+            got: head.to_string(),
+        });
+    }
+    drop(repo);
+    apply_modes(staging.path(), ws.modes()).map_err(GitError::Io)?;
+    let key = format!("git {head} modes={:?}", ws.modes());
+    ws.commit(staging, &key)?;
+    info!(
+        url = %ep.shown,
+        revision,
+        commit = %head,
+        shallow = req.shallow,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "commit fetched and checked out"
+    );
+    Ok(Outcome::Fetched {
+        commit: head.to_string(),
+    })
+}
+
+enum Resolved {
+    None,
+    Basic(String, String),
+    Ssh(String, Option<String>),
+}
+
+struct Session<'a> {
+    req: &'a GitRequest,
+    ep: &'a Endpoint,
+    credentials: Resolved,
+    deadline: Instant,
+    auth_attempts: Cell<u32>,
+    /// Set when the host-key check refused the server.
+    host_key: RefCell<Option<GitError>>,
+}
+
+impl Session<'_> {
+    fn callbacks(&self) -> RemoteCallbacks<'_> {
+        let mut cb = RemoteCallbacks::new();
+        cb.credentials(|_url, username, allowed| {
+            let n = self.auth_attempts.get() + 1;
+            self.auth_attempts.set(n);
+            // libgit2 asks again after every refusal; two tries (user name, then key for SSH)
+            // are all an honest credential needs.
+            if n > 3 {
+                return Err(git2::Error::new(
+                    ErrorCode::Auth,
+                    ErrorClass::Callback,
+                    "refused",
+                ));
+            }
+            match &self.credentials {
+                Resolved::Basic(u, p) if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
+                    Cred::userpass_plaintext(u, p)
+                }
+                Resolved::Ssh(key, pass) => {
+                    let user = username.unwrap_or("git");
+                    if allowed.contains(CredentialType::USERNAME) {
+                        Cred::username(user)
+                    } else {
+                        Cred::ssh_key_from_memory(user, None, key, pass.as_deref())
+                    }
+                }
+                _ => Err(git2::Error::new(
+                    ErrorCode::Auth,
+                    ErrorClass::Callback,
+                    "no credentials",
+                )),
+            }
+        });
+        cb.certificate_check(|cert, host| {
+            let Some(hk) = cert.as_hostkey() else {
+                // TLS: libgit2's own verification against the system roots stands.
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            };
+            let Some(key) = hk.hostkey() else {
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            };
+            let name = known_hosts::host_name(host, self.ep.port);
+            match &self.req.known_hosts {
+                None => {
+                    warn!(
+                        host = %name,
+                        "accepting the SSH host key without verification; set \
+                         GIT_SSH_KNOWN_HOSTS (gitAuth.sshAuth.knownHosts) to verify it"
+                    );
+                    Ok(CertificateCheckStatus::CertificateOk)
+                }
+                Some(kh) => match kh.check(host, self.ep.port, key) {
+                    Verdict::Trusted => Ok(CertificateCheckStatus::CertificateOk),
+                    verdict => {
+                        let err = if verdict == Verdict::Mismatch {
+                            GitError::HostKeyMismatch { host: name }
+                        } else {
+                            GitError::HostKeyUnknown { host: name }
+                        };
+                        *self.host_key.borrow_mut() = Some(err);
+                        Err(git2::Error::new(
+                            ErrorCode::Certificate,
+                            ErrorClass::Ssh,
+                            "host key refused",
+                        ))
+                    }
+                },
+            }
+        });
+        cb.transfer_progress(|_| Instant::now() < self.deadline);
+        cb
+    }
+
+    fn options(&self, depth: Option<i32>) -> FetchOptions<'_> {
+        let mut fo = FetchOptions::new();
+        fo.remote_callbacks(self.callbacks());
+        fo.download_tags(AutotagOption::None);
+        if let Some(d) = depth {
+            fo.depth(d);
+        }
+        fo
+    }
+
+    fn run_fetch(
+        &self,
+        repo: &Repository,
+        refspecs: &[&str],
+        depth: Option<i32>,
+    ) -> Result<(), GitError> {
+        let mut remote = repo
+            .remote_anonymous(&self.req.url)
+            .map_err(|e| self.classify(e))?;
+        let mut opts = self.options(depth);
+        remote
+            .fetch(refspecs, Some(&mut opts), None)
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Fetches what `revision` needs and returns the commit it names.
+    fn fetch_revision(&self, repo: &Repository, revision: &str) -> Result<Oid, GitError> {
+        // libgit2's local transport cannot fetch shallow; a local clone is cheap anyway.
+        let depth = (self.req.shallow && self.ep.scheme != "file").then_some(1);
+        let unknown = || GitError::UnknownRevision {
+            revision: revision.to_string(),
+            url: self.ep.shown.clone(),
+        };
+        if is_full_sha(revision) {
+            let oid = Oid::from_str(revision).map_err(|_| unknown())?;
+            // Ask for the commit itself: servers that allow it (GitHub, GitLab, git with
+            // uploadpack.allowReachableSHA1InWant) send just that, at depth 1 if shallow.
+            match self.run_fetch(repo, &[revision], depth) {
+                Ok(()) if repo.find_commit(oid).is_ok() => return Ok(oid),
+                Ok(()) => {}
+                Err(e) if e.ends_fetch() => return Err(e),
+                Err(e) => {
+                    debug!(error = %e, "the server refused the commit by SHA; fetching all branches and tags");
+                }
+            }
+            self.run_fetch(
+                repo,
+                &[
+                    "+refs/heads/*:refs/remotes/origin/*",
+                    "+refs/tags/*:refs/tags/*",
+                ],
+                None,
+            )?;
+            return repo.find_commit(oid).map(|c| c.id()).map_err(|_| unknown());
+        }
+        let refspecs = [
+            format!("+refs/heads/{revision}:refs/remotes/origin/{revision}"),
+            format!("+refs/tags/{revision}:refs/tags/{revision}"),
+        ];
+        let refs: Vec<&str> = refspecs.iter().map(String::as_str).collect();
+        self.run_fetch(repo, &refs, depth)?;
+        for name in [
+            format!("refs/remotes/origin/{revision}"),
+            format!("refs/tags/{revision}"),
+        ] {
+            if let Ok(r) = repo.find_reference(&name)
+                && let Ok(c) = r.peel_to_commit()
+            {
+                return Ok(c.id());
+            }
+        }
+        Err(unknown())
+    }
+
+    /// Turns libgit2's error into one that says what to do.
+    fn classify(&self, e: git2::Error) -> GitError {
+        if let Some(err) = self.host_key.borrow_mut().take() {
+            return err;
+        }
+        let url = self.ep.shown.clone();
+        let message = e.message().to_string();
+        let lower = message.to_ascii_lowercase();
+        if Instant::now() >= self.deadline || e.code() == ErrorCode::User {
+            return GitError::TimedOut {
+                url,
+                secs: self.req.timeout.as_secs(),
+            };
+        }
+        if lower.contains("private key")
+            || lower.contains("passphrase")
+            || lower.contains("unable to extract public key")
+        {
+            return GitError::KeyUnusable { detail: message };
+        }
+        let auth = e.code() == ErrorCode::Auth
+            || lower.contains("authentication")
+            || lower.contains("401")
+            || lower.contains("403");
+        if auth {
+            return match self.credentials {
+                Resolved::None => GitError::AuthMissing { url },
+                _ => GitError::AuthRefused {
+                    url,
+                    mode: self.req.credentials.mode(),
+                },
+            };
+        }
+        let network = matches!(
+            e.class(),
+            ErrorClass::Net | ErrorClass::Os | ErrorClass::Ssl
+        ) || lower.contains("failed to connect")
+            || lower.contains("failed to resolve")
+            || lower.contains("could not resolve")
+            || lower.contains("timed out")
+            || lower.contains("connection refused")
+            || lower.contains("failed to start ssh session")
+            || lower.contains("failed getting banner");
+        if network {
+            return GitError::Unreachable {
+                url,
+                detail: message,
+            };
+        }
+        if lower.contains("not found") && e.class() == ErrorClass::Http
+            || lower.contains("repository not found")
+            || lower.contains("does not appear to be a git repository")
+        {
+            return GitError::UnknownRevision {
+                revision: self.req.revision.clone(),
+                url,
+            };
+        }
+        GitError::Git(message)
+    }
+}
+
+/// libgit2's connect and I/O timeouts (process-wide), so a silent server cannot hang the pod.
+fn set_timeouts(timeout: Duration) {
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: these set libgit2 globals; fetch is single-threaded when it calls them.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(ms);
+    }
+}
+
+/// The checkout gets the same permission policy as an unpacked artifact.
+fn apply_modes(root: &Path, policy: ModePolicy) -> std::io::Result<()> {
+    if policy == ModePolicy::Preserve {
+        return Ok(());
+    }
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(policy.dir_mode(None)))?;
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                stack.push(entry.path());
+            } else if ft.is_file() {
+                let mode = entry.metadata()?.permissions().mode();
+                fs::set_permissions(
+                    entry.path(),
+                    fs::Permissions::from_mode(policy.file_mode(mode)),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        let e = endpoint("https://user:s3cret@git.example.com/org/repo.git").expect("https");
+        assert_eq!(
+            (e.scheme.as_str(), e.host.as_str(), e.port),
+            ("https", "git.example.com", 443)
+        );
+        assert!(!e.shown.contains("s3cret"), "{}", e.shown);
+        let e = endpoint("ssh://git@127.0.0.1:2222/srv/repo.git").expect("ssh");
+        assert_eq!((e.scheme.as_str(), e.port), ("ssh", 2222));
+        let e = endpoint("git@github.com:org/repo.git").expect("scp-like");
+        assert_eq!(
+            (e.scheme.as_str(), e.host.as_str(), e.port),
+            ("ssh", "github.com", 22)
+        );
+        assert_eq!(endpoint("file:///srv/repo").expect("file").scheme, "file");
+        assert!(endpoint("ftp://host/repo").is_err());
+        assert!(endpoint("/just/a/path").is_err());
+    }
+
+    #[test]
+    fn full_shas_only() {
+        assert!(is_full_sha(&"a".repeat(40)));
+        assert!(!is_full_sha(&"A".repeat(40)));
+        assert!(!is_full_sha("main"));
+        assert!(!is_full_sha(&"a".repeat(12)));
+    }
+}
