@@ -1,5 +1,11 @@
-//! The operator: API types and generated CRDs today; controllers and the agent to come
-//! (issues 6 and 7).
+//! The operator: the API types and generated CRDs (`api`), the controllers (`controller`) and
+//! the manager that runs them (`manager`, `leader`), the agent that runs in workspace pods
+//! (`agent`), and the protocol between them (`proto`).
 
+pub mod agent;
 pub mod api;
+pub mod controller;
+pub mod leader;
+pub mod manager;
+pub mod proto;
 pub mod rbac;

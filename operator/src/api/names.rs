@@ -94,6 +94,8 @@ pub mod workspace_reason {
     /// Ours, not PKO's: the `fetch` init container failed; the message is its termination
     /// message.
     pub const FETCH_FAILED: &str = "FetchFailed";
+    /// Ours: the spec cannot be turned into a pod (an invalid podTemplate, no source).
+    pub const SPEC_INVALID: &str = "SpecInvalid";
 }
 
 /// Condition reasons on Updates.

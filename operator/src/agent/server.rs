@@ -1,0 +1,697 @@
+//! `agent.AutomationService`: the operator's calls, carried out with the Pulumi CLI in the
+//! workspace directory.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::{Mutex, mpsc};
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use super::auth::Authenticator;
+use super::config::{self, ConfigError, Host};
+use super::operation::{self, Kind};
+use super::process::Children;
+use super::project::Project;
+use super::pulumi::{self, CliError, Output, Pulumi};
+use crate::proto::automation_service_server::AutomationService;
+use crate::proto::{self as pb, PulumiErrorInfo};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+pub struct AgentServer {
+    pulumi: Pulumi,
+    project: Project,
+    auth: Authenticator,
+    children: Arc<Children>,
+    /// The stack the calls work on, set by SelectStack (or `--stack`).
+    stack: Mutex<Option<String>>,
+}
+
+impl AgentServer {
+    pub fn new(
+        pulumi: Pulumi,
+        project: Project,
+        auth: Authenticator,
+        children: Arc<Children>,
+    ) -> AgentServer {
+        AgentServer {
+            pulumi,
+            project,
+            auth,
+            children,
+            stack: Mutex::new(None),
+        }
+    }
+
+    async fn selected(&self) -> Result<String, Status> {
+        self.stack
+            .lock()
+            .await
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("no stack is selected"))
+    }
+
+    /// Selects `name`, creating it when asked; shared by SelectStack and `--stack`.
+    pub async fn select(
+        &self,
+        name: &str,
+        create: bool,
+        secrets_provider: Option<&str>,
+    ) -> Result<(), Status> {
+        if name.is_empty() {
+            return Err(Status::invalid_argument("invalid stack name"));
+        }
+        let select = args(&["stack", "select", "--stack", name]);
+        match self.pulumi.run(&select).await {
+            Ok(_) => {}
+            Err(e) if is_no_such_stack(&e) => {
+                if !create {
+                    return Err(Status::not_found("stack not found"));
+                }
+                let mut init = args(&["stack", "init", name]);
+                if let Some(sp) = secrets_provider.filter(|s| !s.is_empty()) {
+                    init.push("--secrets-provider".into());
+                    init.push(sp.to_string());
+                }
+                self.pulumi.run(&init).await.map_err(|e| {
+                    Status::unknown(format!("failed to create stack {name:?}: {e}"))
+                })?;
+                info!(stack = name, "created the stack");
+            }
+            Err(e) => {
+                return Err(Status::unknown(format!(
+                    "failed to select stack {name:?}: {e}"
+                )));
+            }
+        }
+        *self.stack.lock().await = Some(name.to_string());
+        Ok(())
+    }
+
+    async fn summary(&self) -> Result<pb::StackSummary, Status> {
+        let name = self.selected().await?;
+        let list: Vec<StackListEntry> = self
+            .pulumi
+            .run_json(&args(&["stack", "ls", "--json"]))
+            .await
+            .map_err(|e| Status::unknown(format!("failed to list stacks: {e}")))?;
+        let entry = list
+            .into_iter()
+            .find(|s| s.current || s.name == name)
+            .ok_or_else(|| Status::not_found("stack not found"))?;
+        Ok(pb::StackSummary {
+            name: entry.name,
+            last_update: entry.last_update.as_deref().and_then(timestamp),
+            update_in_progress: entry.update_in_progress,
+            resource_count: entry.resource_count,
+            url: Some(entry.url.unwrap_or_default()),
+        })
+    }
+
+    fn project_info(&self) -> pb::ProjectInfo {
+        pb::ProjectInfo {
+            name: self.project.name.clone(),
+            runtime: self.project.runtime.clone(),
+        }
+    }
+
+    fn refuse_when_stopping(&self) -> Result<(), Status> {
+        if self.children.is_stopping() {
+            return Err(Status::unavailable("the agent is shutting down"));
+        }
+        Ok(())
+    }
+
+    /// `stack history` (newest entry) as the protocol's summary.
+    async fn last_summary(&self, stack: &str) -> Option<pb::UpdateSummary> {
+        let history: Vec<HistoryEntry> = match self
+            .pulumi
+            .run_json(&args(&[
+                "stack",
+                "history",
+                "--json",
+                "--page-size",
+                "1",
+                "--page",
+                "1",
+                "--stack",
+                stack,
+            ]))
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(error = %e, "cannot read the stack's history for the update summary");
+                return None;
+            }
+        };
+        let h = history.into_iter().next()?;
+        Some(pb::UpdateSummary {
+            start_time: h.start_time.as_deref().and_then(timestamp),
+            end_time: h.end_time.as_deref().and_then(timestamp),
+            result: h.result.unwrap_or_default(),
+            message: h.message.unwrap_or_default(),
+        })
+    }
+
+    /// Both views of the outputs; an output is secret when its masked JSON shows `[secret]`.
+    async fn outputs(
+        &self,
+        stack: &str,
+    ) -> Result<std::collections::HashMap<String, pb::OutputValue>, Status> {
+        let masked: serde_json::Map<String, Value> = self
+            .pulumi
+            .run_json(&args(&["stack", "output", "--json", "--stack", stack]))
+            .await
+            .map_err(|e| Status::unknown(format!("failed to read the stack outputs: {e}")))?;
+        let plain: serde_json::Map<String, Value> = self
+            .pulumi
+            .run_json(&args(&[
+                "stack",
+                "output",
+                "--json",
+                "--show-secrets",
+                "--stack",
+                stack,
+            ]))
+            .await
+            .map_err(|e| Status::unknown(format!("failed to read the stack outputs: {e}")))?;
+        Ok(plain
+            .into_iter()
+            .map(|(k, v)| {
+                let secret = masked
+                    .get(&k)
+                    .is_some_and(|m| m.to_string().contains("[secret]"));
+                let value = serde_json::to_vec(&v).unwrap_or_default();
+                (k, pb::OutputValue { value, secret })
+            })
+            .collect())
+    }
+
+    /// Runs an operation, forwarding engine events into `tx` as `wrap(event)`.
+    async fn operate<T: Send + 'static>(
+        &self,
+        kind: Kind,
+        argv: Vec<String>,
+        tx: &mpsc::Sender<Result<T, Status>>,
+        wrap: fn(prost_types::Struct) -> T,
+    ) -> Result<(Output, Vec<Value>), Status> {
+        let (events_tx, mut events_rx) = mpsc::channel::<Value>(256);
+        let out_tx = tx.clone();
+        let forward = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    ev = events_rx.recv() => {
+                        let Some(ev) = ev else { break };
+                        let Value::Object(map) = ev else { continue };
+                        if out_tx.send(Ok(wrap(config::to_struct(&map)))).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ = out_tx.closed() => break,
+                }
+            }
+            // Dropping the receiver here tells the run the caller is gone.
+        });
+        let result = self.pulumi.run_operation(&argv, events_tx).await;
+        let _ = forward.await;
+        result.map_err(|e| {
+            if self.children.is_stopping() {
+                Status::aborted(format!(
+                    "{} was interrupted because the workspace pod is shutting down; Pulumi \
+                     stopped it cleanly and saved the stack's state ({e})",
+                    kind.verb()
+                ))
+            } else {
+                operation_failed(kind, &e)
+            }
+        })
+    }
+}
+
+fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+fn is_no_such_stack(e: &CliError) -> bool {
+    let text = e.full_text();
+    text.contains("no stack named") && text.contains("found")
+}
+
+/// The CLI's history and stack list times (`2025-10-10T12:34:56.000Z`).
+pub fn timestamp(s: &str) -> Option<prost_types::Timestamp> {
+    let t: jiff::Timestamp = s.parse().ok()?;
+    Some(prost_types::Timestamp {
+        seconds: t.as_second(),
+        nanos: t.subsec_nanosecond(),
+    })
+}
+
+fn now() -> prost_types::Timestamp {
+    let t = jiff::Timestamp::now();
+    prost_types::Timestamp {
+        seconds: t.as_second(),
+        nanos: t.subsec_nanosecond(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StackListEntry {
+    name: String,
+    #[serde(default)]
+    current: bool,
+    last_update: Option<String>,
+    #[serde(default)]
+    update_in_progress: bool,
+    resource_count: Option<i32>,
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryEntry {
+    start_time: Option<String>,
+    end_time: Option<String>,
+    result: Option<String>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WhoAmI {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    organizations: Option<Vec<String>>,
+    #[serde(default)]
+    url: String,
+}
+
+/// Failures a caller can act on, recognised in the CLI's output and passed on as a
+/// `PulumiErrorInfo` detail (PKO's reasons, plus the file backend's lock message).
+pub fn known_error(text: &str) -> Option<PulumiErrorInfo> {
+    if text.contains("Conflict: Another update is currently in progress")
+        || text.contains("the stack is currently locked by")
+    {
+        return Some(PulumiErrorInfo {
+            code: 409,
+            reason: "UpdateConflict".into(),
+            message: "Another update is currently in progress".into(),
+        });
+    }
+    if text.contains("invalid access token")
+        || text.contains("Unauthorized: No credentials provided or are invalid")
+    {
+        return Some(PulumiErrorInfo {
+            code: 401,
+            reason: "InvalidAccessToken".into(),
+            message: "Invalid access token used to authenticate with Pulumi Cloud".into(),
+        });
+    }
+    None
+}
+
+fn with_known_error(code: tonic::Code, message: String, e: &CliError) -> Status {
+    match known_error(&e.full_text()) {
+        Some(info) => pb::status_with_error_info(code, message, &info),
+        None => Status::new(code, message),
+    }
+}
+
+fn operation_failed(kind: Kind, e: &CliError) -> Status {
+    with_known_error(
+        tonic::Code::Unknown,
+        format!("{} failed: {e}", kind.verb()),
+        e,
+    )
+}
+
+fn config_error(e: ConfigError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// Runs `body` on a task and streams what it sends; the final item is its result or error.
+fn spawn_stream<T, F, Fut>(body: F) -> BoxStream<T>
+where
+    T: Send + 'static,
+    F: FnOnce(mpsc::Sender<Result<T, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(body(tx));
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+#[tonic::async_trait]
+impl AutomationService for Arc<AgentServer> {
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResult>, Status> {
+        self.auth.check(request.metadata()).await?;
+        let who: WhoAmI = self
+            .pulumi
+            .run_json(&args(&["whoami", "--json"]))
+            .await
+            .map_err(|e| {
+                with_known_error(tonic::Code::Unknown, format!("whoami failed: {e}"), &e)
+            })?;
+        Ok(Response::new(pb::WhoAmIResult {
+            user: who.user,
+            organizations: who.organizations.unwrap_or_default(),
+            url: who.url,
+        }))
+    }
+
+    async fn select_stack(
+        &self,
+        request: Request<pb::SelectStackRequest>,
+    ) -> Result<Response<pb::SelectStackResult>, Status> {
+        self.auth.check(request.metadata()).await?;
+        let r = request.into_inner();
+        self.select(
+            &r.stack_name,
+            r.create.unwrap_or(false),
+            r.secrets_provider.as_deref(),
+        )
+        .await?;
+        Ok(Response::new(pb::SelectStackResult {
+            summary: Some(self.summary().await?),
+        }))
+    }
+
+    async fn info(
+        &self,
+        request: Request<pb::InfoRequest>,
+    ) -> Result<Response<pb::InfoResult>, Status> {
+        self.auth.check(request.metadata()).await?;
+        Ok(Response::new(pb::InfoResult {
+            summary: Some(self.summary().await?),
+        }))
+    }
+
+    async fn set_all_config(
+        &self,
+        request: Request<pb::SetAllConfigRequest>,
+    ) -> Result<Response<pb::SetAllConfigResult>, Status> {
+        self.auth.check(request.metadata()).await?;
+        let stack = self.selected().await?;
+        let items = request.into_inner().config;
+        if items.is_empty() {
+            return Ok(Response::new(pb::SetAllConfigResult {}));
+        }
+        let source = Host {
+            extra_env: self.pulumi.env(),
+        };
+        let tail =
+            config::set_all_args(&self.project.name, &items, &source).map_err(config_error)?;
+        let mut argv = args(&["config", "set-all", "--stack", &stack]);
+        argv.extend(tail);
+        self.pulumi
+            .run(&argv)
+            .await
+            .map_err(|e| Status::unknown(format!("failed to set the stack configuration: {e}")))?;
+        Ok(Response::new(pb::SetAllConfigResult {}))
+    }
+
+    async fn add_environments(
+        &self,
+        request: Request<pb::AddEnvironmentsRequest>,
+    ) -> Result<Response<pb::AddEnvironmentsResult>, Status> {
+        self.auth.check(request.metadata()).await?;
+        let stack = self.selected().await?;
+        let envs = request.into_inner().environment;
+        if envs.is_empty() {
+            return Ok(Response::new(pb::AddEnvironmentsResult {}));
+        }
+        let mut argv = args(&["config", "env", "add"]);
+        argv.extend(envs);
+        argv.extend(args(&["--yes", "--stack", &stack]));
+        self.pulumi
+            .run(&argv)
+            .await
+            .map_err(|e| Status::unknown(format!("failed to add environments: {e}")))?;
+        Ok(Response::new(pb::AddEnvironmentsResult {}))
+    }
+
+    async fn install(
+        &self,
+        request: Request<pb::InstallRequest>,
+    ) -> Result<Response<pb::InstallResult>, Status> {
+        self.auth.check(request.metadata()).await?;
+        self.pulumi
+            .run(&args(&["install"]))
+            .await
+            .map_err(|e| Status::aborted(e.to_string()))?;
+        Ok(Response::new(pb::InstallResult {}))
+    }
+
+    type PreviewStream = BoxStream<pb::PreviewStream>;
+
+    async fn preview(
+        &self,
+        request: Request<pb::PreviewRequest>,
+    ) -> Result<Response<Self::PreviewStream>, Status> {
+        self.auth.check(request.metadata()).await?;
+        self.refuse_when_stopping()?;
+        let stack = self.selected().await?;
+        let r = request.into_inner();
+        let argv = operation::preview(&r, &stack, &self.pulumi.debug_args());
+        let me = Arc::clone(self);
+        Ok(Response::new(spawn_stream(move |tx| async move {
+            use pb::preview_stream::Response as R;
+            let started = now();
+            let result = match me
+                .operate(Kind::Preview, argv, &tx, |e| pb::PreviewStream {
+                    response: Some(R::Event(e)),
+                })
+                .await
+            {
+                Ok((out, seen)) => Ok(pb::PreviewStream {
+                    response: Some(R::Result(pb::PreviewResult {
+                        summary: Some(preview_summary(started, &seen, r.message)),
+                        permalink: pulumi::permalink(&out.stdout),
+                        project_info: Some(me.project_info()),
+                        stdout: out.stdout,
+                        stderr: out.stderr,
+                    })),
+                }),
+                Err(st) => Err(st),
+            };
+            let _ = tx.send(result).await;
+        })))
+    }
+
+    type RefreshStream = BoxStream<pb::RefreshStream>;
+
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<Self::RefreshStream>, Status> {
+        self.auth.check(request.metadata()).await?;
+        self.refuse_when_stopping()?;
+        let stack = self.selected().await?;
+        let argv = operation::refresh(request.get_ref(), &stack, &self.pulumi.debug_args());
+        let me = Arc::clone(self);
+        Ok(Response::new(spawn_stream(move |tx| async move {
+            use pb::refresh_stream::Response as R;
+            let result = match me
+                .operate(Kind::Refresh, argv, &tx, |e| pb::RefreshStream {
+                    response: Some(R::Event(e)),
+                })
+                .await
+            {
+                Ok((out, _)) => Ok(pb::RefreshStream {
+                    response: Some(R::Result(pb::RefreshResult {
+                        summary: me.last_summary(&stack).await,
+                        permalink: pulumi::permalink(&out.stdout),
+                        project_info: Some(me.project_info()),
+                        stdout: out.stdout,
+                        stderr: out.stderr,
+                    })),
+                }),
+                Err(st) => Err(st),
+            };
+            let _ = tx.send(result).await;
+        })))
+    }
+
+    type UpStream = BoxStream<pb::UpStream>;
+
+    async fn up(
+        &self,
+        request: Request<pb::UpRequest>,
+    ) -> Result<Response<Self::UpStream>, Status> {
+        self.auth.check(request.metadata()).await?;
+        self.refuse_when_stopping()?;
+        let stack = self.selected().await?;
+        let argv = operation::up(request.get_ref(), &stack, &self.pulumi.debug_args());
+        let me = Arc::clone(self);
+        Ok(Response::new(spawn_stream(move |tx| async move {
+            use pb::up_stream::Response as R;
+            let result = match me
+                .operate(Kind::Up, argv, &tx, |e| pb::UpStream {
+                    response: Some(R::Event(e)),
+                })
+                .await
+            {
+                Ok((out, _)) => match me.outputs(&stack).await {
+                    Ok(outputs) => Ok(pb::UpStream {
+                        response: Some(R::Result(pb::UpResult {
+                            summary: me.last_summary(&stack).await,
+                            permalink: pulumi::permalink(&out.stdout),
+                            outputs,
+                            project_info: Some(me.project_info()),
+                            stdout: out.stdout,
+                            stderr: out.stderr,
+                        })),
+                    }),
+                    Err(st) => Err(st),
+                },
+                Err(st) => Err(st),
+            };
+            let _ = tx.send(result).await;
+        })))
+    }
+
+    type DestroyStream = BoxStream<pb::DestroyStream>;
+
+    async fn destroy(
+        &self,
+        request: Request<pb::DestroyRequest>,
+    ) -> Result<Response<Self::DestroyStream>, Status> {
+        self.auth.check(request.metadata()).await?;
+        self.refuse_when_stopping()?;
+        let stack = self.selected().await?;
+        let remove = request.get_ref().remove.unwrap_or(false);
+        let argv = operation::destroy(request.get_ref(), &stack, &self.pulumi.debug_args());
+        let me = Arc::clone(self);
+        Ok(Response::new(spawn_stream(move |tx| async move {
+            use pb::destroy_stream::Response as R;
+            let result = match me
+                .operate(Kind::Destroy, argv, &tx, |e| pb::DestroyStream {
+                    response: Some(R::Event(e)),
+                })
+                .await
+            {
+                Ok((out, _)) => {
+                    let summary = me.last_summary(&stack).await;
+                    let succeeded = summary.as_ref().is_none_or(|s| s.result == "succeeded");
+                    let mut removal = Ok(());
+                    if remove && succeeded {
+                        removal = me
+                            .pulumi
+                            .run(&args(&["stack", "rm", "--yes", &stack]))
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| {
+                                Status::unknown(format!("destroy failed: removing the stack: {e}"))
+                            });
+                        if removal.is_ok() {
+                            *me.stack.lock().await = None;
+                        }
+                    }
+                    removal.map(|()| pb::DestroyStream {
+                        response: Some(R::Result(pb::DestroyResult {
+                            summary,
+                            permalink: pulumi::permalink(&out.stdout),
+                            project_info: Some(me.project_info()),
+                            stdout: out.stdout,
+                            stderr: out.stderr,
+                        })),
+                    })
+                }
+                Err(st) => Err(st),
+            };
+            let _ = tx.send(result).await;
+        })))
+    }
+
+    async fn pulumi_version(
+        &self,
+        request: Request<pb::PulumiVersionRequest>,
+    ) -> Result<Response<pb::PulumiVersionResult>, Status> {
+        self.auth.check(request.metadata()).await?;
+        let out = self
+            .pulumi
+            .run(&args(&["version"]))
+            .await
+            .map_err(|e| Status::unknown(e.to_string()))?;
+        Ok(Response::new(pb::PulumiVersionResult {
+            version: normalize_version(&out.stdout),
+        }))
+    }
+}
+
+/// `v3.259.0\n` → `3.259.0` (the form PKO's agent reports).
+pub fn normalize_version(out: &str) -> String {
+    let v = out.trim();
+    v.strip_prefix('v').unwrap_or(v).to_string()
+}
+
+/// A preview's summary from its engine summary event (the history has no previews).
+fn preview_summary(
+    started: prost_types::Timestamp,
+    events: &[Value],
+    message: Option<String>,
+) -> pb::UpdateSummary {
+    let summary = events.iter().rev().find_map(|e| e.get("summaryEvent"));
+    let result = summary
+        .and_then(|s| s.get("result"))
+        .and_then(Value::as_str)
+        .unwrap_or("succeeded")
+        .to_string();
+    pb::UpdateSummary {
+        start_time: Some(started),
+        end_time: Some(now()),
+        result,
+        message: message.unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_failures_carry_their_reason() {
+        let locked = "error: the stack is currently locked by 1 lock(s). Either wait for the other \
+                      process(es) to end or delete the lock file with `pulumi cancel`.";
+        assert_eq!(
+            known_error(locked).map(|i| i.reason),
+            Some("UpdateConflict".into())
+        );
+        assert_eq!(
+            known_error("[409] Conflict: Another update is currently in progress.").map(|i| i.code),
+            Some(409)
+        );
+        assert_eq!(
+            known_error("error: Unauthorized: No credentials provided or are invalid.")
+                .map(|i| i.reason),
+            Some("InvalidAccessToken".into())
+        );
+        assert_eq!(known_error("error: resource failed"), None);
+    }
+
+    #[test]
+    fn cli_times_and_versions_parse() {
+        let t = timestamp("2025-10-10T12:34:56.500Z").expect("parses");
+        assert_eq!((t.seconds, t.nanos), (1_760_099_696, 500_000_000));
+        assert_eq!(timestamp("yesterday"), None);
+        assert_eq!(normalize_version("v3.259.0\n"), "3.259.0");
+    }
+
+    #[test]
+    fn a_preview_summary_takes_the_engine_result() {
+        let ev = vec![serde_json::json!({"summaryEvent": {"result": "failed"}})];
+        let s = preview_summary(now(), &ev, Some("why".into()));
+        assert_eq!((s.result.as_str(), s.message.as_str()), ("failed", "why"));
+        assert_eq!(preview_summary(now(), &[], None).result, "succeeded");
+    }
+}

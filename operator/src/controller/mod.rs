@@ -1,0 +1,129 @@
+//! The controllers: Workspace (a pod running the agent), Update (one Pulumi operation in it),
+//! Stack (what users write: source, config, when to update) and Program (a program served as
+//! an artifact). Each reconciler reads, calls pure functions that decide, and applies.
+
+pub mod conditions;
+pub mod connect;
+pub mod duration;
+pub mod events;
+pub mod merge;
+pub mod metrics;
+pub mod program;
+pub mod settings;
+pub mod stack;
+pub mod update;
+pub mod workspace;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use connect::Tokens;
+use events::Recorder;
+use metrics::Metrics;
+use settings::Settings;
+
+/// What every controller shares.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub tokens: Tokens,
+    pub metrics: Arc<Metrics>,
+    pub workspace_events: Recorder,
+    pub update_events: Recorder,
+    pub stack_events: Recorder,
+    /// Where Program artifacts are served (`http://host:port`).
+    pub program_base_url: String,
+    /// Flux source kinds the Stack controller watches (started lazily).
+    pub flux_watches: stack::flux::Watches,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        program_base_url: String,
+    ) -> Arc<Context> {
+        Arc::new(Context {
+            tokens: Tokens::new(
+                client.clone(),
+                settings.namespace.clone(),
+                settings.service_account.clone(),
+            ),
+            workspace_events: Recorder::new(client.clone(), "workspace-controller"),
+            update_events: Recorder::new(client.clone(), "update-controller"),
+            stack_events: Recorder::new(client.clone(), "stack-controller"),
+            flux_watches: stack::flux::Watches::default(),
+            client,
+            settings,
+            metrics,
+            program_base_url,
+        })
+    }
+}
+
+/// Errors that end a reconcile early; the controller retries with back-off.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Agent(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// Label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Agent(_) => "agent",
+            Error::Other(_) => "other",
+        }
+    }
+}
+
+/// Back-off for reconciles that returned an error: quick at first, never more than 5 minutes.
+pub fn error_backoff(attempts: u32) -> Action {
+    let secs = (5u64 << attempts.min(6)).min(300);
+    Action::requeue(Duration::from_secs(secs))
+}
+
+/// Server-side apply of a status (merge of the fields we own, with the named manager).
+pub async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    manager: &str,
+    body: serde_json::Value,
+) -> Result<(), kube::Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let params = PatchParams::apply(manager).force();
+    api.patch_status(name, &params, &Patch::Apply(&body))
+        .await?;
+    Ok(())
+}
+
+/// Server-side apply of a whole object.
+pub async fn apply<K>(api: &Api<K>, name: &str, manager: &str, obj: &K) -> Result<K, kube::Error>
+where
+    K: Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let params = PatchParams::apply(manager).force();
+    api.patch(name, &params, &Patch::Apply(obj)).await
+}
+
+/// RFC 3339 time of now, as status fields carry it.
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string())
+}

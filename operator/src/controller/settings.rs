@@ -1,0 +1,121 @@
+//! What the operator's deployment decides for every workspace pod: images, pull policies, the
+//! operator's own identity, and the overrides for local runs. Read once from the environment
+//! (the names PKO's manager reads, plus `FETCH_IMAGE`).
+
+use std::collections::HashMap;
+
+pub const DEFAULT_AGENT_IMAGE: &str = concat!(
+    "ghcr.io/example/pulumi-flux-operator:",
+    env!("CARGO_PKG_VERSION")
+);
+pub const DEFAULT_FETCH_IMAGE: &str = concat!(
+    "ghcr.io/example/pulumi-flux-operator-fetch:",
+    env!("CARGO_PKG_VERSION")
+);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Image of the `bootstrap` init container (holds `/agent`).
+    pub agent_image: String,
+    pub agent_image_pull_policy: String,
+    /// Image of the `fetch` init container.
+    pub fetch_image: String,
+    pub fetch_image_pull_policy: String,
+    /// `FLUX_MAX_UNTAR_SIZE_BYTES`, passed to `fetch flux` when set.
+    pub flux_max_untar_size: Option<String>,
+    /// Dial every workspace agent here instead of its pod IP (local runs: `localhost:50051`).
+    pub workspace_localhost: Option<String>,
+    /// The operator's namespace and service account (for the tokens it presents to agents).
+    pub namespace: String,
+    pub service_account: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("{name}={value:?} is not a pull policy; use Always, IfNotPresent or Never")]
+    PullPolicy { name: &'static str, value: String },
+    #[error("FLUX_MAX_UNTAR_SIZE_BYTES={0:?} is not a number of bytes (or -1 for no limit)")]
+    UntarSize(String),
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Settings, SettingsError> {
+        Settings::from_vars(&std::env::vars().collect())
+    }
+
+    pub fn from_vars(env: &HashMap<String, String>) -> Result<Settings, SettingsError> {
+        let get = |k: &str| {
+            env.get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let policy = |name: &'static str| -> Result<String, SettingsError> {
+            match get(name) {
+                None => Ok("IfNotPresent".into()),
+                Some(v) => match v.to_ascii_lowercase().as_str() {
+                    "always" => Ok("Always".into()),
+                    "ifnotpresent" => Ok("IfNotPresent".into()),
+                    "never" => Ok("Never".into()),
+                    _ => Err(SettingsError::PullPolicy { name, value: v }),
+                },
+            }
+        };
+        let untar = get("FLUX_MAX_UNTAR_SIZE_BYTES");
+        if let Some(v) = &untar
+            && v.parse::<i64>().map_or(true, |n| n < -1)
+        {
+            return Err(SettingsError::UntarSize(v.clone()));
+        }
+        Ok(Settings {
+            agent_image: get("AGENT_IMAGE").unwrap_or_else(|| DEFAULT_AGENT_IMAGE.into()),
+            agent_image_pull_policy: policy("AGENT_IMAGE_PULL_POLICY")?,
+            fetch_image: get("FETCH_IMAGE").unwrap_or_else(|| DEFAULT_FETCH_IMAGE.into()),
+            fetch_image_pull_policy: policy("FETCH_IMAGE_PULL_POLICY")?,
+            flux_max_untar_size: untar,
+            workspace_localhost: get("WORKSPACE_LOCALHOST"),
+            namespace: get("POD_NAMESPACE").unwrap_or_else(|| "pulumi-kubernetes-operator".into()),
+            service_account: get("POD_SA_NAME").unwrap_or_else(|| "controller-manager".into()),
+        })
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings::from_vars(&HashMap::new()).unwrap_or_else(|_| unreachable!("defaults are valid"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(kv: &[(&str, &str)]) -> HashMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let s = Settings::default();
+        assert_eq!(s.agent_image_pull_policy, "IfNotPresent");
+        assert_eq!(s.service_account, "controller-manager");
+        let s = Settings::from_vars(&vars(&[
+            ("AGENT_IMAGE_PULL_POLICY", "always"),
+            ("FETCH_IMAGE", "reg/fetch:1"),
+            ("FLUX_MAX_UNTAR_SIZE_BYTES", "-1"),
+        ]))
+        .expect("valid");
+        assert_eq!(s.agent_image_pull_policy, "Always");
+        assert_eq!(s.fetch_image, "reg/fetch:1");
+        assert_eq!(s.flux_max_untar_size.as_deref(), Some("-1"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e =
+            Settings::from_vars(&vars(&[("FETCH_IMAGE_PULL_POLICY", "sometimes")])).unwrap_err();
+        assert!(e.to_string().contains("FETCH_IMAGE_PULL_POLICY"), "{e}");
+        assert!(Settings::from_vars(&vars(&[("FLUX_MAX_UNTAR_SIZE_BYTES", "lots")])).is_err());
+    }
+}

@@ -1,0 +1,842 @@
+//! The Stack controller: resolves the Stack's source to a revision, keeps its Workspace
+//! applied, decides when an update is due (`sync`), creates the Update, and absorbs its result
+//! into status and events. Deletion runs `destroy` first when `destroyOnFinalize` is set.
+
+pub mod flux;
+pub mod git;
+pub mod prerequisites;
+pub mod status;
+pub mod sync;
+pub mod updates;
+pub mod workspace_spec;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::events::EventType;
+use super::{
+    Context, Error, apply, apply_status, update as update_ctl, workspace as workspace_ctl,
+};
+use crate::api::names::{
+    condition, event, field_manager, finalizer, label, stack_reason as reason, workspace_reason,
+};
+use crate::api::program::Program;
+use crate::api::stack::{CurrentStackUpdate, Stack, StackUpdateState};
+use crate::api::stack_spec::WorkspaceReclaimPolicy;
+use crate::api::update::{Update, UpdateType};
+use crate::api::workspace::{ProjectInfo, Workspace};
+use status::Draft;
+use sync::{FAILED, SUCCEEDED};
+use workspace_spec::Source;
+
+pub const CONTROLLER: &str = "stack";
+const SOURCE_RETRY: Duration = Duration::from_secs(30);
+const SECRET_RETRY: Duration = Duration::from_secs(60);
+
+/// How a step ends the reconcile early.
+type Step<T> = Result<T, Action>;
+
+struct Run<'a> {
+    ctx: &'a Context,
+    stack: &'a Stack,
+    api: Api<Stack>,
+    ns: String,
+    name: String,
+    draft: Draft,
+    deleting: bool,
+}
+
+impl Run<'_> {
+    async fn save(&self) -> Result<(), Error> {
+        apply_status(
+            &self.api,
+            &self.name,
+            field_manager::STACK_STATUS,
+            self.draft.body(),
+        )
+        .await?;
+        let failing = self
+            .draft
+            .last_update
+            .as_ref()
+            .is_some_and(|l| l.state.as_deref() == Some(FAILED));
+        self.ctx
+            .metrics
+            .stacks_failing
+            .get_or_create(&super::metrics::StackLabels {
+                namespace: self.ns.clone(),
+                name: self.name.clone(),
+            })
+            .set(i64::from(failing));
+        Ok(())
+    }
+
+    async fn event(&self, t: EventType, r: &str, note: &str) {
+        self.ctx.stack_events.publish(self.stack, t, r, note).await;
+    }
+
+    /// Stalled on the spec: an event naming the problem, and no retry until the spec changes
+    /// (or, for Secrets, a minute passes).
+    async fn spec_invalid(&mut self, msg: &str, retry: Option<Duration>) -> Result<Action, Error> {
+        let changed = self.draft.conditions.reason(condition::STALLED)
+            != Some(reason::SPEC_INVALID)
+            || self
+                .draft
+                .conditions
+                .get(condition::STALLED)
+                .map(|c| c.message.as_str())
+                != Some(msg);
+        if changed {
+            self.event(EventType::Warning, event::STACK_CONFIG_INVALID, msg)
+                .await;
+        }
+        self.draft.stalled(reason::SPEC_INVALID, msg);
+        self.save().await?;
+        Ok(retry.map_or_else(Action::await_change, Action::requeue))
+    }
+
+    async fn source_unavailable(&mut self, msg: &str) -> Result<Action, Error> {
+        self.draft.stalled(reason::SOURCE_UNAVAILABLE, msg);
+        self.save().await?;
+        Ok(Action::requeue(SOURCE_RETRY))
+    }
+}
+
+fn has_finalizer(s: &Stack) -> bool {
+    s.finalizers().iter().any(|f| f == finalizer::STACK)
+}
+
+async fn set_finalizer(api: &Api<Stack>, s: &Stack, present: bool) -> Result<(), Error> {
+    let mut list: Vec<String> = s
+        .finalizers()
+        .iter()
+        .filter(|f| *f != finalizer::STACK)
+        .cloned()
+        .collect();
+    if present {
+        list.push(finalizer::STACK.into());
+    }
+    let patch = json!({"metadata": {"finalizers": list, "resourceVersion": s.resource_version()}});
+    match api
+        .patch(
+            &s.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 && !present => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Our finalizer on an Update, owned by its own field manager so that removing it (an empty
+/// apply) leaves anyone else's alone.
+async fn update_finalizer(api: &Api<Update>, name: &str, present: bool) -> Result<(), kube::Error> {
+    let finalizers: Vec<&str> = if present {
+        vec![finalizer::STACK]
+    } else {
+        vec![]
+    };
+    let body = json!({
+        "apiVersion": "auto.pulumi.com/v1alpha1",
+        "kind": "Update",
+        "metadata": {"name": name, "finalizers": finalizers},
+    });
+    match api
+        .patch(
+            name,
+            &PatchParams::apply(field_manager::STACK_FINALIZER),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn reconcile(stack: Arc<Stack>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _measure = ctx.metrics.reconcile(CONTROLLER);
+    let ns = stack.namespace().unwrap_or_default();
+    let name = stack.name_any();
+    let api: Api<Stack> = Api::namespaced(ctx.client.clone(), &ns);
+    let deleting = stack.meta().deletion_timestamp.is_some();
+    if deleting && !has_finalizer(&stack) {
+        ctx.stack_events
+            .forget(&stack.uid().unwrap_or_default())
+            .await;
+        return Ok(Action::await_change());
+    }
+    if !deleting && !has_finalizer(&stack) {
+        set_finalizer(&api, &stack, true).await?;
+    }
+    let mut run = Run {
+        ctx: &ctx,
+        stack: &stack,
+        api,
+        draft: Draft::new(&stack),
+        ns,
+        name,
+        deleting,
+    };
+    match reconcile_steps(&mut run).await {
+        Ok(Ok(action)) | Ok(Err(action)) => Ok(action),
+        Err(e) => Err(e),
+    }
+}
+
+async fn reconcile_steps(run: &mut Run<'_>) -> Result<Step<Action>, Error> {
+    let now = jiff::Timestamp::now();
+    let spec = &run.stack.spec.0;
+
+    // Absorb the result of the update in flight, if it has one.
+    if let Some(current) = run.draft.current_update.clone() {
+        let updates: Api<Update> = Api::namespaced(run.ctx.client.clone(), &run.ns);
+        let uname = current.name.clone().unwrap_or_default();
+        match updates.get_opt(&uname).await? {
+            Some(u) if !update_ctl::is_complete(&u) => {
+                run.draft
+                    .reconciling(reason::STACK_PROCESSING, "stack is being processed");
+                run.save().await?;
+                return Ok(Err(Action::await_change()));
+            }
+            found => {
+                absorb(run, &current, found.as_ref(), now).await?;
+                run.draft.current_update = None;
+                run.save().await?;
+                update_finalizer(&updates, &uname, false).await?;
+            }
+        }
+    }
+
+    if run.deleting && (!spec.destroy_on_finalize.unwrap_or(false) || spec.preview.unwrap_or(false))
+    {
+        run.draft.ready();
+        run.save().await?;
+        set_finalizer(&run.api, run.stack, false).await?;
+        return Ok(Err(Action::await_change()));
+    }
+
+    let (source, commit, polls_branch) = match resolve_source(run).await? {
+        Ok(r) => r,
+        Err(action) => return Ok(Err(action)),
+    };
+    let ws = match workspace_spec::desired_workspace(run.stack, &source) {
+        Ok(ws) => ws,
+        Err(e) => return run.spec_invalid(&e.to_string(), None).await.map(Err),
+    };
+
+    let message = match sync::decide(
+        run.stack,
+        sync::Observed {
+            commit: &commit,
+            deleting: run.deleting,
+            now,
+        },
+    ) {
+        sync::Sync::Needed(m) => m,
+        sync::Sync::Synced => return synced(run, polls_branch, now).await.map(Err),
+    };
+    run.ctx
+        .stack_events
+        .publish(
+            run.stack,
+            EventType::Normal,
+            event::STACK_UPDATE_DETECTED,
+            &message,
+        )
+        .await;
+
+    if !run.deleting && !prerequisites_ok(run, now).await? {
+        return Ok(Err(Action::await_change()));
+    }
+
+    run.draft
+        .reconciling(reason::STACK_PROCESSING, "waiting for workspace readiness");
+    run.save().await?;
+    let workspaces: Api<Workspace> = Api::namespaced(run.ctx.client.clone(), &run.ns);
+    let applied = match apply(&workspaces, &run.name, field_manager::OPERATOR, &ws).await {
+        Ok(w) => w,
+        Err(kube::Error::Api(e)) if run.deleting && e.message.contains("being terminated") => {
+            let msg = format!(
+                "the namespace is terminating, so the destroy cannot run; the stack's resources \
+                 may remain (last update: {}). To let the Stack go without destroying, run: \
+                 kubectl patch stack {} -n {} --type=merge -p '{{\"metadata\":{{\"finalizers\":[]}}}}'",
+                run.draft
+                    .last_update
+                    .as_ref()
+                    .and_then(|l| l.permalink.clone().or_else(|| l.name.clone()))
+                    .unwrap_or_else(|| "none".into()),
+                run.name,
+                run.ns
+            );
+            run.draft.stalled(reason::NAMESPACE_TERMINATING, &msg);
+            run.save().await?;
+            return Ok(Err(Action::requeue(SOURCE_RETRY)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !workspace_ctl::is_ready(&applied) {
+        return workspace_not_ready(run, &applied).await.map(Err);
+    }
+
+    // Create the Update.
+    let kind = updates::kind(run.stack, run.deleting);
+    let uname = updates::name(run.stack, now);
+    let update = match updates::desired_update(run.stack, &applied, kind, &message, &uname) {
+        Ok(u) => u,
+        Err(e) => return run.spec_invalid(&e.to_string(), None).await.map(Err),
+    };
+    run.draft
+        .reconciling(reason::STACK_PROCESSING, "stack is being processed");
+    run.draft.current_update = Some(CurrentStackUpdate {
+        generation: run.stack.meta().generation,
+        reconcile_request: sync::reconcile_request(run.stack),
+        name: Some(uname.clone()),
+        commit: Some(commit.clone()),
+    });
+    run.save().await?;
+    let update_api: Api<Update> = Api::namespaced(run.ctx.client.clone(), &run.ns);
+    if let Err(e) = update_api.create(&PostParams::default(), &update).await {
+        run.draft.current_update = None;
+        run.save().await?;
+        return Err(e.into());
+    }
+    if let Err(e) = update_finalizer(&update_api, &uname, true).await {
+        let _ = update_api.delete(&uname, &Default::default()).await;
+        run.draft.current_update = None;
+        run.save().await?;
+        return Err(e.into());
+    }
+    info!(stack = %run.name, namespace = %run.ns, update = %uname, kind = updates::type_name(kind), reason = %message, "update created");
+    Ok(Ok(Action::await_change()))
+}
+
+/// Records a finished (or vanished) Update as the Stack's last update.
+async fn absorb(
+    run: &mut Run<'_>,
+    current: &CurrentStackUpdate,
+    u: Option<&Update>,
+    now: jiff::Timestamp,
+) -> Result<(), Error> {
+    let prev = run.draft.last_update.clone();
+    let commit = current.commit.clone().unwrap_or_default();
+    let ustatus = u.and_then(|u| u.status.clone()).unwrap_or_default();
+    let conditions = super::conditions::Conditions::from(ustatus.conditions.as_ref());
+    let failed = u.is_none() || conditions.is_true(condition::FAILED);
+    let utype = u
+        .and_then(|u| u.spec.update_type)
+        .map(updates::type_name)
+        .unwrap_or("up");
+    let mut last = StackUpdateState {
+        generation: current.generation,
+        reconcile_request: current.reconcile_request.clone(),
+        name: current.name.clone(),
+        update_type: Some(utype.into()),
+        last_attempted_commit: Some(commit.clone()),
+        last_successful_commit: prev.as_ref().and_then(|p| p.last_successful_commit.clone()),
+        permalink: ustatus.permalink.clone(),
+        last_resync_time: Some(now.round(jiff::Unit::Second).unwrap_or(now).to_string()),
+        ..Default::default()
+    };
+    if failed {
+        let message = match u {
+            None => format!(
+                "Update {} was deleted before it completed",
+                current.name.clone().unwrap_or_default()
+            ),
+            Some(_) => ustatus.message.clone().unwrap_or_default(),
+        };
+        last.state = Some(FAILED.into());
+        last.message = Some(message.clone());
+        last.failures = Some(sync::next_failures(
+            prev.as_ref(),
+            current.generation,
+            &current.reconcile_request,
+            &commit,
+        ));
+        run.draft.last_update = Some(last);
+        run.event(
+            EventType::Warning,
+            event::STACK_UPDATE_FAILURE,
+            &format!("Failed to update stack: {message}"),
+        )
+        .await;
+        if conditions.reason(condition::FAILED)
+            == Some(crate::api::names::update_reason::UPDATE_CONFLICT)
+        {
+            let hint = format!(
+                "The stack is locked by another update. If no other update is running, remove the \
+                 lock: kubectl exec -n {ns} {pod} -c pulumi -- pulumi cancel --yes --stack {stack}; \
+                 the next attempt then proceeds (or annotate the Stack with \
+                 pulumi.com/reconciliation-request to retry at once).",
+                ns = run.ns,
+                pod = format_args!("{}-workspace-0", run.name),
+                stack = run.stack.spec.0.stack,
+            );
+            run.event(
+                EventType::Warning,
+                event::STACK_UPDATE_CONFLICT_DETECTED,
+                &hint,
+            )
+            .await;
+        }
+        return Ok(());
+    }
+    if let Some(secret_name) = ustatus.outputs.as_deref() {
+        let secrets: Api<Secret> = Api::namespaced(run.ctx.client.clone(), &run.ns);
+        match secrets.get_opt(secret_name).await? {
+            Some(s) => run.draft.outputs = Some(updates::outputs(&s)),
+            None => {
+                warn!(stack = %run.name, secret = secret_name, "the update's outputs Secret is gone")
+            }
+        }
+    }
+    last.state = Some(SUCCEEDED.into());
+    last.last_successful_commit = Some(commit);
+    last.failures = Some(0);
+    run.draft.last_update = Some(last);
+    if let Some(p) = ustatus.project_info {
+        run.draft.project_info = Some(p);
+    }
+    run.event(
+        EventType::Normal,
+        event::STACK_CREATED,
+        "Successfully updated stack",
+    )
+    .await;
+    Ok(())
+}
+
+/// Nothing to run now: say where things stand, finish a deletion, apply the reclaim policy,
+/// and wake up when a back-off ends or a resync or branch poll is due.
+async fn synced(
+    run: &mut Run<'_>,
+    polls_branch: bool,
+    now: jiff::Timestamp,
+) -> Result<Action, Error> {
+    let last = run.draft.last_update.clone().unwrap_or_default();
+    let failed = last.state.as_deref() == Some(FAILED);
+    if failed {
+        let failures = last.failures.unwrap_or(1);
+        let wait = sync::backoff(failures, sync::max_backoff(run.stack));
+        let at: jiff::Timestamp = last
+            .last_resync_time
+            .as_deref()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(now);
+        let next = at
+            .checked_add(jiff::SignedDuration::try_from(wait).unwrap_or_default())
+            .unwrap_or(at);
+        let when = format!(
+            "next attempt at {} (back-off {})",
+            next.round(jiff::Unit::Second).unwrap_or(next),
+            sync::human(wait)
+        );
+        if last.update_type.as_deref() == Some("preview") {
+            run.draft.reconciling(
+                reason::PREVIEW_FAILED,
+                &format!("preview failed ({failures} attempt(s)); {when}"),
+            );
+        } else {
+            run.draft.reconciling(
+                reason::RETRYING_AFTER_FAILURE,
+                &format!("{failures} update failure(s); {when}"),
+            );
+        }
+    } else if last.state.as_deref() == Some(SUCCEEDED) {
+        run.draft.ready();
+    }
+
+    if run.deleting {
+        run.save().await?;
+        if last.state.as_deref() != Some(SUCCEEDED) {
+            let wait = sync::requeue_after(run.stack, false, now).unwrap_or(Duration::from_secs(1));
+            return Ok(Action::requeue(wait));
+        }
+        set_finalizer(&run.api, run.stack, false).await?;
+        return Ok(Action::await_change());
+    }
+
+    if run.stack.spec.0.workspace_reclaim_policy == Some(WorkspaceReclaimPolicy::Delete) && !failed
+    {
+        let workspaces: Api<Workspace> = Api::namespaced(run.ctx.client.clone(), &run.ns);
+        if workspaces.get_opt(&run.name).await?.is_some() {
+            workspaces.delete(&run.name, &Default::default()).await?;
+            run.event(
+                EventType::Normal,
+                event::WORKSPACE_DELETED,
+                "Workspace deleted per reclaim policy",
+            )
+            .await;
+        }
+    }
+    run.save().await?;
+    Ok(sync::requeue_after(run.stack, polls_branch, now)
+        .map_or_else(Action::await_change, Action::requeue))
+}
+
+async fn workspace_not_ready(run: &mut Run<'_>, ws: &Workspace) -> Result<Action, Error> {
+    let conditions =
+        super::conditions::Conditions::from(ws.status.as_ref().and_then(|s| s.conditions.as_ref()));
+    let observed = ws.status.as_ref().and_then(|s| s.observed_generation) == ws.meta().generation;
+    if observed
+        && let Some(stalled) = conditions
+            .get(condition::STALLED)
+            .filter(|c| c.status == "True")
+    {
+        if run.deleting && run.draft.last_update.is_none() {
+            run.draft.ready();
+            run.save().await?;
+            set_finalizer(&run.api, run.stack, false).await?;
+            return Ok(Action::await_change());
+        }
+        let why = if stalled.reason == workspace_reason::INCOMPATIBLE_CONFIGURATION {
+            reason::PULUMI_VERSION_TOO_LOW
+        } else {
+            reason::WORKSPACE_FAILED
+        };
+        run.draft
+            .stalled(why, &format!("{}: {}", stalled.reason, stalled.message));
+        run.save().await?;
+        return Ok(Action::await_change());
+    }
+    if observed
+        && let Some(ready) = conditions.get(condition::READY)
+        && ready.reason == workspace_reason::FETCH_FAILED
+    {
+        run.draft.stalled(
+            reason::SOURCE_UNAVAILABLE,
+            &format!(
+                "the workspace pod cannot fetch the program: {}",
+                ready.message
+            ),
+        );
+        run.save().await?;
+    }
+    Ok(Action::await_change())
+}
+
+async fn prerequisites_ok(run: &mut Run<'_>, now: jiff::Timestamp) -> Result<bool, Error> {
+    let Some(reqs) = run
+        .stack
+        .spec
+        .0
+        .prerequisites
+        .as_ref()
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(true);
+    };
+    let stacks: Api<Stack> = Api::namespaced(run.ctx.client.clone(), &run.ns);
+    let mut failed = Vec::new();
+    for req in reqs {
+        let p = stacks.get_opt(&req.name).await?;
+        if let Err(u) = prerequisites::check(p.as_ref(), req, now) {
+            if let (Some(value), Some(p)) = (&u.rerun_request, &p)
+                && sync::reconcile_request(p).as_deref() != Some(value)
+            {
+                let body = json!({
+                    "apiVersion": "pulumi.com/v1", "kind": "Stack",
+                    "metadata": {"name": req.name, "annotations": {label::RECONCILE_REQUEST: value}},
+                });
+                stacks
+                    .patch(
+                        &req.name,
+                        &PatchParams::apply(field_manager::PREREQUISITE_REQUEST).force(),
+                        &Patch::Apply(&body),
+                    )
+                    .await?;
+            }
+            failed.push((req.name.clone(), u));
+        }
+    }
+    if failed.is_empty() {
+        return Ok(true);
+    }
+    run.draft.reconciling(
+        reason::PREREQUISITE_NOT_SATISFIED,
+        &prerequisites::message(&failed),
+    );
+    run.save().await?;
+    Ok(false)
+}
+
+/// The source and its revision now; `Err(action)` when the reconcile must stop here.
+async fn resolve_source(run: &mut Run<'_>) -> Result<Step<(Source, String, bool)>, Error> {
+    let spec = &run.stack.spec.0;
+    let sources = [
+        spec.project_repo.is_some(),
+        spec.flux_source.is_some(),
+        spec.program_ref.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        return run
+            .spec_invalid(
+                "set only one of spec.projectRepo, spec.fluxSource and spec.programRef",
+                None,
+            )
+            .await
+            .map(Err);
+    }
+    if run.deleting
+        && spec.destroy_on_finalize.unwrap_or(false)
+        && !spec.preview.unwrap_or(false)
+        && !spec.run_program.unwrap_or(false)
+        && let Some(p) = run.draft.project_info.clone()
+    {
+        return Ok(Ok((
+            Source::ProjectInfo(ProjectInfo {
+                name: p.name,
+                runtime: p.runtime,
+            }),
+            String::new(),
+            false,
+        )));
+    }
+    if spec.project_repo.is_some() {
+        let (url, reference) = match git::validate(run.stack) {
+            Ok(v) => v,
+            Err(e) => return run.spec_invalid(&e.to_string(), None).await.map(Err),
+        };
+        let auth = match workspace_spec::workspace_git_auth(run.stack) {
+            Ok(a) => a,
+            Err(e) => return run.spec_invalid(&e.to_string(), None).await.map(Err),
+        };
+        let api = std::env::var("GITHUB_API_URL")
+            .unwrap_or_else(|_| fetch::git::github_app::DEFAULT_API.into());
+        let commit =
+            match git::current_commit(&run.ctx.client, run.stack, &url, &reference, &api).await {
+                Ok(c) => c,
+                Err(git::GitSourceError::Spec(m)) => {
+                    return run.spec_invalid(&m, Some(SECRET_RETRY)).await.map(Err);
+                }
+                Err(git::GitSourceError::Unavailable(m)) => {
+                    return run.source_unavailable(&m).await.map(Err);
+                }
+            };
+        let polls = spec.branch.as_deref().is_some_and(|b| !b.is_empty());
+        let source = Source::Git {
+            url,
+            commit: commit.clone(),
+            dir: spec.repo_dir.clone(),
+            shallow: spec.shallow.unwrap_or(false),
+            auth: auth.map(Box::new),
+        };
+        return Ok(Ok((source, commit, polls)));
+    }
+    if let Some(fs) = &spec.flux_source {
+        let r = &fs.source_ref;
+        let ar = match run.ctx.flux_watches.ensure(&run.ctx.client, r).await {
+            Ok(ar) => ar,
+            Err(e) => {
+                return run
+                    .spec_invalid(
+                        &format!("spec.fluxSource.sourceRef: cannot process source reference: {e}"),
+                        Some(SOURCE_RETRY),
+                    )
+                    .await
+                    .map(Err);
+            }
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(run.ctx.client.clone(), &run.ns, &ar);
+        let Some(obj) = api.get_opt(&r.name).await? else {
+            let msg = format!(
+                "could not resolve sourceRef: {} {}/{} not found",
+                r.kind, run.ns, r.name
+            );
+            return run.source_unavailable(&msg).await.map(Err);
+        };
+        let Some(a) = flux::artifact(&obj.data["status"]) else {
+            return run
+                .source_unavailable("Flux source has no artifact")
+                .await
+                .map(Err);
+        };
+        let source = Source::Artifact {
+            url: a.url,
+            digest: a.digest,
+            dir: fs.dir.clone(),
+        };
+        return Ok(Ok((source, a.revision, false)));
+    }
+    if let Some(p) = &spec.program_ref {
+        let programs: Api<Program> = Api::namespaced(run.ctx.client.clone(), &run.ns);
+        let Some(program) = programs.get_opt(&p.name).await? else {
+            return run
+                .source_unavailable("unable to retrieve program for stack")
+                .await
+                .map(Err);
+        };
+        let Some(a) = program.status.as_ref().and_then(|s| s.artifact.as_ref()) else {
+            return run
+                .source_unavailable("Program has no artifact")
+                .await
+                .map(Err);
+        };
+        let source = Source::Artifact {
+            url: a.url.clone(),
+            digest: a.digest.clone().unwrap_or_default(),
+            dir: None,
+        };
+        return Ok(Ok((source, a.revision.clone().unwrap_or_default(), false)));
+    }
+    Ok(Ok((Source::None, String::new(), false)))
+}
+
+fn error_policy(_s: Arc<Stack>, err: &Error, ctx: Arc<Context>) -> Action {
+    warn!(error = %err, "stack reconcile failed");
+    ctx.metrics.failure(CONTROLLER, err.kind());
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Reconcile on a new generation, a new reconcile request, or deletion.
+fn stack_trigger(s: &Stack) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.metadata.generation.hash(&mut h);
+    sync::reconcile_request(s).hash(&mut h);
+    s.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+fn dependents(store: &Store<Stack>, s: &Stack) -> Vec<ObjectRef<Stack>> {
+    let name = s.name_any();
+    let ns = s.namespace();
+    store
+        .state()
+        .iter()
+        .filter(|d| d.namespace() == ns)
+        .filter(|d| {
+            d.spec
+                .0
+                .prerequisites
+                .iter()
+                .flatten()
+                .any(|p| p.name == name)
+        })
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+fn program_users(store: &Store<Stack>, p: &Program) -> Vec<ObjectRef<Stack>> {
+    let name = p.name_any();
+    let ns = p.namespace();
+    store
+        .state()
+        .iter()
+        .filter(|s| {
+            s.namespace() == ns
+                && s.spec
+                    .0
+                    .program_ref
+                    .as_ref()
+                    .is_some_and(|r| r.name == name)
+        })
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+pub async fn run(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (reader, writer) = reflector::store();
+    let stacks = watcher(
+        Api::<Stack>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(stack_trigger, Default::default());
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    ctx.flux_watches.wire(tx, reader.clone());
+    let flux_wakeups =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    spawn_gauges(Arc::clone(&ctx), reader.clone());
+    let selector = format!("{}={}", label::PULUMI_COMPONENT, label::COMPONENT_STACK);
+    let (deps, users) = (reader.clone(), reader.clone());
+    Controller::for_stream(stacks, reader)
+        .owns(
+            Api::<Workspace>::all(client.clone()),
+            watcher::Config::default().labels(&selector),
+        )
+        .owns(
+            Api::<Update>::all(client.clone()),
+            watcher::Config::default().labels(&selector),
+        )
+        .watches(
+            Api::<Program>::all(client.clone()),
+            watcher::Config::default(),
+            move |p: Program| program_users(&users, &p),
+        )
+        .watches(
+            Api::<Stack>::all(client),
+            watcher::Config::default(),
+            move |s: Stack| {
+                if s.status
+                    .as_ref()
+                    .and_then(|st| st.last_update.as_ref())
+                    .is_some()
+                    || s.meta().deletion_timestamp.is_some()
+                {
+                    dependents(&deps, &s)
+                } else {
+                    Vec::new()
+                }
+            },
+        )
+        .reconcile_on(flux_wakeups)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+/// `stacks_active` and `stacks_failing` from the Stack cache, every few seconds.
+fn spawn_gauges(ctx: Arc<Context>, store: Store<Stack>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let state = store.state();
+            ctx.metrics.stacks_active.set(state.len() as i64);
+            ctx.metrics.stacks_failing.clear();
+            for s in state {
+                let failing = s
+                    .status
+                    .as_ref()
+                    .and_then(|st| st.last_update.as_ref())
+                    .is_some_and(|l| l.state.as_deref() == Some(FAILED));
+                ctx.metrics
+                    .stacks_failing
+                    .get_or_create(&super::metrics::StackLabels {
+                        namespace: s.namespace().unwrap_or_default(),
+                        name: s.name_any(),
+                    })
+                    .set(i64::from(failing));
+            }
+        }
+    });
+}
+
+/// The Update type a Stack would run (for tests and docs).
+pub fn planned_kind(stack: &Stack) -> UpdateType {
+    updates::kind(stack, stack.meta().deletion_timestamp.is_some())
+}

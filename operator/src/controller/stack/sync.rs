@@ -1,0 +1,215 @@
+//! Whether a Stack needs an update now, when to look again, and how to say so (pure).
+//!
+//! The decision follows PKO's `isSynced` table, in order; retries after failures back off
+//! 10s × 3ⁿ up to `retryMaxBackoffDurationSeconds` and, as the troubleshooting guide promises,
+//! keep going at that pace instead of stopping after three attempts.
+
+use std::time::Duration;
+
+use crate::api::names::label;
+use crate::api::stack::{Stack, StackUpdateState};
+
+pub const SUCCEEDED: &str = "succeeded";
+pub const FAILED: &str = "failed";
+
+pub const BASE_BACKOFF: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(86_400);
+pub const MIN_RESYNC: Duration = Duration::from_secs(60);
+
+/// The decision and, when an update is needed, why (the Update's message and the
+/// `StackUpdateDetected` event's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sync {
+    Synced,
+    Needed(String),
+}
+
+/// What the decision looks at besides the Stack.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// The source revision now: a commit SHA, an artifact revision, a Program generation, or
+    /// "" without a source.
+    pub commit: &'a str,
+    pub deleting: bool,
+    pub now: jiff::Timestamp,
+}
+
+pub fn reconcile_request(stack: &Stack) -> Option<String> {
+    stack
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(label::RECONCILE_REQUEST))
+        .cloned()
+}
+
+pub fn resync_frequency(stack: &Stack) -> Duration {
+    let secs = stack.spec.0.resync_frequency_seconds.unwrap_or(0);
+    Duration::from_secs(secs.max(0) as u64).max(MIN_RESYNC)
+}
+
+pub fn max_backoff(stack: &Stack) -> Duration {
+    match stack.spec.0.retry_max_backoff_duration_seconds {
+        Some(s) if s > 0 => Duration::from_secs(s as u64),
+        _ => DEFAULT_MAX_BACKOFF,
+    }
+}
+
+/// How long to wait after the `failures`-th consecutive failure (1-based): 10s, 30s, 90s,
+/// 270s, ... capped at `cap` (but never below the first step).
+pub fn backoff(failures: i64, cap: Duration) -> Duration {
+    let n = failures.max(1) - 1;
+    let mut d = BASE_BACKOFF;
+    for _ in 0..n {
+        d = d.saturating_mul(3);
+        if d >= cap {
+            break;
+        }
+    }
+    d.min(cap).max(BASE_BACKOFF)
+}
+
+fn last_resync(last: &StackUpdateState) -> Option<jiff::Timestamp> {
+    last.last_resync_time.as_deref()?.parse().ok()
+}
+
+fn elapsed_since(last: &StackUpdateState, now: jiff::Timestamp) -> Duration {
+    last_resync(last)
+        .map(|t| Duration::try_from(now.duration_since(t)).unwrap_or(Duration::ZERO))
+        .unwrap_or(Duration::MAX)
+}
+
+/// Human durations for messages: `1m30s`, `2h1m30s`.
+pub fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+pub fn decide(stack: &Stack, seen: Observed<'_>) -> Sync {
+    let status = stack.status.clone().unwrap_or_default();
+    let Some(last) = status.last_update.as_ref() else {
+        return Sync::Needed("Initial stack update".into());
+    };
+    if last.generation != stack.metadata.generation {
+        if seen.deleting {
+            return Sync::Needed("Stack marked for deletion".into());
+        }
+        return Sync::Needed(format!(
+            "New stack generation: {}",
+            stack.metadata.generation.unwrap_or(0)
+        ));
+    }
+    let request = reconcile_request(stack);
+    if last.reconcile_request != request {
+        return Sync::Needed(format!("Sync request: {:?}", request.unwrap_or_default()));
+    }
+    match last.state.as_deref() {
+        Some(SUCCEEDED) => {
+            if seen.deleting {
+                if last.update_type.as_deref() == Some("destroy") {
+                    return Sync::Synced;
+                }
+                return Sync::Needed("Stack marked for deletion".into());
+            }
+            if last.last_successful_commit.as_deref().unwrap_or("") != seen.commit {
+                return Sync::Needed(format!("New commit detected: {:?}", seen.commit));
+            }
+            if !stack
+                .spec
+                .0
+                .continue_resync_on_commit_match
+                .unwrap_or(false)
+            {
+                return Sync::Synced;
+            }
+            let elapsed = elapsed_since(last, seen.now);
+            if elapsed >= resync_frequency(stack) {
+                return Sync::Needed(format!(
+                    "Resync time elapsed: {}",
+                    human(elapsed.min(Duration::from_secs(u32::MAX as u64)))
+                ));
+            }
+            Sync::Synced
+        }
+        Some(FAILED) => {
+            if last.last_attempted_commit.as_deref().unwrap_or("") != seen.commit {
+                return Sync::Needed(format!("New commit detected: {:?}", seen.commit));
+            }
+            let wait = backoff(last.failures.unwrap_or(1), max_backoff(stack));
+            let elapsed = elapsed_since(last, seen.now);
+            if elapsed >= wait {
+                return Sync::Needed(format!(
+                    "Backoff time elapsed after {} failure(s): {}",
+                    last.failures.unwrap_or(1),
+                    human(wait)
+                ));
+            }
+            Sync::Synced
+        }
+        _ => Sync::Synced,
+    }
+}
+
+/// When a synced Stack should be looked at again without any event: the end of a back-off,
+/// the next drift resync, or the next branch poll. None: only events wake it.
+pub fn requeue_after(stack: &Stack, polls_branch: bool, now: jiff::Timestamp) -> Option<Duration> {
+    let status = stack.status.clone().unwrap_or_default();
+    let mut candidates = Vec::new();
+    if let Some(last) = status.last_update.as_ref() {
+        let elapsed = elapsed_since(last, now);
+        match last.state.as_deref() {
+            Some(FAILED) => {
+                let wait = backoff(last.failures.unwrap_or(1), max_backoff(stack));
+                candidates.push(wait.saturating_sub(elapsed));
+            }
+            Some(SUCCEEDED)
+                if stack
+                    .spec
+                    .0
+                    .continue_resync_on_commit_match
+                    .unwrap_or(false) =>
+            {
+                candidates.push(resync_frequency(stack).saturating_sub(elapsed));
+            }
+            _ => {}
+        }
+    }
+    if polls_branch {
+        candidates.push(resync_frequency(stack));
+    }
+    candidates
+        .into_iter()
+        .min()
+        .map(|d| d.max(Duration::from_secs(1)))
+}
+
+/// The failure count after one more failure: consecutive failures at the same generation,
+/// reconcile request and source revision; a change starts again at 1.
+pub fn next_failures(
+    prev: Option<&StackUpdateState>,
+    generation: Option<i64>,
+    request: &Option<String>,
+    commit: &str,
+) -> i64 {
+    match prev {
+        Some(p)
+            if p.state.as_deref() == Some(FAILED)
+                && p.generation == generation
+                && &p.reconcile_request == request
+                && p.last_attempted_commit.as_deref().unwrap_or("") == commit =>
+        {
+            p.failures.unwrap_or(0) + 1
+        }
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,211 @@
+use super::*;
+use crate::api::stack::{StackSpecV1, StackStatus};
+use crate::api::stack_spec::StackSpec;
+
+fn t(s: &str) -> jiff::Timestamp {
+    s.parse().expect("time")
+}
+
+struct StackBuilder(Stack);
+
+impl StackBuilder {
+    fn new() -> StackBuilder {
+        let mut s = Stack::new(
+            "app",
+            StackSpecV1(StackSpec {
+                stack: "dev".into(),
+                ..Default::default()
+            }),
+        );
+        s.metadata.generation = Some(2);
+        StackBuilder(s)
+    }
+    fn last(mut self, state: &str, commit: &str, at: &str, failures: i64) -> StackBuilder {
+        self.0.status = Some(StackStatus {
+            last_update: Some(StackUpdateState {
+                generation: Some(2),
+                state: Some(state.into()),
+                update_type: Some("up".into()),
+                last_attempted_commit: Some(commit.into()),
+                last_successful_commit: (state == SUCCEEDED).then(|| commit.into()),
+                last_resync_time: Some(at.into()),
+                failures: Some(failures),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        self
+    }
+    fn annotate(mut self, v: &str) -> StackBuilder {
+        self.0.metadata.annotations =
+            Some([(label::RECONCILE_REQUEST.to_string(), v.to_string())].into());
+        self
+    }
+    fn resync(mut self) -> StackBuilder {
+        self.0.spec.0.continue_resync_on_commit_match = Some(true);
+        self
+    }
+    fn cap(mut self, secs: i64) -> StackBuilder {
+        self.0.spec.0.retry_max_backoff_duration_seconds = Some(secs);
+        self
+    }
+}
+
+fn at(commit: &str, now: &str) -> Observed<'static> {
+    Observed {
+        commit: Box::leak(commit.to_string().into_boxed_str()),
+        deleting: false,
+        now: t(now),
+    }
+}
+
+#[test]
+fn the_backoff_grows_threefold_to_the_cap_and_stays_there() {
+    let day = DEFAULT_MAX_BACKOFF;
+    let secs: Vec<u64> = (1..=10).map(|n| backoff(n, day).as_secs()).collect();
+    assert_eq!(
+        secs,
+        [10, 30, 90, 270, 810, 2430, 7290, 21870, 65610, 86400]
+    );
+    assert_eq!(backoff(50, day).as_secs(), 86400);
+    assert_eq!(backoff(3, Duration::from_secs(60)).as_secs(), 60);
+    assert_eq!(
+        backoff(1, Duration::from_secs(1)).as_secs(),
+        10,
+        "the first step is always 10s"
+    );
+}
+
+#[test]
+fn decisions_follow_the_table_in_order() {
+    let none = StackBuilder::new().0;
+    assert_eq!(
+        decide(&none, at("c1", "2026-01-01T00:00:00Z")),
+        Sync::Needed("Initial stack update".into())
+    );
+
+    let ok = StackBuilder::new()
+        .last(SUCCEEDED, "c1", "2026-01-01T00:00:00Z", 0)
+        .0;
+    assert_eq!(decide(&ok, at("c1", "2026-01-01T01:00:00Z")), Sync::Synced);
+    assert_eq!(
+        decide(&ok, at("c2", "2026-01-01T01:00:00Z")),
+        Sync::Needed("New commit detected: \"c2\"".into())
+    );
+    let mut newgen = ok.clone();
+    newgen.metadata.generation = Some(3);
+    assert_eq!(
+        decide(&newgen, at("c1", "2026-01-01T01:00:00Z")),
+        Sync::Needed("New stack generation: 3".into())
+    );
+    let deleting = Observed {
+        deleting: true,
+        ..at("c1", "2026-01-01T01:00:00Z")
+    };
+    assert_eq!(
+        decide(&ok, deleting),
+        Sync::Needed("Stack marked for deletion".into())
+    );
+
+    let requested = StackBuilder::new()
+        .last(SUCCEEDED, "c1", "2026-01-01T00:00:00Z", 0)
+        .annotate("now")
+        .0;
+    assert_eq!(
+        decide(&requested, at("c1", "2026-01-01T00:00:01Z")),
+        Sync::Needed("Sync request: \"now\"".into())
+    );
+}
+
+#[test]
+fn resync_only_when_asked_and_due() {
+    let s = StackBuilder::new()
+        .last(SUCCEEDED, "c1", "2026-01-01T00:00:00Z", 0)
+        .resync()
+        .0;
+    assert_eq!(decide(&s, at("c1", "2026-01-01T00:00:59Z")), Sync::Synced);
+    assert_eq!(
+        decide(&s, at("c1", "2026-01-01T00:01:00Z")),
+        Sync::Needed("Resync time elapsed: 1m".into())
+    );
+    assert_eq!(
+        requeue_after(&s, false, t("2026-01-01T00:00:30Z")),
+        Some(Duration::from_secs(30))
+    );
+}
+
+#[test]
+fn failures_retry_after_the_backoff_and_never_give_up() {
+    let s = StackBuilder::new()
+        .last(FAILED, "c1", "2026-01-01T00:00:00Z", 2)
+        .0;
+    assert_eq!(decide(&s, at("c1", "2026-01-01T00:00:29Z")), Sync::Synced);
+    assert!(
+        matches!(decide(&s, at("c1", "2026-01-01T00:00:30Z")), Sync::Needed(m) if m.contains("2 failure(s)"))
+    );
+    assert_eq!(
+        requeue_after(&s, false, t("2026-01-01T00:00:10Z")),
+        Some(Duration::from_secs(20))
+    );
+    let many = StackBuilder::new()
+        .last(FAILED, "c1", "2026-01-01T00:00:00Z", 40)
+        .cap(120)
+        .0;
+    assert_eq!(
+        decide(&many, at("c1", "2026-01-01T00:01:59Z")),
+        Sync::Synced
+    );
+    assert!(matches!(
+        decide(&many, at("c1", "2026-01-01T00:02:00Z")),
+        Sync::Needed(_)
+    ));
+    // A new revision does not wait for the back-off.
+    assert!(
+        matches!(decide(&s, at("c2", "2026-01-01T00:00:01Z")), Sync::Needed(m) if m.starts_with("New commit"))
+    );
+}
+
+#[test]
+fn failure_counts_restart_on_any_change() {
+    let s = StackBuilder::new()
+        .last(FAILED, "c1", "2026-01-01T00:00:00Z", 2)
+        .0;
+    let last = s.status.as_ref().and_then(|st| st.last_update.as_ref());
+    assert_eq!(next_failures(last, Some(2), &None, "c1"), 3);
+    assert_eq!(next_failures(last, Some(3), &None, "c1"), 1);
+    assert_eq!(next_failures(last, Some(2), &Some("x".into()), "c1"), 1);
+    assert_eq!(next_failures(last, Some(2), &None, "c2"), 1);
+    assert_eq!(next_failures(None, Some(2), &None, "c1"), 1);
+    let ok = StackBuilder::new()
+        .last(SUCCEEDED, "c1", "2026-01-01T00:00:00Z", 0)
+        .0;
+    assert_eq!(
+        next_failures(
+            ok.status.as_ref().and_then(|s| s.last_update.as_ref()),
+            Some(2),
+            &None,
+            "c1"
+        ),
+        1
+    );
+}
+
+#[test]
+fn branch_polling_requeues_at_the_resync_frequency() {
+    let s = StackBuilder::new()
+        .last(SUCCEEDED, "c1", "2026-01-01T00:00:00Z", 0)
+        .0;
+    assert_eq!(requeue_after(&s, false, t("2026-01-01T00:00:00Z")), None);
+    assert_eq!(
+        requeue_after(&s, true, t("2026-01-01T00:00:00Z")),
+        Some(MIN_RESYNC)
+    );
+}
+
+#[test]
+fn durations_read_like_a_person_wrote_them() {
+    assert_eq!(human(Duration::from_secs(10)), "10s");
+    assert_eq!(human(Duration::from_secs(90)), "1m30s");
+    assert_eq!(human(Duration::from_secs(7290)), "2h1m30s");
+    assert_eq!(human(Duration::from_secs(86400)), "24h");
+}

@@ -1,0 +1,452 @@
+//! The Update controller: runs one Pulumi operation through the Workspace's agent, streams it
+//! to its end, records the result (conditions, times, message, permalink, outputs Secret) and
+//! reports it on the Workspace (`UpdateSucceeded`, `UpdateFailed`). Completed Updates are
+//! deleted after `ttlAfterCompleted`; a run cut off by an operator restart ends `Aborted`.
+
+pub mod outcome;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::events::EventType;
+use super::{Context, Error, apply_status, connect, duration, workspace};
+use crate::api::names::{condition, event, field_manager, update_reason as reason};
+use crate::api::update::{Update, UpdateType};
+use crate::api::workspace::Workspace;
+use crate::proto as pb;
+use outcome::Draft;
+
+pub const CONTROLLER: &str = "update";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_RETRY: Duration = Duration::from_secs(5);
+
+pub fn is_complete(u: &Update) -> bool {
+    u.status.as_ref().is_some_and(|s| {
+        s.observed_generation == u.metadata.generation
+            && super::conditions::Conditions::from(s.conditions.as_ref())
+                .is_true(condition::COMPLETE)
+    })
+}
+
+/// The result of a finished operation, whatever its type.
+struct RunResult {
+    summary: Option<pb::UpdateSummary>,
+    permalink: Option<String>,
+    project: Option<pb::ProjectInfo>,
+    outputs: Option<std::collections::HashMap<String, pb::OutputValue>>,
+}
+
+/// Reads a server stream to its result; events are not needed here.
+async fn drain<T>(
+    mut stream: tonic::Streaming<T>,
+    result_of: impl Fn(T) -> Option<RunResult>,
+) -> Result<RunResult, tonic::Status> {
+    while let Some(msg) = stream.message().await? {
+        if let Some(r) = result_of(msg) {
+            return Ok(r);
+        }
+    }
+    Err(tonic::Status::aborted(
+        "the agent ended the operation without a result (the workspace pod may have stopped)",
+    ))
+}
+
+async fn run_operation(
+    agent: &mut connect::AgentClient,
+    u: &Update,
+) -> Result<RunResult, tonic::Status> {
+    let s = &u.spec;
+    let t = s.update_type.unwrap_or(UpdateType::Up);
+    match t {
+        UpdateType::Preview => {
+            let req = pb::PreviewRequest {
+                parallel: s.parallel,
+                message: s.message.clone(),
+                expect_no_changes: s.expect_no_changes,
+                replace: s.replace.clone().unwrap_or_default(),
+                target: s.target.clone().unwrap_or_default(),
+                target_dependents: s.target_dependents,
+                policy_pack: vec![],
+                refresh: s.refresh,
+            };
+            let stream = agent.preview(req).await?.into_inner();
+            drain(stream, |m| match m.response {
+                Some(pb::preview_stream::Response::Result(r)) => Some(RunResult {
+                    summary: r.summary,
+                    permalink: r.permalink,
+                    project: r.project_info,
+                    outputs: None,
+                }),
+                _ => None,
+            })
+            .await
+        }
+        UpdateType::Up => {
+            let req = pb::UpRequest {
+                parallel: s.parallel,
+                message: s.message.clone(),
+                expect_no_changes: s.expect_no_changes,
+                replace: s.replace.clone().unwrap_or_default(),
+                target: s.target.clone().unwrap_or_default(),
+                target_dependents: s.target_dependents,
+                policy_pack: vec![],
+                refresh: s.refresh,
+                continue_on_error: s.continue_on_error,
+            };
+            let stream = agent.up(req).await?.into_inner();
+            drain(stream, |m| match m.response {
+                Some(pb::up_stream::Response::Result(r)) => Some(RunResult {
+                    summary: r.summary,
+                    permalink: r.permalink,
+                    project: r.project_info,
+                    outputs: Some(r.outputs),
+                }),
+                _ => None,
+            })
+            .await
+        }
+        UpdateType::Refresh => {
+            let req = pb::RefreshRequest {
+                parallel: s.parallel,
+                message: s.message.clone(),
+                expect_no_changes: s.expect_no_changes,
+                target: s.target.clone().unwrap_or_default(),
+                run_program: s.run_program,
+            };
+            let stream = agent.refresh(req).await?.into_inner();
+            drain(stream, |m| match m.response {
+                Some(pb::refresh_stream::Response::Result(r)) => Some(RunResult {
+                    summary: r.summary,
+                    permalink: r.permalink,
+                    project: r.project_info,
+                    outputs: None,
+                }),
+                _ => None,
+            })
+            .await
+        }
+        UpdateType::Destroy => {
+            let req = pb::DestroyRequest {
+                parallel: s.parallel,
+                message: s.message.clone(),
+                target: s.target.clone().unwrap_or_default(),
+                target_dependents: s.target_dependents,
+                refresh: s.refresh,
+                continue_on_error: s.continue_on_error,
+                remove: s.remove,
+                run_program: s.run_program,
+            };
+            let stream = agent.destroy(req).await?.into_inner();
+            drain(stream, |m| match m.response {
+                Some(pb::destroy_stream::Response::Result(r)) => Some(RunResult {
+                    summary: r.summary,
+                    permalink: r.permalink,
+                    project: r.project_info,
+                    outputs: None,
+                }),
+                _ => None,
+            })
+            .await
+        }
+    }
+}
+
+async fn save(api: &Api<Update>, name: &str, draft: &Draft) -> Result<(), Error> {
+    apply_status(api, name, field_manager::UPDATE_STATUS, draft.body()).await?;
+    Ok(())
+}
+
+pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _measure = ctx.metrics.reconcile(CONTROLLER);
+    let ns = u.namespace().unwrap_or_default();
+    let name = u.name_any();
+    let api: Api<Update> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut draft = Draft::new(&u);
+
+    if draft.conditions.is_true(condition::COMPLETE) {
+        return expire(&u, &ctx, &api, &draft).await;
+    }
+    if draft.conditions.is_true(condition::PROGRESSING) {
+        draft.failed(
+            reason::ABORTED,
+            "the operator restarted while the update was running; its outcome is unknown",
+        );
+        save(&api, &name, &draft).await?;
+        return Ok(Action::await_change());
+    }
+    let orphaned = !u
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true));
+    if u.meta().deletion_timestamp.is_some() || orphaned {
+        draft.failed(
+            reason::CANCELED,
+            "the update was deleted or lost its Workspace owner before it ran",
+        );
+        save(&api, &name, &draft).await?;
+        return Ok(Action::await_change());
+    }
+
+    let ws_name = u.spec.workspace_name.clone().unwrap_or_default();
+    let workspaces: Api<Workspace> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(ws) = workspaces.get_opt(&ws_name).await? else {
+        draft.blocked(
+            reason::WORKSPACE_NOT_FOUND,
+            &format!("Workspace {ws_name:?} not found"),
+        );
+        save(&api, &name, &draft).await?;
+        return Ok(Action::await_change());
+    };
+    if !workspace::is_ready(&ws) {
+        draft.blocked(
+            reason::WORKSPACE_NOT_READY,
+            &format!("Workspace {ws_name:?} is not ready"),
+        );
+        save(&api, &name, &draft).await?;
+        return Ok(Action::await_change());
+    }
+
+    let addr = match (
+        &ctx.settings.workspace_localhost,
+        workspace_ip(&ctx, &ws).await?,
+    ) {
+        (Some(a), _) => a.clone(),
+        (None, Some(ip)) => format!("{ip}:{}", crate::api::names::pod::GRPC_PORT),
+        (None, None) => {
+            draft.blocked(reason::WORKSPACE_NOT_READY, "the workspace pod has no IP");
+            save(&api, &name, &draft).await?;
+            return Ok(Action::requeue(CONNECT_RETRY));
+        }
+    };
+    let audience = workspace::desired::audience(&ws);
+    let agent = match ctx.tokens.token(&audience).await {
+        Ok(t) => connect::dial(&addr, &t, CONNECT_TIMEOUT).await,
+        Err(e) => Err(e),
+    };
+    let mut agent = match agent {
+        Ok(a) => a,
+        Err(e) => {
+            let msg = e.to_string();
+            ctx.workspace_events
+                .publish(&ws, EventType::Warning, event::CONNECTION_FAILURE, &msg)
+                .await;
+            draft.blocked(reason::TRANSIENT_FAILURE, &msg);
+            save(&api, &name, &draft).await?;
+            return Ok(Action::requeue(CONNECT_RETRY));
+        }
+    };
+
+    let started = super::now_rfc3339();
+    draft.start_time = Some(started.clone());
+    draft.end_time = None;
+    draft.progressing();
+    save(&api, &name, &draft).await?;
+
+    let stack = u.spec.stack_name.clone().unwrap_or_default();
+    let kind = u.spec.update_type.unwrap_or(UpdateType::Up);
+    let (past, verb) = outcome::verbs(kind);
+    info!(update = %name, namespace = %ns, stack = %stack, kind = verb, "running the update");
+    let selected = agent
+        .select_stack(pb::SelectStackRequest {
+            stack_name: stack.clone(),
+            create: Some(true),
+            secrets_provider: None,
+        })
+        .await;
+    let result = match selected {
+        Ok(_) => run_operation(&mut agent, &u).await,
+        Err(st) => Err(st),
+    };
+    match result {
+        Ok(r) => {
+            let succeeded = draft.result(
+                r.summary.as_ref(),
+                r.permalink,
+                r.project.as_ref(),
+                &started,
+            );
+            if let Some(outputs) = r.outputs.filter(|o| !o.is_empty()) {
+                let owner = u.controller_owner_ref(&()).map(|mut o| {
+                    o.controller = None;
+                    o.block_owner_deletion = None;
+                    o
+                });
+                if let Some(owner) = owner {
+                    let secret = outcome::outputs_secret(&u, owner, &outputs);
+                    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+                    match secrets.create(&PostParams::default(), &secret).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(e)) if e.code == 409 => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    draft.outputs = Some(outcome::outputs_secret_name(&name));
+                }
+            }
+            if succeeded {
+                ctx.workspace_events
+                    .publish(
+                        &ws,
+                        EventType::Normal,
+                        event::UPDATE_SUCCEEDED,
+                        &format!("{past} stack \"{stack}\""),
+                    )
+                    .await;
+            } else {
+                let msg = draft.message.clone().unwrap_or_default();
+                ctx.workspace_events
+                    .publish(
+                        &ws,
+                        EventType::Warning,
+                        event::UPDATE_FAILED,
+                        &format!("Failed to {verb} stack \"{stack}\": {msg}"),
+                    )
+                    .await;
+            }
+        }
+        Err(st) => {
+            draft.error(&st);
+            let msg = draft.message.clone().unwrap_or_default();
+            warn!(update = %name, namespace = %ns, error = %msg, "the update failed");
+            ctx.workspace_events
+                .publish(
+                    &ws,
+                    EventType::Warning,
+                    event::UPDATE_FAILED,
+                    &format!("Failed to {verb} stack \"{stack}\": {msg}"),
+                )
+                .await;
+        }
+    }
+    save(&api, &name, &draft).await?;
+    expire(&u, &ctx, &api, &draft).await
+}
+
+async fn workspace_ip(ctx: &Context, ws: &Workspace) -> Result<Option<String>, Error> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(ctx.client.clone(), &ws.namespace().unwrap_or_default());
+    Ok(pods
+        .get_opt(&workspace::desired::pod_name(ws))
+        .await?
+        .and_then(|p| p.status?.pod_ip))
+}
+
+/// Deletes a completed Update once its TTL has passed; otherwise wakes up when it will have.
+async fn expire(
+    u: &Update,
+    ctx: &Context,
+    api: &Api<Update>,
+    draft: &Draft,
+) -> Result<Action, Error> {
+    let Some(ttl) = u.spec.ttl_after_completed.as_deref() else {
+        return Ok(Action::await_change());
+    };
+    if u.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ttl = match duration::parse(ttl) {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(update = %u.name_any(), error = %e, "ignoring ttlAfterCompleted");
+            return Ok(Action::await_change());
+        }
+    };
+    let done = draft
+        .conditions
+        .get(condition::COMPLETE)
+        .map(|c| c.last_transition_time.0)
+        .unwrap_or_else(jiff::Timestamp::now);
+    let elapsed = jiff::Timestamp::now().duration_since(done);
+    let remaining = jiff::SignedDuration::try_from(ttl).unwrap_or_default() - elapsed;
+    if remaining.is_positive() {
+        let wait = Duration::try_from(remaining).unwrap_or(Duration::from_secs(1));
+        return Ok(Action::requeue(wait + Duration::from_millis(100)));
+    }
+    ctx.update_events
+        .publish(
+            u,
+            EventType::Normal,
+            event::UPDATE_EXPIRED,
+            "ttl expired and was deleted",
+        )
+        .await;
+    match api.delete(&u.name_any(), &Default::default()).await {
+        Ok(_) | Err(kube::Error::Api(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(_u: Arc<Update>, err: &Error, ctx: Arc<Context>) -> Action {
+    warn!(error = %err, "update reconcile failed");
+    ctx.metrics.failure(CONTROLLER, err.kind());
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Incomplete Updates waiting on `ws`.
+fn waiting_on(store: &Store<Update>, ws: &Workspace) -> Vec<ObjectRef<Update>> {
+    let ns = ws.namespace();
+    let name = ws.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|u| u.namespace() == ns && u.spec.workspace_name.as_deref() == Some(name.as_str()))
+        .filter(|u| !is_complete(u))
+        .map(|u| ObjectRef::from_obj(u.as_ref()))
+        .collect()
+}
+
+pub async fn run(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (reader, writer) = reflector::store();
+    let updates = watcher(
+        Api::<Update>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(update_trigger, Default::default());
+    let store = reader.clone();
+    Controller::for_stream(updates, reader)
+        .watches(
+            Api::<Workspace>::all(client),
+            watcher::Config::default(),
+            move |ws: Workspace| {
+                if workspace::is_ready(&ws) {
+                    waiting_on(&store, &ws)
+                } else {
+                    Vec::new()
+                }
+            },
+        )
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+/// Reconcile on a new generation, new owners, or completion (for the TTL).
+fn update_trigger(u: &Update) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    u.metadata.generation.hash(&mut h);
+    for o in u.owner_references() {
+        o.uid.hash(&mut h);
+    }
+    is_complete(u).hash(&mut h);
+    Some(h.finish())
+}

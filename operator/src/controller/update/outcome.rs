@@ -1,0 +1,374 @@
+//! What an Update's run comes to, in status terms (pure): the conditions for a result or an
+//! error, and the outputs Secret.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use crate::api::names::{condition, label, update_reason as reason};
+use crate::api::update::{Update, UpdateType};
+use crate::api::workspace::ProjectInfo;
+use crate::controller::conditions::{Conditions, FALSE, TRUE};
+use crate::proto as pb;
+
+/// The status this reconcile will write.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Draft {
+    pub conditions: Conditions,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    pub permalink: Option<String>,
+    pub message: Option<String>,
+    pub outputs: Option<String>,
+    pub project_info: Option<ProjectInfo>,
+    pub generation: Option<i64>,
+}
+
+impl Draft {
+    pub fn new(u: &Update) -> Draft {
+        let s = u.status.clone().unwrap_or_default();
+        Draft {
+            conditions: Conditions::from(s.conditions.as_ref()),
+            start_time: s.start_time,
+            end_time: s.end_time,
+            permalink: s.permalink,
+            message: s.message,
+            outputs: s.outputs,
+            project_info: s.project_info,
+            generation: u.metadata.generation,
+        }
+    }
+
+    fn set(&mut self, type_: &str, status: &str, r: &str, message: &str) {
+        self.conditions
+            .set(type_, status, r, message, self.generation);
+    }
+
+    pub fn progressing(&mut self) {
+        self.set(condition::PROGRESSING, TRUE, reason::PROGRESSING, "");
+        self.set(condition::FAILED, FALSE, reason::PROGRESSING, "");
+        self.set(condition::COMPLETE, FALSE, reason::PROGRESSING, "");
+    }
+
+    /// Waiting on something outside the run (no Workspace, not ready, no connection).
+    pub fn blocked(&mut self, why: &str, message: &str) {
+        self.set(condition::PROGRESSING, FALSE, why, message);
+    }
+
+    pub fn failed(&mut self, why: &str, message: &str) {
+        self.set(condition::PROGRESSING, FALSE, reason::FAILED, "");
+        self.set(condition::FAILED, TRUE, why, message);
+        self.set(condition::COMPLETE, TRUE, reason::FAILED, "");
+        if !message.is_empty() {
+            self.message = Some(message.to_string());
+        }
+        if self.end_time.is_none() {
+            self.end_time = Some(crate::controller::now_rfc3339());
+        }
+    }
+
+    /// The run returned a result: complete, failed only if its summary says so.
+    pub fn result(
+        &mut self,
+        summary: Option<&pb::UpdateSummary>,
+        permalink: Option<String>,
+        project: Option<&pb::ProjectInfo>,
+        started: &str,
+    ) -> bool {
+        self.permalink = permalink.filter(|p| !p.is_empty());
+        if let Some(p) = project {
+            self.project_info = Some(ProjectInfo {
+                name: p.name.clone(),
+                runtime: p.runtime.clone(),
+            });
+        }
+        self.set(condition::PROGRESSING, FALSE, reason::COMPLETE, "");
+        self.set(condition::COMPLETE, TRUE, reason::UPDATED, "");
+        let succeeded = match summary {
+            Some(s) => {
+                self.start_time = s
+                    .start_time
+                    .as_ref()
+                    .map(rfc3339)
+                    .or(Some(started.to_string()));
+                self.end_time = s
+                    .end_time
+                    .as_ref()
+                    .map(rfc3339)
+                    .or_else(|| Some(crate::controller::now_rfc3339()));
+                self.message = Some(s.message.clone());
+                s.result == "succeeded"
+            }
+            None => {
+                self.start_time = Some(started.to_string());
+                self.end_time = Some(crate::controller::now_rfc3339());
+                true
+            }
+        };
+        if succeeded {
+            self.set(condition::FAILED, FALSE, reason::UPDATE_SUCCEEDED, "");
+        } else {
+            self.set(condition::FAILED, TRUE, reason::UPDATE_FAILED, "");
+        }
+        succeeded
+    }
+
+    /// The run ended in an error status: complete and failed, with the agent's reason when it
+    /// gave one. An interruption (the pod going away) is `Aborted`.
+    pub fn error(&mut self, st: &tonic::Status) {
+        let (why, message) = match pb::error_info(st) {
+            Some(info) => (info.reason, info.message),
+            None => {
+                let why = match st.code() {
+                    tonic::Code::Aborted | tonic::Code::Unavailable | tonic::Code::Cancelled => {
+                        reason::ABORTED
+                    }
+                    _ => reason::UNKNOWN,
+                };
+                let msg = if st.message().is_empty() {
+                    "An unknown error occurred".to_string()
+                } else {
+                    st.message().to_string()
+                };
+                (why.to_string(), msg)
+            }
+        };
+        self.message = Some(message);
+        if self.end_time.is_none() {
+            self.end_time = Some(crate::controller::now_rfc3339());
+        }
+        self.set(condition::PROGRESSING, FALSE, reason::COMPLETE, "");
+        self.set(condition::COMPLETE, TRUE, reason::UPDATED, "");
+        self.set(condition::FAILED, TRUE, &why, "");
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "auto.pulumi.com/v1alpha1",
+            "kind": "Update",
+            "status": {
+                "observedGeneration": self.generation,
+                "startTime": self.start_time,
+                "endTime": self.end_time,
+                "permalink": self.permalink,
+                "message": self.message,
+                "outputs": self.outputs,
+                "conditions": self.conditions.0,
+                "projectInfo": self.project_info,
+            },
+        })
+    }
+}
+
+pub fn rfc3339(t: &prost_types::Timestamp) -> String {
+    jiff::Timestamp::new(t.seconds, t.nanos)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// An output name as a Secret key: every character outside `[-._a-zA-Z0-9]` becomes `_`.
+pub fn secret_key(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+pub fn outputs_secret_name(update: &str) -> String {
+    format!("{update}-stack-outputs")
+}
+
+/// The immutable Secret holding an up's outputs, JSON-encoded, owned by the Update; the
+/// `pulumi.com/secrets` annotation lists the keys that are secret.
+pub fn outputs_secret(
+    u: &Update,
+    owner: OwnerReference,
+    outputs: &HashMap<String, pb::OutputValue>,
+) -> Secret {
+    let mut data = BTreeMap::new();
+    let mut secret_keys = Vec::new();
+    for (k, v) in outputs {
+        let key = secret_key(k);
+        if v.secret {
+            secret_keys.push(key.clone());
+        }
+        data.insert(key, ByteString(v.value.clone()));
+    }
+    secret_keys.sort();
+    let name = u.metadata.name.clone().unwrap_or_default();
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(outputs_secret_name(&name)),
+            namespace: u.metadata.namespace.clone(),
+            labels: Some(BTreeMap::from([
+                (
+                    label::AUTO_COMPONENT.to_string(),
+                    label::COMPONENT_UPDATE.to_string(),
+                ),
+                (label::UPDATE_NAME.to_string(), name),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                label::SECRET_OUTPUTS.to_string(),
+                serde_json::to_string(&secret_keys).unwrap_or_else(|_| "[]".into()),
+            )])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        immutable: Some(true),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+/// The events' wording for an operation type.
+pub fn verbs(t: UpdateType) -> (&'static str, &'static str) {
+    match t {
+        UpdateType::Preview => ("Previewed", "preview"),
+        UpdateType::Up => ("Updated", "update"),
+        UpdateType::Refresh => ("Refreshed", "refresh"),
+        UpdateType::Destroy => ("Destroyed", "destroy"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::update::UpdateSpec;
+
+    fn update() -> Update {
+        let mut u = Update::new("st-1a2b", UpdateSpec::default());
+        u.metadata.namespace = Some("ns".into());
+        u.metadata.uid = Some("u1".into());
+        u.metadata.generation = Some(1);
+        u
+    }
+
+    #[test]
+    fn output_keys_are_sanitized_and_secret_ones_listed_sorted() {
+        let owner = OwnerReference {
+            api_version: "auto.pulumi.com/v1alpha1".into(),
+            kind: "Update".into(),
+            name: "st-1a2b".into(),
+            uid: "u1".into(),
+            ..Default::default()
+        };
+        let outputs = HashMap::from([
+            (
+                "url".to_string(),
+                pb::OutputValue {
+                    value: b"\"http://x\"".to_vec(),
+                    secret: false,
+                },
+            ),
+            (
+                "db password".to_string(),
+                pb::OutputValue {
+                    value: b"\"pw\"".to_vec(),
+                    secret: true,
+                },
+            ),
+            (
+                "a/key".to_string(),
+                pb::OutputValue {
+                    value: b"1".to_vec(),
+                    secret: true,
+                },
+            ),
+        ]);
+        let s = outputs_secret(&update(), owner, &outputs);
+        assert_eq!(s.metadata.name.as_deref(), Some("st-1a2b-stack-outputs"));
+        assert_eq!(s.immutable, Some(true));
+        let data = s.data.expect("data");
+        assert_eq!(data["db_password"].0, b"\"pw\"");
+        assert!(data.contains_key("a_key") && data.contains_key("url"));
+        assert_eq!(
+            s.metadata.annotations.expect("ann")[label::SECRET_OUTPUTS],
+            "[\"a_key\",\"db_password\"]"
+        );
+        assert_eq!(
+            s.metadata.labels.expect("labels")[label::UPDATE_NAME],
+            "st-1a2b"
+        );
+    }
+
+    #[test]
+    fn a_result_completes_and_fails_only_when_its_summary_says_so() {
+        let mut d = Draft::new(&update());
+        d.progressing();
+        let s = pb::UpdateSummary {
+            start_time: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            end_time: Some(prost_types::Timestamp {
+                seconds: 1_700_000_060,
+                nanos: 0,
+            }),
+            result: "failed".into(),
+            message: "New commit detected".into(),
+        };
+        assert!(!d.result(Some(&s), Some(String::new()), None, "2026-01-01T00:00:00Z"));
+        assert_eq!(
+            d.conditions.reason(condition::FAILED),
+            Some(reason::UPDATE_FAILED)
+        );
+        assert!(d.conditions.is_true(condition::COMPLETE));
+        assert_eq!(d.start_time.as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert_eq!(d.permalink, None);
+        let mut ok = Draft::new(&update());
+        assert!(ok.result(
+            None,
+            Some("https://app/x".into()),
+            None,
+            "2026-01-01T00:00:00Z"
+        ));
+        assert!(!ok.conditions.is_true(condition::FAILED));
+        assert_eq!(
+            ok.conditions.reason(condition::FAILED),
+            Some(reason::UPDATE_SUCCEEDED)
+        );
+    }
+
+    #[test]
+    fn errors_take_the_agents_reason_and_interruptions_are_aborted() {
+        let info = pb::PulumiErrorInfo {
+            code: 409,
+            reason: "UpdateConflict".into(),
+            message: "Another update is currently in progress".into(),
+        };
+        let mut d = Draft::new(&update());
+        d.error(&pb::status_with_error_info(
+            tonic::Code::Unknown,
+            "up failed".into(),
+            &info,
+        ));
+        assert_eq!(
+            d.conditions.reason(condition::FAILED),
+            Some("UpdateConflict")
+        );
+        assert_eq!(
+            d.message.as_deref(),
+            Some("Another update is currently in progress")
+        );
+        let mut d = Draft::new(&update());
+        d.error(&tonic::Status::aborted("up was interrupted"));
+        assert_eq!(
+            d.conditions.reason(condition::FAILED),
+            Some(reason::ABORTED)
+        );
+        let mut d = Draft::new(&update());
+        d.error(&tonic::Status::unknown("up failed: boom"));
+        assert_eq!(
+            d.conditions.reason(condition::FAILED),
+            Some(reason::UNKNOWN)
+        );
+        assert_eq!(d.message.as_deref(), Some("up failed: boom"));
+    }
+}

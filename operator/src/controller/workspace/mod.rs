@@ -1,0 +1,288 @@
+//! The Workspace controller: applies the workspace Service and StatefulSet, follows the pod
+//! until its agent answers, initializes it once (version check, install, stack selection and
+//! configuration), and reports every step in the Ready condition. A failed `fetch` init
+//! container is reported as `FetchFailed` with the container's own message.
+
+pub mod desired;
+mod init;
+pub mod readiness;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::conditions::{Conditions, FALSE, TRUE, UNKNOWN};
+use super::events::EventType;
+use super::{Context, Error, apply, apply_status, connect};
+use crate::api::names::{condition, event, field_manager, label, workspace_reason as reason};
+use crate::api::workspace::Workspace;
+use readiness::PodState;
+
+pub const CONTROLLER: &str = "workspace";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_RETRY: Duration = Duration::from_secs(5);
+
+/// The status this reconcile will write.
+pub(crate) struct Draft {
+    pub conditions: Conditions,
+    pub address: Option<String>,
+    pub pulumi_version: Option<String>,
+    generation: Option<i64>,
+}
+
+impl Draft {
+    fn new(ws: &Workspace) -> Draft {
+        let status = ws.status.clone().unwrap_or_default();
+        let mut conditions = Conditions::from(status.conditions.as_ref());
+        if conditions.get(condition::READY).is_none() {
+            conditions.set(
+                condition::READY,
+                UNKNOWN,
+                "Unknown",
+                "",
+                ws.meta().generation,
+            );
+        }
+        Draft {
+            conditions,
+            address: status.address,
+            pulumi_version: status.pulumi_version,
+            generation: ws.meta().generation,
+        }
+    }
+
+    pub fn ready(&mut self, status: &str, reason: &str, message: &str) -> bool {
+        self.conditions
+            .set(condition::READY, status, reason, message, self.generation)
+    }
+
+    pub fn stalled(&mut self, reason: &str, message: &str) {
+        self.conditions
+            .set(condition::STALLED, TRUE, reason, message, self.generation);
+    }
+
+    pub async fn save(&self, api: &Api<Workspace>, name: &str) -> Result<(), Error> {
+        let body = json!({
+            "apiVersion": "auto.pulumi.com/v1alpha1",
+            "kind": "Workspace",
+            "status": {
+                "observedGeneration": self.generation,
+                "address": self.address.clone().unwrap_or_default(),
+                "pulumiVersion": self.pulumi_version,
+                "conditions": self.conditions.0,
+            },
+        });
+        apply_status(api, name, field_manager::WORKSPACE_STATUS, body).await?;
+        Ok(())
+    }
+}
+
+/// Whether a Workspace is ready for Updates: processed at its generation and Ready.
+pub fn is_ready(ws: &Workspace) -> bool {
+    let Some(status) = ws.status.as_ref() else {
+        return false;
+    };
+    ws.meta().deletion_timestamp.is_none()
+        && status.observed_generation == ws.meta().generation
+        && Conditions::from(status.conditions.as_ref()).is_true(condition::READY)
+}
+
+pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _measure = ctx.metrics.reconcile(CONTROLLER);
+    let ns = ws.namespace().unwrap_or_default();
+    let name = ws.name_any();
+    let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut draft = Draft::new(&ws);
+
+    if ws.meta().deletion_timestamp.is_some() {
+        draft.ready(FALSE, reason::DELETING, "Workspace is being deleted");
+        draft.save(&api, &name).await?;
+        return Ok(Action::await_change());
+    }
+
+    let svc = desired::service(&ws);
+    let sts = match desired::statefulset(&ws, &ctx.settings) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = e.to_string();
+            if draft.ready(FALSE, reason::SPEC_INVALID, &msg) {
+                ctx.workspace_events
+                    .publish(ws.as_ref(), EventType::Warning, reason::SPEC_INVALID, &msg)
+                    .await;
+            }
+            draft.stalled(reason::SPEC_INVALID, &msg);
+            draft.save(&api, &name).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let hash = desired::revision_hash(&ws);
+    let obj_name = desired::object_name(&ws);
+    apply(
+        &Api::<Service>::namespaced(ctx.client.clone(), &ns),
+        &obj_name,
+        field_manager::OPERATOR,
+        &svc,
+    )
+    .await?;
+    let sts = apply(
+        &Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns),
+        &obj_name,
+        field_manager::OPERATOR,
+        &sts,
+    )
+    .await?;
+    if draft.conditions.reason(condition::STALLED) == Some(reason::SPEC_INVALID) {
+        draft.conditions.remove(condition::STALLED);
+    }
+
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pod_name = desired::pod_name(&ws);
+    let pod = pods.get_opt(&pod_name).await?;
+    let (ip, initialized) = match readiness::pod_state(&sts, pod.as_ref(), &hash) {
+        PodState::FetchFailed(msg) => {
+            draft.address = None;
+            if draft.ready(FALSE, reason::FETCH_FAILED, &msg) {
+                warn!(workspace = %name, namespace = %ns, message = %msg, "the fetch init container failed");
+                ctx.workspace_events
+                    .publish(ws.as_ref(), EventType::Warning, event::FETCH_FAILED, &msg)
+                    .await;
+            }
+            draft.save(&api, &name).await?;
+            return Ok(Action::await_change());
+        }
+        PodState::Rolling => {
+            draft.address = None;
+            draft.ready(
+                FALSE,
+                reason::ROLLING_UPDATE,
+                "Waiting for the statefulset to be updated",
+            );
+            draft.save(&api, &name).await?;
+            return Ok(Action::await_change());
+        }
+        PodState::Waiting(why) => {
+            draft.address = None;
+            let mut msg = "Waiting for the workspace pod to be available".to_string();
+            if !why.is_empty() {
+                msg.push_str(": ");
+                msg.push_str(&why);
+            }
+            draft.ready(FALSE, reason::WAITING_FOR_REPLICAS, &msg);
+            draft.save(&api, &name).await?;
+            return Ok(Action::await_change());
+        }
+        PodState::Stale => return Ok(Action::requeue(Duration::from_secs(2))),
+        PodState::Available { ip, initialized } => (ip, initialized),
+    };
+
+    let addr = match ctx.settings.workspace_localhost.clone() {
+        Some(a) => a,
+        None => match ip {
+            Some(ip) => format!("{ip}:{}", crate::api::names::pod::GRPC_PORT),
+            None => return Ok(Action::requeue(Duration::from_secs(2))),
+        },
+    };
+    let token = ctx.tokens.token(&desired::audience(&ws)).await;
+    let agent = match token {
+        Ok(t) => connect::dial(&addr, &t, CONNECT_TIMEOUT).await,
+        Err(e) => Err(e),
+    };
+    let mut agent = match agent {
+        Ok(a) => a,
+        Err(e) => {
+            let msg = e.to_string();
+            ctx.workspace_events
+                .publish(
+                    ws.as_ref(),
+                    EventType::Warning,
+                    event::CONNECTION_FAILURE,
+                    &msg,
+                )
+                .await;
+            draft.address = None;
+            draft.ready(FALSE, reason::CONNECTION_FAILED, &msg);
+            draft.save(&api, &name).await?;
+            return Ok(Action::requeue(CONNECT_RETRY));
+        }
+    };
+    draft.address = Some(desired::service_address(&ws));
+
+    if !initialized {
+        match init::initialize(&ctx, &ws, &mut agent, &mut draft, &api).await? {
+            init::Outcome::Done => {}
+            init::Outcome::Stop(action) => return Ok(action),
+        }
+        let patch = json!({"metadata": {"annotations": {label::INITIALIZED: "true"}}});
+        pods.patch(
+            &pod_name,
+            &Default::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+        info!(workspace = %name, namespace = %ns, pod = %pod_name, "workspace pod initialized");
+        ctx.workspace_events
+            .publish(
+                ws.as_ref(),
+                EventType::Normal,
+                event::INITIALIZED,
+                &format!("Initialized workspace pod \"{pod_name}\""),
+            )
+            .await;
+    }
+    draft.ready(TRUE, reason::SUCCEEDED, "");
+    draft.save(&api, &name).await?;
+    Ok(Action::await_change())
+}
+
+fn error_policy(_ws: Arc<Workspace>, err: &Error, ctx: Arc<Context>) -> Action {
+    warn!(error = %err, "workspace reconcile failed");
+    ctx.metrics.failure(CONTROLLER, err.kind());
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the controller until `shutdown` resolves (then lets running reconciles finish).
+pub async fn run(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let selector = format!("{}={}", label::AUTO_COMPONENT, label::COMPONENT_WORKSPACE);
+    let (reader, writer) = reflector::store();
+    let workspaces = watcher(
+        Api::<Workspace>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    Controller::for_stream(workspaces, reader)
+        .owns(
+            Api::<StatefulSet>::all(client.clone()),
+            watcher::Config::default().labels(&selector),
+        )
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().labels(&selector),
+            |pod: Pod| {
+                let ws = pod.labels().get(label::WORKSPACE_NAME)?.clone();
+                Some(ObjectRef::new(&ws).within(&pod.namespace()?))
+            },
+        )
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}

@@ -1,0 +1,382 @@
+//! The `operator` binary: flags and environment (PKO's manager's, plus `FETCH_IMAGE`), the
+//! HTTP servers (health, metrics, Program artifacts), leader election, and the four
+//! controllers, with a graceful shutdown that lets running reconciles finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::controller::metrics::Metrics;
+use crate::controller::settings::Settings;
+use crate::controller::{self, Context};
+use crate::leader;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "operator",
+    version,
+    about = "Deploys Pulumi stacks declared as Stack objects"
+)]
+pub struct Flags {
+    /// Address of the metrics endpoint (`/metrics`); "0" turns it off.
+    #[arg(long, default_value = "0")]
+    pub metrics_bind_address: String,
+    /// Address of the health endpoints (`/healthz`, `/readyz`).
+    #[arg(long, default_value = ":8081")]
+    pub health_probe_bind_address: String,
+    /// Run the controllers only while holding the leader lease.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Where the Program artifact server listens.
+    #[arg(long, env = "PROGRAM_FS_ADDR", default_value = ":9090")]
+    pub program_fs_addr: String,
+    /// The address workspace pods reach the Program server at (default: derived from
+    /// --program-fs-addr).
+    #[arg(long, env = "PROGRAM_FS_ADV_ADDR", default_value = "")]
+    pub program_fs_adv_addr: String,
+    #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value = "60s")]
+    pub leader_election_lease_duration: String,
+    #[arg(long, env = "LEADER_ELECTION_RENEW_DEADLINE", default_value = "45s")]
+    pub leader_election_renew_deadline: String,
+    #[arg(long, env = "LEADER_ELECTION_RETRY_PERIOD", default_value = "10s")]
+    pub leader_election_retry_period: String,
+    /// Timeout of each Kubernetes API request.
+    #[arg(long, env = "KUBE_API_TIMEOUT", default_value = "30s")]
+    pub kube_api_timeout: String,
+    /// Reconciles run at once per controller.
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 25)]
+    pub max_concurrent_reconciles: u16,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log level (a tracing filter: info, debug, operator=debug,...).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Accepted for PKO compatibility (`console` = text, `json`).
+    #[arg(long, hide = true)]
+    pub zap_encoder: Option<String>,
+    /// Accepted for PKO compatibility (sets the log level).
+    #[arg(long, hide = true)]
+    pub zap_log_level: Option<String>,
+    /// Accepted for PKO compatibility; ignored.
+    #[arg(long, hide = true)]
+    pub zap_time_encoding: Option<String>,
+    /// Accepted for PKO compatibility; the metrics endpoint is plain HTTP (put it behind a
+    /// NetworkPolicy or a proxy).
+    #[arg(long, hide = true)]
+    pub metrics_secure: Option<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("{flag}: {detail}")]
+    Flag { flag: &'static str, detail: String },
+    #[error(transparent)]
+    Settings(#[from] controller::settings::SettingsError),
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Kube(String),
+    #[error("cannot listen on {addr} ({what}): {detail}")]
+    Listen {
+        addr: String,
+        what: &'static str,
+        detail: String,
+    },
+}
+
+pub fn init_logging(flags: &Flags) {
+    let level = flags
+        .zap_log_level
+        .clone()
+        .unwrap_or_else(|| flags.log_level.clone());
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json =
+        matches!(flags.log_format, LogFormat::Json) || flags.zap_encoder.as_deref() == Some("json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn duration_flag(flag: &'static str, v: &str) -> Result<Duration, ManagerError> {
+    controller::duration::parse(v).map_err(|e| ManagerError::Flag {
+        flag,
+        detail: e.to_string(),
+    })
+}
+
+/// `:9090` → `0.0.0.0:9090`.
+pub fn bind_addr(flag: &'static str, v: &str) -> Result<Option<SocketAddr>, ManagerError> {
+    if v == "0" || v.is_empty() {
+        return Ok(None);
+    }
+    let full = if v.starts_with(':') {
+        format!("0.0.0.0{v}")
+    } else {
+        v.to_string()
+    };
+    full.parse().map(Some).map_err(|e| ManagerError::Flag {
+        flag,
+        detail: format!("{v:?} is not host:port ({e})"),
+    })
+}
+
+/// What workspace pods dial for Program artifacts: the flag, or the bind address with a
+/// usable host (PKO's rule).
+pub fn advertised(adv: &str, bind: &str) -> String {
+    if !adv.is_empty() {
+        return adv.to_string();
+    }
+    let (host, port) = bind.rsplit_once(':').unwrap_or((bind, "9090"));
+    let host = match host {
+        "" => "localhost".to_string(),
+        "0.0.0.0" | "[::]" => std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
+        h => h.to_string(),
+    };
+    format!("{host}:{port}")
+}
+
+async fn serve(
+    addr: SocketAddr,
+    what: &'static str,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ManagerError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ManagerError::Listen {
+            addr: addr.to_string(),
+            what,
+            detail: e.to_string(),
+        })?;
+    info!(%addr, what, "listening");
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            error!(what, error = %e, "HTTP server failed");
+        }
+    });
+    Ok(())
+}
+
+pub async fn run(flags: Flags) -> Result<(), ManagerError> {
+    let settings = Settings::from_env()?;
+    let timeout = duration_flag("--kube-api-timeout", &flags.kube_api_timeout)?;
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(|e| ManagerError::Kube(e.to_string()))?;
+    config.read_timeout = Some(timeout.max(Duration::from_secs(300)));
+    config.write_timeout = Some(timeout);
+    config.connect_timeout = Some(timeout);
+    let client = kube::Client::try_from(config).map_err(|e| ManagerError::Kube(e.to_string()))?;
+    set_git_timeouts();
+
+    let metrics = Arc::new(Metrics::default());
+    let adv = advertised(&flags.program_fs_adv_addr, &flags.program_fs_addr);
+    let base = if adv.contains("://") {
+        adv.clone()
+    } else {
+        format!("http://{adv}")
+    };
+    let ctx = Context::new(client.clone(), settings, Arc::clone(&metrics), base);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, ready_rx) = watch::channel(false);
+
+    if let Some(addr) = bind_addr(
+        "--health-probe-bind-address",
+        &flags.health_probe_bind_address,
+    )? {
+        let ready = ready_rx.clone();
+        let router = axum::Router::new()
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                axum::routing::get(move || {
+                    let ready = ready.clone();
+                    async move {
+                        if *ready.borrow() {
+                            (axum::http::StatusCode::OK, "ok")
+                        } else {
+                            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting")
+                        }
+                    }
+                }),
+            );
+        serve(addr, "health", router, stop_rx.clone()).await?;
+    }
+    if let Some(addr) = bind_addr("--metrics-bind-address", &flags.metrics_bind_address)? {
+        let m = Arc::clone(&metrics);
+        let router = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = Arc::clone(&m);
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.render(),
+                    )
+                }
+            }),
+        );
+        serve(addr, "metrics", router, stop_rx.clone()).await?;
+    }
+    if let Some(addr) = bind_addr("--program-fs-addr", &flags.program_fs_addr)? {
+        serve(
+            addr,
+            "program artifacts",
+            controller::program::router(client.clone()),
+            stop_rx.clone(),
+        )
+        .await?;
+    }
+
+    let elector = if flags.leader_elect {
+        let identity = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("operator-{}", std::process::id()));
+        let e = leader::Elector::new(
+            client.clone(),
+            leader::Config {
+                namespace: ctx.settings.namespace.clone(),
+                name: "operator.pulumi.com".into(),
+                identity,
+                lease_duration: duration_flag(
+                    "--leader-election-lease-duration",
+                    &flags.leader_election_lease_duration,
+                )?,
+                renew_deadline: duration_flag(
+                    "--leader-election-renew-deadline",
+                    &flags.leader_election_renew_deadline,
+                )?,
+                retry_period: duration_flag(
+                    "--leader-election-retry-period",
+                    &flags.leader_election_retry_period,
+                )?,
+            },
+        );
+        let _ = ready_tx.send(true);
+        tokio::select! {
+            _ = e.acquire() => {}
+            _ = shutdown_signal() => {
+                let _ = stop_tx.send(true);
+                return Ok(());
+            }
+        }
+        Some(Arc::new(e))
+    } else {
+        None
+    };
+
+    let stop = |rx: &watch::Receiver<bool>| {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let n = flags.max_concurrent_reconciles.max(1);
+    let controllers = tokio::spawn({
+        let ctx = Arc::clone(&ctx);
+        let rx = stop_rx.clone();
+        async move {
+            tokio::join!(
+                controller::workspace::run(Arc::clone(&ctx), n, stop(&rx)),
+                controller::update::run(Arc::clone(&ctx), n, stop(&rx)),
+                controller::stack::run(Arc::clone(&ctx), n, stop(&rx)),
+                controller::program::run(Arc::clone(&ctx), stop(&rx)),
+            );
+        }
+    });
+    let _ = ready_tx.send(true);
+    info!(
+        agent_image = %ctx.settings.agent_image,
+        fetch_image = %ctx.settings.fetch_image,
+        program_url = %ctx.program_base_url,
+        "controllers running"
+    );
+
+    let lost = async {
+        match &elector {
+            Some(e) => e.keep().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown_signal() => info!("shutting down: letting running reconciles finish"),
+        _ = lost => warn!("leadership lost: stopping"),
+    }
+    let _ = stop_tx.send(true);
+    if let Err(e) = controllers.await {
+        error!(error = %e, "controllers ended abnormally");
+    }
+    if let Some(e) = &elector {
+        e.release().await;
+    }
+    info!("operator stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+/// libgit2's connect and read timeouts (process-wide) for `ls-remote`.
+fn set_git_timeouts() {
+    // SAFETY: set once at startup, before any git call.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(30_000);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(60_000);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_derived_as_pko_does() {
+        assert_eq!(advertised("svc.ns:80", ":9090"), "svc.ns:80");
+        assert_eq!(advertised("", ":9090"), "localhost:9090");
+        assert_eq!(advertised("", "10.0.0.1:9090"), "10.0.0.1:9090");
+        assert_eq!(
+            bind_addr("f", ":8081").expect("ok"),
+            Some("0.0.0.0:8081".parse().expect("addr"))
+        );
+        assert_eq!(bind_addr("f", "0").expect("ok"), None);
+        assert!(bind_addr("f", "nonsense").is_err());
+    }
+}
