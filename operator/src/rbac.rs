@@ -27,10 +27,11 @@ pub struct ApiCall {
 }
 
 const WATCH: &[&str] = &["get", "list", "watch"];
-const OWN: &[&str] = &[
-    "get", "list", "watch", "create", "update", "patch", "delete",
-];
-const STATUS: &[&str] = &["get", "patch", "update"];
+/// Server-side apply: `patch`, and `create` when the object does not exist yet.
+const APPLY: &[&str] = &["create", "patch"];
+const STATUS: &[&str] = &["patch"];
+/// Setting `blockOwnerDeletion` on an owner reference needs `update` on the owner's
+/// finalizers subresource (OwnerReferencesPermissionEnforcement).
 const FINALIZERS: &[&str] = &["update"];
 
 const fn cluster(
@@ -53,8 +54,8 @@ pub const API_CALLS: &[ApiCall] = &[
     cluster(
         "pulumi.com",
         "stacks",
-        &["get", "list", "watch", "update", "patch"],
-        "reconcile Stacks; add and remove the finalizer",
+        &["get", "list", "watch", "patch"],
+        "watch Stacks; add and remove the finalizer; ask a prerequisite Stack to run again",
     ),
     cluster(
         "pulumi.com",
@@ -66,13 +67,13 @@ pub const API_CALLS: &[ApiCall] = &[
         "pulumi.com",
         "stacks/finalizers",
         FINALIZERS,
-        "set ownerReferences with blockOwnerDeletion to Stacks",
+        "Updates name their Stack as an owner with blockOwnerDeletion",
     ),
     cluster(
         "pulumi.com",
         "programs",
         WATCH,
-        "serve Programs as artifacts",
+        "serve Programs as artifacts; programRef sources",
     ),
     cluster(
         "pulumi.com",
@@ -83,8 +84,8 @@ pub const API_CALLS: &[ApiCall] = &[
     cluster(
         "auto.pulumi.com",
         "workspaces",
-        OWN,
-        "the Stack controller applies Workspaces; reclaim policy deletes them",
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "the Stack controller applies Workspaces and deletes them per reclaim policy",
     ),
     cluster(
         "auto.pulumi.com",
@@ -96,7 +97,7 @@ pub const API_CALLS: &[ApiCall] = &[
         "auto.pulumi.com",
         "workspaces/finalizers",
         FINALIZERS,
-        "own Workspaces' children with blockOwnerDeletion",
+        "the StatefulSet, Service and Updates name their Workspace as controller",
     ),
     cluster(
         "auto.pulumi.com",
@@ -107,8 +108,8 @@ pub const API_CALLS: &[ApiCall] = &[
     cluster(
         "auto.pulumi.com",
         "updates",
-        OWN,
-        "create Updates, manage their finalizer, delete expired ones",
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "create Updates, own their finalizer (apply), delete expired ones",
     ),
     cluster(
         "auto.pulumi.com",
@@ -117,48 +118,29 @@ pub const API_CALLS: &[ApiCall] = &[
         "write Update status",
     ),
     cluster(
-        "auto.pulumi.com",
-        "updates/finalizers",
-        FINALIZERS,
-        "own outputs Secrets with blockOwnerDeletion",
+        "apps",
+        "statefulsets",
+        &["list", "watch", "create", "patch"],
+        "apply the workspace StatefulSet and follow its rollout",
     ),
-    cluster("apps", "statefulsets", OWN, "the workspace StatefulSet"),
-    cluster("", "services", OWN, "the workspace Service"),
+    cluster("", "services", APPLY, "apply the workspace Service"),
     cluster(
         "",
         "pods",
         &["get", "list", "watch", "patch"],
-        "read the workspace pod's IP and fetch status; mark it initialized",
+        "follow the workspace pod (IP, fetch failures); mark it initialized",
     ),
     cluster(
         "",
         "secrets",
-        &["get", "list", "watch", "create"],
-        "read git credentials and outputs; create the outputs Secret",
-    ),
-    cluster(
-        "",
-        "events",
-        &["create", "patch"],
-        "record events (core API, for kubectl describe)",
+        &["get", "create"],
+        "read git credentials and outputs Secrets; create the outputs Secret",
     ),
     cluster(
         "events.k8s.io",
         "events",
         &["create", "patch"],
-        "record events (events.k8s.io API)",
-    ),
-    cluster(
-        "authentication.k8s.io",
-        "tokenreviews",
-        &["create"],
-        "authenticate scrapers of the metrics endpoint",
-    ),
-    cluster(
-        "authorization.k8s.io",
-        "subjectaccessreviews",
-        &["create"],
-        "authorize scrapers of the metrics endpoint",
+        "record events and count their repeats",
     ),
     cluster(
         "source.toolkit.fluxcd.io",
@@ -193,9 +175,7 @@ pub const API_CALLS: &[ApiCall] = &[
     ApiCall {
         group: "coordination.k8s.io",
         resource: "leases",
-        verbs: &[
-            "get", "list", "watch", "create", "update", "patch", "delete",
-        ],
+        verbs: &["get", "create", "update"],
         scope: Scope::OperatorNamespace,
         resource_names: &[],
         why: "leader election",

@@ -111,9 +111,11 @@ impl Recorder {
         }
         let event = Event {
             metadata: ObjectMeta {
-                generate_name: Some(format!(
-                    "{}.",
-                    regarding.name.clone().unwrap_or_else(|| "object".into())
+                // `<object>.<hex nanos>`, as kubectl and client-go name events.
+                name: Some(format!(
+                    "{}.{:x}",
+                    regarding.name.clone().unwrap_or_else(|| "object".into()),
+                    now.as_nanosecond()
                 )),
                 namespace: Some(namespace.clone()),
                 ..Default::default()

@@ -106,10 +106,25 @@ pub async fn apply_status<K>(
 where
     K: Clone + DeserializeOwned + std::fmt::Debug,
 {
+    let mut body = body;
+    prune_nulls(&mut body);
     let params = PatchParams::apply(manager).force();
     api.patch_status(name, &params, &Patch::Apply(&body))
         .await?;
     Ok(())
+}
+
+/// Drops `null` fields: in an apply, leaving a field out is how an owner clears it (a `null`
+/// is refused by the schema).
+pub fn prune_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            o.retain(|_, x| !x.is_null());
+            o.values_mut().for_each(prune_nulls);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(prune_nulls),
+        _ => {}
+    }
 }
 
 /// Server-side apply of a whole object.
@@ -126,4 +141,14 @@ pub fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .round(jiff::Unit::Second)
         .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nulls_are_pruned_at_every_depth() {
+        let mut v = serde_json::json!({"a": null, "b": {"c": null, "d": [ {"e": null, "f": 1} ]}});
+        super::prune_nulls(&mut v);
+        assert_eq!(v, serde_json::json!({"b": {"d": [{"f": 1}]}}));
+    }
 }

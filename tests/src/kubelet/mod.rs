@@ -57,8 +57,11 @@ pub enum Error {
 /// the container's root, and the image config a registry would carry.
 #[derive(Clone, Debug, Default)]
 pub struct Image {
-    /// (host path, path in the container)
+    /// (host path, path in the container), read-only.
     pub binds: Vec<(PathBuf, String)>,
+    /// (host path, path in the container), writable: state a test shares across pods (a
+    /// `file://` Pulumi backend), which a real image would keep on a volume.
+    pub rw_binds: Vec<(PathBuf, String)>,
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
     /// Directories prepended to the default PATH.
@@ -95,6 +98,16 @@ impl Image {
 
     pub fn with_bind(mut self, host: impl Into<PathBuf>, at: &str) -> Image {
         self.binds.push((host.into(), at.to_string()));
+        self
+    }
+
+    pub fn with_rw_bind(mut self, host: impl Into<PathBuf>, at: &str) -> Image {
+        self.rw_binds.push((host.into(), at.to_string()));
+        self
+    }
+
+    pub fn with_env(mut self, name: &str, value: &str) -> Image {
+        self.env.push((name.to_string(), value.to_string()));
         self
     }
 }

@@ -590,6 +590,12 @@ impl Ctx {
             .binds
             .iter()
             .map(|(h, at)| (h.clone(), at.clone(), true))
+            .chain(
+                image
+                    .rw_binds
+                    .iter()
+                    .map(|(h, at)| (h.clone(), at.clone(), false)),
+            )
             .collect();
         let vols = self
             .volumes
@@ -649,6 +655,7 @@ impl Ctx {
         cmd.args(["netns", "exec", &self.netns, "bwrap"])
             .args([
                 "--die-with-parent",
+                "--as-pid-1",
                 "--unshare-pid",
                 "--unshare-ipc",
                 "--unshare-uts",
@@ -675,6 +682,29 @@ impl Ctx {
             .args(["--ro-bind", "/etc", "/etc"])
             .args(["--dev", "/dev", "--proc", "/proc"])
             .args(["--perms", "1777", "--tmpfs", "/tmp"]);
+        // bubblewrap makes missing mount-point parents 0700; a non-root container must be able
+        // to walk to its mounts (/var/run/secrets/...), as in a real image.
+        let mut parents: Vec<String> = Vec::new();
+        for (_, at, _) in binds {
+            let mut p = std::path::Path::new(at.as_str()).parent();
+            while let Some(dir) = p.filter(|d| d.components().count() > 1) {
+                let d = dir.display().to_string();
+                if !parents.contains(&d) {
+                    parents.push(d);
+                }
+                p = dir.parent();
+            }
+        }
+        parents.sort_by_key(|d| d.matches('/').count());
+        for d in parents.iter().filter(|d| {
+            ![
+                "/usr", "/etc", "/dev", "/proc", "/tmp", "/bin", "/sbin", "/lib", "/lib64",
+            ]
+            .iter()
+            .any(|sys| d.as_str() == *sys || d.starts_with(&format!("{sys}/")))
+        }) {
+            cmd.args(["--perms", "0755", "--dir", d]);
+        }
         for (host, at, ro) in binds {
             let flag = if *ro { "--ro-bind" } else { "--bind" };
             cmd.arg(flag).arg(host).arg(at);
@@ -751,17 +781,40 @@ async fn wait_or_stop(stop: &mut watch::Receiver<Option<i64>>, d: Duration) -> b
     }
 }
 
-/// SIGTERM to the container's process group, `grace` seconds, then SIGKILL.
+/// SIGTERM to the container's main process (PID 1 in its PID namespace, as a container
+/// runtime does), `grace` seconds, then SIGKILL to the whole process group.
 async fn terminate(pgid: i32, child: &mut tokio::process::Child, grace: i64) {
-    if pgid > 0 {
+    let main = child.id().and_then(|bwrap| main_process(bwrap as i32));
+    match main {
+        // SAFETY: signalling a process this kubelet started.
+        Some(pid) => unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        },
         // SAFETY: signalling a process group this kubelet created.
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        None if pgid > 0 => unsafe {
+            libc::kill(-pgid, libc::SIGTERM);
+        },
+        None => {}
     }
     let grace = Duration::from_secs(grace.max(0) as u64);
     if tokio::time::timeout(grace, child.wait()).await.is_err() && pgid > 0 {
         // SAFETY: as above.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
     }
+}
+
+/// The container's main process: bubblewrap's child (with `--as-pid-1`, the command itself).
+fn main_process(bwrap: i32) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let ppid: i32 = stat[stat.rfind(')')? + 1..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (ppid == bwrap).then_some(pid)
+    })
 }
 
 /// The file at terminationMessagePath, or with FallbackToLogsOnError and a failure, the end of

@@ -238,3 +238,80 @@ impl FluxFixture {
         }
     }
 }
+
+pub mod operator;
+
+/// Events about an object (kind, name) in `ns`, oldest first: (type, reason, note).
+pub async fn events_for(
+    cp: &ControlPlane,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Vec<(String, String, String)> {
+    use k8s_openapi::api::events::v1::Event;
+    let api: Api<Event> = Api::namespaced(cp.client(), ns);
+    let mut list: Vec<Event> = api
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+        })
+        .collect();
+    list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    list.into_iter()
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// A namespaced custom object as JSON (None when absent).
+pub async fn get_json(cp: &ControlPlane, ar: &ApiResource, ns: &str, name: &str) -> Option<Value> {
+    let api: Api<DynamicObject> = Api::namespaced_with(cp.client(), ns, ar);
+    let obj = api.get_opt(name).await.ok()??;
+    serde_json::to_value(obj).ok()
+}
+
+pub fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: if group.is_empty() {
+            version.into()
+        } else {
+            format!("{group}/{version}")
+        },
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+pub fn workspaces() -> ApiResource {
+    resource("auto.pulumi.com", "v1alpha1", "Workspace", "workspaces")
+}
+
+pub fn updates() -> ApiResource {
+    resource("auto.pulumi.com", "v1alpha1", "Update", "updates")
+}
+
+pub fn stacks() -> ApiResource {
+    resource("pulumi.com", "v1", "Stack", "stacks")
+}
+
+/// The condition `type_` of an object's status.
+pub fn condition(obj: &Value, type_: &str) -> Option<Value> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}

@@ -183,15 +183,10 @@ pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Erro
         save(&api, &name, &draft).await?;
         return Ok(Action::await_change());
     }
-    let orphaned = !u
-        .owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true));
-    if u.meta().deletion_timestamp.is_some() || orphaned {
-        draft.failed(
-            reason::CANCELED,
-            "the update was deleted or lost its Workspace owner before it ran",
-        );
+    // A deleted Update never runs. (PKO also cancels Updates without a controller owner; here
+    // an Update made by hand, with no owner at all, runs like any other.)
+    if u.meta().deletion_timestamp.is_some() {
+        draft.failed(reason::CANCELED, "the update was deleted before it ran");
         save(&api, &name, &draft).await?;
         return Ok(Action::await_change());
     }

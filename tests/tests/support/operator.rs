@@ -1,0 +1,231 @@
+//! The operator as it runs in a cluster, on the local control plane: its namespace, its
+//! service account with exactly the RBAC of `config/rbac` (the process authenticates with that
+//! account's token, so a missing grant fails the test), a workspace service account with
+//! `system:auth-delegator`, and a test kubelet whose images are our binaries and the real
+//! Pulumi CLI.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use e2e::ControlPlane;
+use e2e::control_plane::repo_root;
+use e2e::kubelet::{Image, Kubelet};
+use e2e::process::Process;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, PostParams};
+
+use super::{FETCH_IMAGE, SHELL_IMAGE, fetch_binary, wait_for};
+
+/// What config/manager sets as AGENT_IMAGE; here it is the agent binary at /agent.
+pub const AGENT_IMAGE: &str = "ghcr.io/example/pulumi-flux-operator:0.1.0";
+/// A Pulumi image: the CLI and the YAML language host, HOME in /tmp, a shared `file://`
+/// backend at /state.
+pub const PULUMI_IMAGE: &str = "e2e.local/pulumi:3.259.0-nonroot";
+pub const OPERATOR_NS: &str = "pulumi-kubernetes-operator";
+/// The service account workspace pods run as (bound to system:auth-delegator).
+pub const WORKSPACE_SA: &str = "pulumi";
+pub const BACKEND: &str = "file:///state";
+pub const PASSPHRASE: &str = "e2e-passphrase";
+
+fn target_binary(name: &str) -> PathBuf {
+    let fetch = fetch_binary();
+    let bin = fetch.with_file_name(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: `cargo test --workspace` builds it (or cargo build -p operator)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn pulumi_dir() -> PathBuf {
+    let dirs = e2e::tools::dirs(&["pulumi"]).expect("pulumi built");
+    e2e::tools::find(&dirs, "pulumi")
+        .expect("pulumi")
+        .parent()
+        .expect("dir")
+        .to_path_buf()
+}
+
+pub struct Operator {
+    pub process: Process,
+    pub health: u16,
+    pub metrics: u16,
+    pub program_addr: String,
+    pub kubeconfig: PathBuf,
+}
+
+impl Operator {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
+    }
+}
+
+/// The operator's namespace and RBAC (config/rbac), the workspace service account, and a
+/// kubeconfig holding the operator account's token.
+pub async fn install(cp: &ControlPlane) -> PathBuf {
+    cp.install_project_crds().await.expect("CRDs");
+    cp.create_namespace(OPERATOR_NS).await.expect("namespace");
+    for f in e2e::control_plane::yaml_files(&repo_root().join("config/rbac")).expect("rbac files") {
+        if f.file_name().is_some_and(|n| n == "kustomization.yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).expect("read");
+        cp.apply_yaml(&text, &f.display().to_string(), OPERATOR_NS)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e:?}", f.display()));
+    }
+    let workspace_rbac = format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {WORKSPACE_SA}, namespace: default}}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n\
+         metadata: {{name: default-pulumi-auth-delegator}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: 'system:auth-delegator'}}\n\
+         subjects: [{{kind: ServiceAccount, name: {WORKSPACE_SA}, namespace: default}}]\n"
+    );
+    cp.apply_yaml(&workspace_rbac, "workspace rbac", "default")
+        .await
+        .expect("workspace SA");
+
+    // The operator authenticates as its service account, so RBAC is what it gets.
+    let sas: Api<ServiceAccount> = Api::namespaced(cp.client(), OPERATOR_NS);
+    let token = wait_for(Duration::from_secs(30), "controller-manager token", || {
+        let sas = sas.clone();
+        async move {
+            let req = TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: vec![],
+                    expiration_seconds: Some(6 * 3600),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            sas.create_token_request("controller-manager", &PostParams::default(), &req)
+                .await
+                .ok()?
+                .status
+                .map(|s| s.token)
+        }
+    })
+    .await;
+    let ca = cp.dir().join("operator-ca.crt");
+    std::fs::write(&ca, cp.ca_pem()).expect("ca");
+    let kubeconfig = cp.dir().join("operator.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {}\n    certificate-authority: {}\n\
+             users:\n- name: operator\n  user:\n    token: {token}\n\
+             contexts:\n- name: operator\n  context: {{cluster: e2e, user: operator}}\ncurrent-context: operator\n",
+            cp.url(),
+            ca.display()
+        ),
+    )
+    .expect("kubeconfig");
+    kubeconfig
+}
+
+/// A kubelet that knows the operator's images; `state` is the shared backend directory.
+pub async fn kubelet(cp: &ControlPlane, state: &Path) -> Kubelet {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o777)).expect("chmod state");
+    let images = HashMap::from([
+        (
+            FETCH_IMAGE.to_string(),
+            Image::binary(fetch_binary(), "/fetch").with_user(65532),
+        ),
+        (
+            AGENT_IMAGE.to_string(),
+            Image::binary(target_binary("agent"), "/agent").with_user(65532),
+        ),
+        (
+            PULUMI_IMAGE.to_string(),
+            Image::bin_dir(pulumi_dir(), "/pulumi/bin")
+                .with_user(1000)
+                .with_env("HOME", "/tmp")
+                .with_env("PULUMI_HOME", "/tmp/.pulumi")
+                .with_env("PULUMI_SKIP_UPDATE_CHECK", "true")
+                .with_env("PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION", "true")
+                .with_rw_bind(state, "/state"),
+        ),
+        (SHELL_IMAGE.to_string(), Image::default()),
+    ]);
+    Kubelet::start(cp, "e2e-node", images)
+        .await
+        .expect("kubelet starts")
+}
+
+/// Starts the operator process and waits until it is ready.
+pub async fn start(cp: &ControlPlane, kubeconfig: &Path, extra_env: &[(&str, &str)]) -> Operator {
+    let gateway = IpAddr::V4(cp.network().gateway());
+    let program_port = e2e::process::free_port();
+    let program_addr = format!("{gateway}:{program_port}");
+    let health = e2e::process::free_port();
+    let metrics = e2e::process::free_port();
+    let mut cmd = std::process::Command::new(target_binary("operator"));
+    cmd.args([
+        "--leader-elect",
+        &format!("--health-probe-bind-address=127.0.0.1:{health}"),
+        &format!("--metrics-bind-address=127.0.0.1:{metrics}"),
+        &format!("--program-fs-addr={program_addr}"),
+        &format!("--program-fs-adv-addr={program_addr}"),
+        "--log-level=info,operator=debug",
+    ])
+    .env_clear()
+    .env("PATH", std::env::var("PATH").unwrap_or_default())
+    .env("KUBECONFIG", kubeconfig)
+    .env("POD_NAMESPACE", OPERATOR_NS)
+    .env("POD_SA_NAME", "controller-manager")
+    .env("AGENT_IMAGE", AGENT_IMAGE)
+    .env("FETCH_IMAGE", FETCH_IMAGE)
+    .env("LEADER_ELECTION_LEASE_DURATION", "15s")
+    .env("LEADER_ELECTION_RENEW_DEADLINE", "10s")
+    .env("LEADER_ELECTION_RETRY_PERIOD", "2s");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let process = Process::spawn("operator", cmd, cp.dir()).expect("operator starts");
+    let op = Operator {
+        process,
+        health,
+        metrics,
+        program_addr,
+        kubeconfig: kubeconfig.to_path_buf(),
+    };
+    let url = format!("http://127.0.0.1:{health}/readyz");
+    let log = op.process.log_path().to_path_buf();
+    wait_for(Duration::from_secs(60), "the operator to be ready", || {
+        let url = url.clone();
+        let log = log.clone();
+        async move {
+            let ok = http_get(&url).await.is_some_and(|(code, _)| code == 200);
+            if !ok && std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Error:")) {
+                panic!("the operator failed:\n{}", e2e::process::tail(&log, 40));
+            }
+            ok.then_some(())
+        }
+    })
+    .await;
+    op
+}
+
+/// A minimal HTTP GET over loopback: (status, body).
+pub async fn http_get(url: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = tokio::net::TcpStream::connect(host).await.ok()?;
+    let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
