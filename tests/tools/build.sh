@@ -23,6 +23,7 @@ FLUX_SOURCE_VERSION=v1.9.3
 PULUMI_VERSION=v3.259.0
 PULUMI_YAML_VERSION=v1.38.1
 PKO_VERSION=v2.9.0
+GRPCURL_VERSION=v1.9.4
 # source-controller v1.9.4+ needs github.com/fluxcd/pkg/artifact v0.18.2+, which the module
 # proxy refuses (403); v1.9.3 is the newest v1.9 whose whole module graph it serves.
 # Flux and PKO pin go-digest to a commit with BLAKE3 support.
@@ -41,7 +42,8 @@ version_of() {
     flux) echo "$FLUX_SOURCE_VERSION" ;;
     pulumi) echo "$PULUMI_VERSION-yaml-$PULUMI_YAML_VERSION" ;;
     pko) echo "$PKO_VERSION" ;;
-    *) log "unknown tool $1 (known: k8s etcd flux pulumi pko)"; exit 2 ;;
+    grpcurl) echo "$GRPCURL_VERSION" ;;
+    *) log "unknown tool $1 (known: k8s etcd flux pulumi grpcurl pko)"; exit 2 ;;
   esac
 }
 
@@ -88,6 +90,13 @@ update_pko() {
   # Copy PKO's replace lines (go-digest pin, k8s staging modules).
   sed -n '/^replace (/,/^)/p;/^replace [^(]/p' "$mod" >> go.mod
   GOFLAGS=-mod=mod go get -tool "github.com/pulumi/pulumi-kubernetes-operator/v2/agent@$PKO_VERSION"
+}
+
+# A Go gRPC client: proves a Go peer (grpc-go, protoc-compatible descriptors) reads the agent's
+# protocol as this project defines it.
+update_grpcurl() {
+  go mod init e2etools/grpcurl
+  GOFLAGS=-mod=mod go get -tool "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
 }
 
 update() {
@@ -145,6 +154,11 @@ build_pko() {
     -o "$1/pulumi-kubernetes-agent" github.com/pulumi/pulumi-kubernetes-operator/v2/agent
 }
 
+build_grpcurl() {
+  go build -trimpath -ldflags "-s -w -X main.version=$GRPCURL_VERSION" -o "$1/grpcurl" \
+    github.com/fullstorydev/grpcurl/cmd/grpcurl
+}
+
 build() {
   local tool=$1 version out start
   version=$(version_of "$tool")
@@ -170,7 +184,7 @@ tools=("$@")
 # pko is not in the default set: the module proxy this project's machines use answers 403 ("not
 # available") for every github.com/pulumi/pulumi-kubernetes-operator/v2 version, so it can only
 # be built where the proxy serves it (`build.sh pko`).
-[ ${#tools[@]} -gt 0 ] || tools=(k8s etcd flux pulumi)
+[ ${#tools[@]} -gt 0 ] || tools=(k8s etcd flux pulumi grpcurl)
 
 total_start=$(date +%s)
 dirs=()
