@@ -163,9 +163,13 @@ fn userinfo(s: &str) -> String {
 impl Drop for GitServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.accept.take() {
+        // Wake the accept loop. If the address is gone (its network was torn down first), the
+        // thread stays blocked in accept; leave it rather than wait forever.
+        let woke =
+            TcpStream::connect_timeout(&self.addr, std::time::Duration::from_secs(2)).is_ok();
+        if let Some(t) = self.accept.take()
+            && woke
+        {
             let _ = t.join();
         }
     }

@@ -76,6 +76,55 @@ fn the_fetch_image_copies_the_binary_the_crate_builds_and_runs_it_without_a_shel
 }
 
 #[test]
+fn the_operator_image_holds_the_manager_and_the_static_agent_and_no_shell() {
+    let bins = bin_names("operator/Cargo.toml");
+    for b in ["operator", "agent"] {
+        assert!(
+            bins.iter().any(|n| n == b),
+            "operator/Cargo.toml declares {b}: {bins:?}"
+        );
+    }
+    let docker = read("Dockerfile.operator");
+    let build = docker
+        .lines()
+        .find(|l| l.contains("cargo build"))
+        .expect("a cargo build step");
+    assert!(
+        build.contains("-p operator")
+            && build.contains("--bin operator")
+            && build.contains("--bin agent"),
+        "{build}"
+    );
+    let target = build
+        .split_whitespace()
+        .skip_while(|w| *w != "--target")
+        .nth(1)
+        .expect("an explicit --target");
+    assert!(
+        target.ends_with("-musl"),
+        "the agent runs inside users' images: static (musl) target, got {target}"
+    );
+    let stages: Vec<&str> = docker.split("\nFROM ").collect();
+    let last = stages.last().unwrap();
+    assert!(last.starts_with("scratch"), "final stage is FROM scratch");
+    for (bin, at) in [("operator", "/operator"), ("agent", "/agent")] {
+        assert!(
+            last.contains(&format!("/src/target/{target}/release/{bin} {at}")),
+            "final stage copies {bin} to {at}:\n{last}"
+        );
+    }
+    assert!(last.contains("USER 65532:65532"), "non-root");
+    assert!(
+        last.contains("ENTRYPOINT [\"/operator\"]"),
+        "exec-form entrypoint"
+    );
+    assert!(!last.contains("RUN "), "no shell in the final image");
+    // The workspace pod's bootstrap container runs the agent by this path (no `cp`).
+    let desired = read("operator/src/controller/workspace/desired.rs");
+    assert!(desired.contains(r#""command": ["/agent", "bootstrap", pod::AGENT_PATH]"#));
+}
+
+#[test]
 fn the_readme_shows_two_set_up_commands_and_ci_runs_the_test_one() {
     let readme = read("README.md");
     let quick = readme
@@ -101,7 +150,7 @@ fn the_readme_shows_two_set_up_commands_and_ci_runs_the_test_one() {
 #[test]
 fn every_exit_code_of_fetch_is_documented() {
     let readme = read("README.md");
-    for code in 0..=7 {
+    for code in 0..=8 {
         assert!(
             readme.contains(&format!("\n| {code} |")),
             "README documents exit code {code}"

@@ -43,15 +43,19 @@ where
     }
 }
 
+/// Where cargo put this workspace's binaries for the profile the tests run in:
+/// target/<profile>/deps/<test> → target/<profile>.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .map(PathBuf::from)
+        .expect("target directory")
+}
+
 /// The `fetch` binary cargo built for this workspace (same profile as the tests).
 pub fn fetch_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/fetch
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("fetch"))
-        .expect("target directory");
+    let bin = target_dir().join("fetch");
     assert!(
         bin.is_file(),
         "{} is missing: run `cargo build -p fetch` (cargo test --workspace builds it)",

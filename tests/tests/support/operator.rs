@@ -17,7 +17,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 
-use super::{FETCH_IMAGE, SHELL_IMAGE, fetch_binary, wait_for};
+use super::{FETCH_IMAGE, SHELL_IMAGE, fetch_binary, target_dir, wait_for};
 
 /// What config/manager sets as AGENT_IMAGE; here it is the agent binary at /agent.
 pub const AGENT_IMAGE: &str = "ghcr.io/example/pulumi-flux-operator:0.1.0";
@@ -31,8 +31,7 @@ pub const BACKEND: &str = "file:///state";
 pub const PASSPHRASE: &str = "e2e-passphrase";
 
 fn target_binary(name: &str) -> PathBuf {
-    let fetch = fetch_binary();
-    let bin = fetch.with_file_name(name);
+    let bin = target_dir().join(name);
     assert!(
         bin.is_file(),
         "{} is missing: `cargo test --workspace` builds it (or cargo build -p operator)",

@@ -57,6 +57,14 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// The Stack as this reconcile has updated it so far (its status is the draft): what the
+    /// decisions must look at after a result was absorbed.
+    fn current(&self) -> Stack {
+        let mut s = self.stack.clone();
+        s.status = Some(self.draft.status());
+        s
+    }
+
     async fn save(&self) -> Result<(), Error> {
         apply_status(
             &self.api,
@@ -173,6 +181,12 @@ pub async fn reconcile(stack: Arc<Stack>, ctx: Arc<Context>) -> Result<Action, E
     let ns = stack.namespace().unwrap_or_default();
     let name = stack.name_any();
     let api: Api<Stack> = Api::namespaced(ctx.client.clone(), &ns);
+    // The cache can trail this controller's own status writes (an Update's event may arrive
+    // before the Stack's); deciding from a stale status would start a second update.
+    let Some(stack) = api.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    let stack = Arc::new(stack);
     let deleting = stack.meta().deletion_timestamp.is_some();
     if deleting && !has_finalizer(&stack) {
         ctx.stack_events
@@ -240,7 +254,7 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Step<Action>, Error> {
     };
 
     let message = match sync::decide(
-        run.stack,
+        &run.current(),
         sync::Observed {
             commit: &commit,
             deleting: run.deleting,
@@ -464,7 +478,8 @@ async fn synced(
     if run.deleting {
         run.save().await?;
         if last.state.as_deref() != Some(SUCCEEDED) {
-            let wait = sync::requeue_after(run.stack, false, now).unwrap_or(Duration::from_secs(1));
+            let wait =
+                sync::requeue_after(&run.current(), false, now).unwrap_or(Duration::from_secs(1));
             return Ok(Action::requeue(wait));
         }
         set_finalizer(&run.api, run.stack, false).await?;
@@ -485,7 +500,7 @@ async fn synced(
         }
     }
     run.save().await?;
-    Ok(sync::requeue_after(run.stack, polls_branch, now)
+    Ok(sync::requeue_after(&run.current(), polls_branch, now)
         .map_or_else(Action::await_change, Action::requeue))
 }
 

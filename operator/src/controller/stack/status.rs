@@ -77,6 +77,18 @@ impl Draft {
         self.conditions.remove(condition::RECONCILING);
     }
 
+    pub fn status(&self) -> crate::api::stack::StackStatus {
+        crate::api::stack::StackStatus {
+            outputs: self.outputs.clone(),
+            last_update: self.last_update.clone(),
+            observed_generation: self.observed_generation,
+            observed_reconcile_request: self.observed_reconcile_request.clone(),
+            conditions: Some(self.conditions.0.clone()),
+            current_update: self.current_update.clone(),
+            project_info: self.project_info.clone(),
+        }
+    }
+
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({
             "apiVersion": "pulumi.com/v1",

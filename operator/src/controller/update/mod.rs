@@ -170,6 +170,10 @@ pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Erro
     let ns = u.namespace().unwrap_or_default();
     let name = u.name_any();
     let api: Api<Update> = Api::namespaced(ctx.client.clone(), &ns);
+    // Fresh, not cached: a stale status could make a finished run look interrupted.
+    let Some(u) = api.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
     let mut draft = Draft::new(&u);
 
     if draft.conditions.is_true(condition::COMPLETE) {

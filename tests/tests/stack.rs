@@ -1,0 +1,777 @@
+//! Stacks end to end on the local control plane: real Flux source-controller, a real git
+//! server, the operator under its own RBAC, workspace pods running our fetch and agent and the
+//! real Pulumi CLI. The troubleshooting guide's flow, new revisions, failures and back-off,
+//! the reconciliation-request annotation, verbose logs, git and Program sources, destroy on
+//! finalize, and stack lock conflicts.
+
+mod support;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use e2e::ControlPlane;
+use e2e::git_server::{Credentials, GitServer};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use support::operator::{self, BACKEND, PASSPHRASE, PULUMI_IMAGE, WORKSPACE_SA};
+use support::{FluxFixture, condition, events_for, get_json, stacks, updates, wait_for};
+
+fn program(project: &str, greeting: &str) -> String {
+    format!(
+        "name: {project}\nruntime: yaml\noutputs:\n  greeting: {greeting}\n  password:\n    fn::secret: s3cr3t\n"
+    )
+}
+
+/// A Stack with the test's backend, passphrase, workspace account and image.
+fn stack_yaml(name: &str, source: Value) -> String {
+    let mut spec = json!({
+        "stack": name,
+        "backend": BACKEND,
+        "serviceAccountName": WORKSPACE_SA,
+        "envRefs": {"PULUMI_CONFIG_PASSPHRASE": {"type": "Literal", "literal": {"value": PASSPHRASE}}},
+        "workspaceTemplate": {"spec": {"image": PULUMI_IMAGE}},
+    });
+    if let (Some(s), Value::Object(extra)) = (spec.as_object_mut(), source) {
+        s.extend(extra);
+    }
+    serde_json::to_string(&json!({
+        "apiVersion": "pulumi.com/v1",
+        "kind": "Stack",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("json")
+}
+
+fn flux_ref(repo: &str, dir: &str) -> Value {
+    json!({"fluxSource": {
+        "sourceRef": {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "name": repo},
+        "dir": dir,
+    }})
+}
+
+struct Env {
+    cp: ControlPlane,
+    op: operator::Operator,
+    kubelet: e2e::kubelet::Kubelet,
+    state: tempfile::TempDir,
+}
+
+async fn env(cp: ControlPlane) -> Env {
+    let kubeconfig = operator::install(&cp).await;
+    let state = tempfile::tempdir().expect("state");
+    let kubelet = operator::kubelet(&cp, state.path()).await;
+    let op = operator::start(&cp, &kubeconfig, &[]).await;
+    Env {
+        cp,
+        op,
+        kubelet,
+        state,
+    }
+}
+
+impl Env {
+    async fn stack(&self, name: &str) -> Option<Value> {
+        get_json(&self.cp, &stacks(), "default", name).await
+    }
+
+    /// Waits until `ok` holds for the Stack; on timeout, fails with what there is to see.
+    async fn wait_stack(
+        &self,
+        name: &str,
+        limit: Duration,
+        what: &str,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let s = self.stack(name).await;
+            if let Some(s) = s.as_ref().filter(|s| ok(s)) {
+                return s.clone();
+            }
+            if Instant::now() > deadline {
+                let pod = format!("{name}-workspace-0");
+                panic!(
+                    "Stack {name}: timed out waiting for {what}\nstatus: {:#}\nstack events: {:?}\nworkspace events: {:?}\n\
+                     fetch: {}\npulumi (tail): {}\noperator:\n{}",
+                    s.map(|s| s["status"].clone()).unwrap_or_default(),
+                    events_for(&self.cp, "default", "Stack", name).await,
+                    events_for(&self.cp, "default", "Workspace", name).await,
+                    self.kubelet.logs("default", &pod, "fetch").await,
+                    tail_str(&self.kubelet.logs("default", &pod, "pulumi").await, 30),
+                    e2e::process::tail(self.op.process.log_path(), 50)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    async fn wait_ready(&self, name: &str) -> Value {
+        self.wait_stack(name, Duration::from_secs(240), "Ready", |s| {
+            condition(s, "Ready").is_some_and(|c| c["status"] == "True")
+                && s["status"]["observedGeneration"] == s["metadata"]["generation"]
+        })
+        .await
+    }
+
+    async fn updates_of(&self, stack: &str) -> Vec<Value> {
+        let api: Api<DynamicObject> = Api::namespaced_with(self.cp.client(), "default", &updates());
+        let lp = ListParams::default().labels(&format!("pulumi.com/stack-name={stack}"));
+        let mut list: Vec<Value> = api
+            .list(&lp)
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|o| serde_json::to_value(o).ok())
+            .collect();
+        list.sort_by_key(|u| {
+            u["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        });
+        list
+    }
+
+    async fn annotate(&self, stack: &str, value: &str) {
+        let api: Api<DynamicObject> = Api::namespaced_with(self.cp.client(), "default", &stacks());
+        let patch =
+            json!({"metadata": {"annotations": {"pulumi.com/reconciliation-request": value}}});
+        api.patch(stack, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("annotate");
+    }
+
+    /// The Pulumi CLI on the host, against the shared backend, in a directory holding `project`.
+    fn pulumi(&self, project: &str, args: &[&str]) -> std::process::Output {
+        let dir = self.state.path().join(format!("cli-{project}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(
+            dir.join("Pulumi.yaml"),
+            format!("name: {project}\nruntime: yaml\n"),
+        )
+        .expect("project");
+        std::process::Command::new(operator::pulumi_dir().join("pulumi"))
+            .arg("--non-interactive")
+            .args(args)
+            .current_dir(&dir)
+            .env(
+                "PATH",
+                format!("{}:/usr/bin:/bin", operator::pulumi_dir().display()),
+            )
+            .env("PULUMI_HOME", self.state.path().join("cli-home"))
+            .env(
+                "PULUMI_BACKEND_URL",
+                format!("file://{}", self.state.path().display()),
+            )
+            .env("PULUMI_CONFIG_PASSPHRASE", PASSPHRASE)
+            .env("PULUMI_SKIP_UPDATE_CHECK", "true")
+            .output()
+            .expect("pulumi")
+    }
+}
+
+fn tail_str(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn ts(v: &Value) -> jiff::Timestamp {
+    v.as_str().and_then(|s| s.parse().ok()).expect("timestamp")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
+    let cp = ControlPlane::start().await.expect("control plane starts");
+    let fx = FluxFixture::start(&cp, "stackflux").await;
+    let first = fx
+        .repo
+        .commit(&[("app/Pulumi.yaml", &program("e2e-flux", "hello"))], "one")
+        .expect("commit");
+    fx.apply_git_repository(&cp).await;
+    let artifact = fx.wait_revision(&cp, &first).await;
+    let e = env(cp).await;
+
+    let mut spec = flux_ref("stackflux", "app");
+    spec["pulumiLogLevel"] = json!(10);
+    e.cp.apply_yaml(&stack_yaml("app", spec), "stack", "default")
+        .await
+        .expect("stack");
+    let s = e.wait_ready("app").await;
+    let last = &s["status"]["lastUpdate"];
+    assert_eq!(last["state"], "succeeded", "{s:#}");
+    assert_eq!(last["type"], "up");
+    assert_eq!(last["lastSuccessfulCommit"], artifact["revision"]);
+    assert_eq!(
+        s["status"]["outputs"],
+        json!({"greeting": "hello", "password": "[secret]"})
+    );
+    assert_eq!(
+        s["status"]["projectInfo"],
+        json!({"name": "e2e-flux", "runtime": "yaml"})
+    );
+    assert!(s["status"]["currentUpdate"].is_null(), "{s:#}");
+
+    // The guide's event sequence, across the Stack and its Workspace.
+    let mut all: Vec<(jiff::Timestamp, String)> = Vec::new();
+    for kind in ["Stack", "Workspace"] {
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(e.cp.client(), "default");
+        for ev in api.list(&Default::default()).await.expect("events").items {
+            let r = ev.regarding.clone().unwrap_or_default();
+            if r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some("app") {
+                all.push((
+                    ev.event_time.map(|t| t.0).expect("time"),
+                    ev.reason.unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    all.sort();
+    let order: Vec<&str> = all.iter().map(|(_, r)| r.as_str()).collect();
+    let pos = |r: &str| {
+        order
+            .iter()
+            .position(|x| *x == r)
+            .unwrap_or_else(|| panic!("no {r} in {order:?}"))
+    };
+    assert!(
+        pos("StackUpdateDetected") < pos("Initialized")
+            && pos("Initialized") < pos("UpdateSucceeded")
+            && pos("UpdateSucceeded") < pos("StackCreated"),
+        "{order:?}"
+    );
+
+    // The pod: container pulumi working in the program, the engine's verbose log in its output.
+    let pods: Api<Pod> = Api::namespaced(e.cp.client(), "default");
+    let pod = pods.get("app-workspace-0").await.expect("pod");
+    let main = pod
+        .spec
+        .as_ref()
+        .expect("spec")
+        .containers
+        .iter()
+        .find(|c| c.name == "pulumi")
+        .expect("pulumi");
+    assert_eq!(main.working_dir.as_deref(), Some("/share/workspace"));
+    let log = e.kubelet.logs("default", "app-workspace-0", "pulumi").await;
+    let verbose = log.lines().filter(|l| l.contains(r#""v":"#)).count();
+    assert!(
+        verbose > 20,
+        "pulumiLogLevel 10 puts the engine log in the pulumi container ({verbose} lines)"
+    );
+    let ups = e.updates_of("app").await;
+    assert_eq!(
+        ups.len(),
+        1,
+        "one update: {:#?}\noperator:\n{}",
+        ups.iter()
+            .map(|u| (
+                &u["metadata"]["name"],
+                &u["spec"]["message"],
+                &u["status"]["conditions"]
+            ))
+            .collect::<Vec<_>>(),
+        e.op.log()
+            .lines()
+            .filter(|l| l.contains("update created") || l.contains("WARN"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // Source-controller looking again at the same commit: no new update.
+    fx.request_reconcile(&e.cp).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        e.updates_of("app").await.len(),
+        1,
+        "an unchanged revision runs nothing"
+    );
+
+    // A new commit: a new artifact revision, a new update, the new output.
+    let second = fx
+        .repo
+        .commit(
+            &[("app/Pulumi.yaml", &program("e2e-flux", "bonjour"))],
+            "two",
+        )
+        .expect("commit");
+    fx.request_reconcile(&e.cp).await;
+    let artifact2 = fx.wait_revision(&e.cp, &second).await;
+    let s = e
+        .wait_stack("app", Duration::from_secs(240), "the new revision", |s| {
+            s["status"]["lastUpdate"]["lastSuccessfulCommit"] == artifact2["revision"]
+        })
+        .await;
+    assert_eq!(s["status"]["outputs"]["greeting"], "bonjour");
+    let ups = e.updates_of("app").await;
+    assert_eq!(ups.len(), 2, "{ups:#?}");
+    assert!(
+        ups[1]["spec"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("New commit detected"),
+        "{:#}",
+        ups[1]["spec"]
+    );
+
+    let metrics = operator::http_get(&format!("http://127.0.0.1:{}/metrics", e.op.metrics))
+        .await
+        .expect("metrics")
+        .1;
+    assert!(metrics.contains("stacks_active 1"), "{metrics}");
+    assert!(
+        metrics.contains("stacks_failing{namespace=\"default\",name=\"app\"} 0"),
+        "{metrics}"
+    );
+    drop(fx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_back_off_the_annotation_retries_at_once_and_locks_are_explained() {
+    let cp = ControlPlane::start().await.expect("control plane starts");
+    let fx = FluxFixture::start(&cp, "stackfail").await;
+    let sha = fx
+        .repo
+        .commit(
+            &[
+                (
+                    "broken/Pulumi.yaml",
+                    "name: e2e-broken\nruntime: yaml\noutputs:\n  x: ${nope}\n",
+                ),
+                ("good/Pulumi.yaml", &program("e2e-locked", "hi")),
+            ],
+            "programs",
+        )
+        .expect("commit");
+    fx.apply_git_repository(&cp).await;
+    fx.wait_revision(&cp, &sha).await;
+    let e = env(cp).await;
+
+    // A stack that exists and is locked by "another update" in the backend.
+    let init = e.pulumi("e2e-locked", &["stack", "init", "locked"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let locks = e
+        .state
+        .path()
+        .join(".pulumi/locks/organization/e2e-locked/locked");
+    std::fs::create_dir_all(&locks).expect("locks");
+    std::fs::write(
+        locks.join("8a1e3c8e-0000-4000-8000-000000000003.json"),
+        r#"{"pid":7,"username":"someone","hostname":"elsewhere","timestamp":"2026-11-25T10:00:00Z"}"#,
+    )
+    .expect("lock");
+    // Created as root here; the workspace pods write there as uid 1000.
+    let chmod = std::process::Command::new("chmod")
+        .arg("-R")
+        .arg("a+rwX")
+        .arg(e.state.path().join(".pulumi"))
+        .status()
+        .expect("chmod");
+    assert!(chmod.success());
+
+    let mut broken = flux_ref("stackfail", "broken");
+    broken["retryMaxBackoffDurationSeconds"] = json!(20);
+    e.cp.apply_yaml(&stack_yaml("broken", broken), "stack", "default")
+        .await
+        .expect("stack");
+    e.cp.apply_yaml(
+        &stack_yaml("locked", flux_ref("stackfail", "good")),
+        "stack",
+        "default",
+    )
+    .await
+    .expect("stack");
+    // Specs that cannot work stall at once, naming the field.
+    e.cp.apply_yaml(
+        &stack_yaml("both", json!({"projectRepo": "https://example.com/r.git", "commit": "a".repeat(40), "branch": "main"})),
+        "stack",
+        "default",
+    )
+    .await
+    .expect("stack");
+    e.cp.apply_yaml(
+        &stack_yaml(
+            "envref",
+            json!({"envRefs": {"X": {"type": "Env", "env": {"name": "HOME"}}}}),
+        ),
+        "stack",
+        "default",
+    )
+    .await
+    .expect("stack");
+    for (name, needle) in [
+        ("both", "only one of \"commit\" or \"branch\""),
+        ("envref", "spec.envRefs[X]"),
+    ] {
+        let s = e
+            .wait_stack(name, Duration::from_secs(60), "SpecInvalid", |s| {
+                condition(s, "Stalled").is_some_and(|c| c["reason"] == "SpecInvalid")
+            })
+            .await;
+        let msg = condition(&s, "Stalled").expect("stalled")["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(msg.contains(needle), "{msg}");
+        let events = events_for(&e.cp, "default", "Stack", name).await;
+        assert!(
+            events
+                .iter()
+                .any(|ev| ev.1 == "StackConfigInvalid" && ev.2.contains(needle)),
+            "{events:?}"
+        );
+    }
+
+    // Failures: each retry waits 10s × 3ⁿ, capped at 20s here.
+    let s = e
+        .wait_stack("broken", Duration::from_secs(300), "3 failures", |s| {
+            s["status"]["lastUpdate"]["failures"].as_i64().unwrap_or(0) >= 3
+        })
+        .await;
+    let reconciling = condition(&s, "Reconciling").expect("Reconciling");
+    assert_eq!(reconciling["reason"], "RetryingAfterFailure");
+    assert!(
+        reconciling["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("3 update failure(s); next attempt at"),
+        "{reconciling:#}"
+    );
+    assert!(
+        s["status"]["lastUpdate"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nope"),
+        "{s:#}"
+    );
+    let ups = e.updates_of("broken").await;
+    let starts: Vec<jiff::Timestamp> = ups
+        .iter()
+        .map(|u| ts(&u["metadata"]["creationTimestamp"]))
+        .collect();
+    let ends: Vec<jiff::Timestamp> = ups
+        .iter()
+        .filter_map(|u| u["status"]["endTime"].as_str())
+        .map(|t| t.parse().expect("t"))
+        .collect();
+    assert!(starts.len() >= 3 && ends.len() >= 2, "{ups:#?}");
+    let gap = |i: usize| starts[i + 1].duration_since(ends[i]).as_secs_f64();
+    assert!(gap(0) >= 8.0, "the first retry waits ~10s: {}", gap(0));
+    assert!(gap(1) >= 18.0, "the second ~30s, capped at 20s: {}", gap(1));
+    assert!(gap(1) < 40.0, "the cap holds: {}", gap(1));
+    let stack_events = events_for(&e.cp, "default", "Stack", "broken").await;
+    assert!(
+        stack_events
+            .iter()
+            .any(|ev| ev.1 == "StackUpdateFailure" && ev.2.contains("nope")),
+        "{stack_events:?}"
+    );
+    let ws_events = events_for(&e.cp, "default", "Workspace", "broken").await;
+    assert!(
+        ws_events.iter().any(|ev| ev.1 == "UpdateFailed"),
+        "{ws_events:?}"
+    );
+
+    // The annotation runs an attempt now, whatever the back-off.
+    let before = e.updates_of("broken").await.len();
+    let last_end =
+        e.stack("broken").await.expect("stack")["status"]["lastUpdate"]["lastResyncTime"].clone();
+    e.annotate("broken", "retry-now").await;
+    let asked = Instant::now();
+    wait_for(
+        Duration::from_secs(15),
+        "an update for the annotation",
+        || async { (e.updates_of("broken").await.len() > before).then_some(()) },
+    )
+    .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?} (last attempt at {last_end})",
+        asked.elapsed()
+    );
+    let s = e
+        .wait_stack(
+            "broken",
+            Duration::from_secs(120),
+            "the requested attempt",
+            |s| s["status"]["lastUpdate"]["reconcileRequest"] == "retry-now",
+        )
+        .await;
+    assert_eq!(s["status"]["observedReconcileRequest"], "retry-now");
+    assert_eq!(
+        s["status"]["lastUpdate"]["failures"], 1,
+        "a new request counts afresh"
+    );
+
+    // The locked stack: a conflict, explained with the way out.
+    e.wait_stack("locked", Duration::from_secs(240), "a conflict", |s| {
+        s["status"]["lastUpdate"]["state"] == "failed"
+    })
+    .await;
+    let events = events_for(&e.cp, "default", "Stack", "locked").await;
+    let conflict = events
+        .iter()
+        .find(|ev| ev.1 == "StackUpdateConflictDetected")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert!(conflict.2.contains("pulumi cancel"), "{conflict:?}");
+    let cancel = e.pulumi("e2e-locked", &["cancel", "--yes", "--stack", "locked"]);
+    assert!(
+        cancel.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancel.stderr)
+    );
+    let s = e.wait_ready("locked").await;
+    assert_eq!(s["status"]["outputs"]["greeting"], "hi");
+
+    the_guide_commands_work(&e, "locked").await;
+    drop(fx);
+}
+
+/// Runs every `kubectl` command of docs/troubleshooting.md against this environment, for one
+/// Stack, and checks what they show. `kubectl logs` and `kubectl exec` need a real kubelet: for
+/// those, what they would show is checked through the test kubelet.
+async fn the_guide_commands_work(e: &Env, stack: &str) {
+    let root = e2e::control_plane::repo_root();
+    let guide = std::fs::read_to_string(root.join("docs/troubleshooting.md")).expect("the guide");
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    for line in guide.lines() {
+        match line.trim() {
+            "```sh" => in_sh = true,
+            "```" => in_sh = false,
+            l if in_sh && l.starts_with("kubectl ") => commands.push(l.to_string()),
+            _ => {}
+        }
+    }
+    assert!(commands.len() >= 15, "{commands:?}");
+    // The guide's Flux section applies config/flux into the namespace Flux installs into.
+    e.cp.create_namespace("flux-system")
+        .await
+        .expect("flux-system");
+    let kubectl_dir =
+        e.cp.tool("kubectl")
+            .expect("kubectl")
+            .parent()
+            .expect("dir")
+            .to_path_buf();
+    let mut outputs = std::collections::HashMap::new();
+    for cmd in &commands {
+        let verb = cmd.split_whitespace().nth(1).unwrap_or("");
+        if verb == "logs" || verb == "exec" || cmd.contains("--watch") {
+            continue;
+        }
+        let out = std::process::Command::new("bash")
+            .args(["-c", cmd])
+            .current_dir(&root)
+            .env("STACK_NAME", stack)
+            .env("NAMESPACE", "default")
+            .env("KUBECONFIG", e.cp.kubeconfig())
+            .env("PATH", format!("{}:/usr/bin:/bin", kubectl_dir.display()))
+            .output()
+            .expect("bash");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "`{cmd}` failed: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outputs.insert(cmd.clone(), stdout);
+    }
+    let shown = |needle: &str, pred: &dyn Fn(&str) -> bool| {
+        let (cmd, out) = outputs
+            .iter()
+            .find(|(c, _)| c.contains(needle))
+            .unwrap_or_else(|| panic!("the guide has no command with {needle}"));
+        assert!(pred(out), "`{cmd}` shows:\n{out}");
+    };
+    shown("--field-selector involvedObject.name", &|o| {
+        [
+            "StackUpdateDetected",
+            "Initialized",
+            "StackUpdateConflictDetected",
+            "StackCreated",
+        ]
+        .iter()
+        .all(|r| o.contains(r))
+    });
+    shown("describe stack", &|o| {
+        o.contains("Last Update") && o.contains("Outputs")
+    });
+    shown("{.status.lastUpdate}", &|o| {
+        o.contains(r#""state":"succeeded""#)
+    });
+    shown(r#"type=="Ready")].reason"#, &|o| o == "ProcessingCompleted");
+    shown("{.status.outputs}", &|o| o.contains(r#""greeting":"hi""#));
+    shown(
+        "get workspace $STACK_NAME -n $NAMESPACE -o jsonpath='{range",
+        &|o| o.contains("Ready=True Succeeded"),
+    );
+    shown("get updates", &|o| {
+        o.matches(&format!("{stack}-")).count() >= 2
+    });
+    shown("annotate stack", &|o| o.contains("annotated"));
+    shown("describe pod", &|o| {
+        o.contains("fetch:") && o.contains("pulumi:")
+    });
+    shown("get networkpolicy -n flux-system", &|o| {
+        o.contains("allow-pulumi-fetch-flux-artifacts")
+    });
+    shown("patch stack", &|o| o.contains("patched"));
+
+    // What `kubectl logs` and `kubectl exec ... -c pulumi` would reach.
+    let pod = format!("{stack}-workspace-0");
+    let pods: Api<Pod> = Api::namespaced(e.cp.client(), "default");
+    let spec = pods.get(&pod).await.expect("pod").spec.expect("spec");
+    let main = spec
+        .containers
+        .iter()
+        .find(|c| c.name == "pulumi")
+        .expect("container pulumi");
+    assert_eq!(
+        main.working_dir.as_deref(),
+        Some("/share/workspace"),
+        "the shell starts in the program"
+    );
+    assert!(
+        spec.init_containers
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.name == "fetch")
+    );
+    for c in ["pulumi", "fetch"] {
+        assert!(
+            !e.kubelet.logs("default", &pod, c).await.is_empty(),
+            "{c} has a log"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_and_program_sources_and_destroy_on_finalize() {
+    let cp = ControlPlane::start().await.expect("control plane starts");
+    let gateway = IpAddr::V4(cp.network().gateway());
+    let git = GitServer::start(
+        gateway,
+        Credentials {
+            username: "git".into(),
+            password: "tok-123".into(),
+        },
+    )
+    .expect("git server");
+    let repo = git.create_repo("gitsrc").expect("repo");
+    let sha = repo
+        .commit(
+            &[("infra/Pulumi.yaml", &program("e2e-git", "from-git"))],
+            "one",
+        )
+        .expect("commit");
+    let e = env(cp).await;
+    e.cp.apply_yaml(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: git-token}\nstringData: {accessToken: tok-123}\n",
+        "secret",
+        "default",
+    )
+    .await
+    .expect("secret");
+
+    let spec = json!({
+        "projectRepo": git.url("gitsrc"),
+        "branch": "main",
+        "repoDir": "infra",
+        "gitAuth": {"accessToken": {"type": "Secret", "secret": {"name": "git-token", "key": "accessToken"}}},
+        "destroyOnFinalize": true,
+    });
+    e.cp.apply_yaml(&stack_yaml("fromgit", spec), "stack", "default")
+        .await
+        .expect("stack");
+    let s = e.wait_ready("fromgit").await;
+    assert_eq!(s["status"]["lastUpdate"]["lastSuccessfulCommit"], sha);
+    assert_eq!(s["status"]["outputs"]["greeting"], "from-git");
+    let ws = get_json(&e.cp, &support::workspaces(), "default", "fromgit")
+        .await
+        .expect("ws");
+    assert_eq!(
+        ws["spec"]["git"]["ref"], sha,
+        "the branch resolved to its commit"
+    );
+    assert_eq!(
+        ws["spec"]["git"]["auth"]["token"]["name"], "git-token",
+        "a Secret reference, not the token"
+    );
+    assert!(
+        !serde_json::to_string(&ws)
+            .expect("json")
+            .contains("tok-123")
+    );
+
+    // A Program, served by the operator as an artifact.
+    e.cp.apply_yaml(
+        "apiVersion: pulumi.com/v1\nkind: Program\nmetadata: {name: prog}\nprogram:\n  outputs:\n    greeting: from-program\n",
+        "program",
+        "default",
+    )
+    .await
+    .expect("program");
+    e.cp.apply_yaml(
+        &stack_yaml("fromprogram", json!({"programRef": {"name": "prog"}})),
+        "stack",
+        "default",
+    )
+    .await
+    .expect("stack");
+    let s = e.wait_ready("fromprogram").await;
+    assert_eq!(s["status"]["outputs"]["greeting"], "from-program");
+    assert_eq!(
+        s["status"]["lastUpdate"]["lastSuccessfulCommit"], "1",
+        "a Program's revision is its generation"
+    );
+
+    // Deleting the git Stack destroys its resources first.
+    let api: Api<DynamicObject> = Api::namespaced_with(e.cp.client(), "default", &stacks());
+    api.delete("fromgit", &Default::default())
+        .await
+        .expect("delete");
+    wait_for(
+        Duration::from_secs(240),
+        "the Stack to be gone after its destroy",
+        || async { e.stack("fromgit").await.is_none().then_some(()) },
+    )
+    .await;
+    let ups = e.updates_of("fromgit").await;
+    let kinds: Vec<&str> = ups
+        .iter()
+        .filter_map(|u| u["spec"]["type"].as_str())
+        .collect();
+    assert!(kinds.contains(&"destroy") || ups.is_empty(), "{kinds:?}");
+    let checkpoint = read_checkpoint(e.state.path(), "e2e-git", "fromgit");
+    let resources = checkpoint["checkpoint"]["latest"]["resources"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    assert_eq!(
+        resources, 0,
+        "the stack's resources are destroyed: {checkpoint:#}"
+    );
+    let history = e.pulumi(
+        "e2e-git",
+        &["stack", "history", "--json", "--stack", "fromgit"],
+    );
+    let history: Value = serde_json::from_slice(&history.stdout).unwrap_or_default();
+    assert_eq!(history[0]["kind"], "destroy", "{history:#}");
+    assert_eq!(history[0]["result"], "succeeded", "{history:#}");
+}
+
+fn read_checkpoint(state: &Path, project: &str, stack: &str) -> Value {
+    let path = state.join(format!(".pulumi/stacks/{project}/{stack}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("checkpoint JSON")
+}
