@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# What the demo and the tests need on a fresh machine (Debian/Ubuntu, run as root): the system
+# packages, then the upstream programs built from their Go modules (tests/tools/build.sh; about
+# 15 minutes on 2 cores the first time, cached by version afterwards).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The control plane runs pods in network namespaces (iproute2) under bubblewrap and serves git
+# over smart HTTP (git http-backend); `fetch git` is tested against a real sshd, with keys from
+# ssh-keygen and openssl.
+missing=()
+for pair in bwrap:bubblewrap ip:iproute2 git:git setpriv:util-linux /usr/sbin/sshd:openssh-server \
+  ssh-keygen:openssh-client openssl:openssl; do
+  command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; }
+fi
+bwrap --version
+
+command -v go >/dev/null || { echo "go is required to build the upstream tools" >&2; exit 1; }
+bash tests/tools/build.sh
