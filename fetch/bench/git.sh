@@ -56,7 +56,7 @@ for c in range(commits):
         for i in range(files):
             out.write(b"M 100644 inline " + path(i) + b"\n"); blob(body(i, c))
     else:
-        out.write(b"from refs/heads/main^0\n")
+        # fast-import chains commits on the same ref by itself: no `from` needed.
         for i in rng.sample(range(files), 10):
             out.write(b"M 100644 inline " + path(i) + b"\n"); blob(body(i, c))
     out.write(b"\n")
