@@ -431,19 +431,27 @@ async fn failures_back_off_the_annotation_retries_at_once_and_locks_are_explaine
         );
     }
 
-    // Failures: each retry waits 10s × 3ⁿ, capped at 20s here.
+    // Failures: each retry waits 10s × 3ⁿ, capped at 20s here. A reconcile writes its status
+    // more than once, so wait for the state it settles on (not an intermediate write).
     let s = e
-        .wait_stack("broken", Duration::from_secs(300), "3 failures", |s| {
-            s["status"]["lastUpdate"]["failures"].as_i64().unwrap_or(0) >= 3
-        })
+        .wait_stack(
+            "broken",
+            Duration::from_secs(300),
+            "3 failures, waiting to retry",
+            |s| {
+                s["status"]["lastUpdate"]["failures"].as_i64().unwrap_or(0) >= 3
+                    && condition(s, "Reconciling")
+                        .is_some_and(|c| c["reason"] == "RetryingAfterFailure")
+            },
+        )
         .await;
+    let failures = s["status"]["lastUpdate"]["failures"].as_i64().unwrap_or(0);
     let reconciling = condition(&s, "Reconciling").expect("Reconciling");
-    assert_eq!(reconciling["reason"], "RetryingAfterFailure");
     assert!(
         reconciling["message"]
             .as_str()
             .unwrap_or("")
-            .starts_with("3 update failure(s); next attempt at"),
+            .starts_with(&format!("{failures} update failure(s); next attempt at")),
         "{reconciling:#}"
     );
     assert!(
