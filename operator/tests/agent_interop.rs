@@ -1,11 +1,22 @@
-//! A Go gRPC client (grpcurl, grpc-go, built from its module by tests/tools/build.sh) drives
-//! the agent through the protocol file alone: service and message names, field numbers,
-//! streaming, and the `PulumiErrorInfo` status detail as grpc-go decodes it.
+//! Both directions of interoperability with Go peers, built by tests/tools/build.sh:
+//! - a Go gRPC client (grpcurl, grpc-go) drives our agent through the protocol file alone:
+//!   service and message names, field numbers, streaming, and the `PulumiErrorInfo` status
+//!   detail as grpc-go decodes it;
+//! - this operator's own client code (the Workspace controller's calls and the Update
+//!   controller's `run_operation`, outcome and outputs Secret) drives PKO's Go agent, v2.9.0,
+//!   through a full update and a destroy.
 
 mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
+
+use operator::api::update::{Update, UpdateSpec, UpdateType};
+use operator::controller::connect::dial;
+use operator::controller::update::outcome::{Draft, outputs_secret};
+use operator::controller::update::run_operation;
+use operator::proto as pb;
 
 use support::{Agent, Options};
 
@@ -89,5 +100,112 @@ fn a_go_client_selects_updates_streams_and_reads_error_details() {
     assert!(
         err.contains("UpdateConflict") && err.contains("409"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn this_operator_drives_pkos_go_agent_through_an_update_and_a_destroy() {
+    let dirs = e2e::tools::dirs(&["pko"]).expect("PKO's agent is built by tests/tools/build.sh");
+    let pko = e2e::tools::find(&dirs, "pulumi-kubernetes-agent").expect("PKO's agent binary");
+    let agent = Agent::start(Options {
+        program: "name: pko-interop\nruntime: yaml\noutputs:\n  greeting: hello\n  secret:\n    fn::secret: shh\n",
+        binary: Some(pko),
+        ..Default::default()
+    });
+    let addr = format!("127.0.0.1:{}", agent.port);
+    let mut client = dial(&addr, "unused-in-auth-mode-none", Duration::from_secs(10))
+        .await
+        .expect("dial PKO's agent");
+
+    // What the Workspace controller asks of every new pod.
+    let version = client
+        .pulumi_version(pb::PulumiVersionRequest {})
+        .await
+        .expect("PulumiVersion")
+        .into_inner()
+        .version;
+    assert_eq!(
+        version, "3.259.0",
+        "the CLI's version, as our agent reports it"
+    );
+    let selected = client
+        .select_stack(pb::SelectStackRequest {
+            stack_name: "dev".into(),
+            create: Some(true),
+            secrets_provider: None,
+        })
+        .await
+        .expect("SelectStack")
+        .into_inner();
+    assert_eq!(selected.summary.map(|s| s.name), Some("dev".into()));
+
+    // What the Update controller does with an Update of type up.
+    let update = |name: &str, kind: UpdateType| Update {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: UpdateSpec {
+            workspace_name: Some("interop".into()),
+            update_type: Some(kind),
+            message: Some(format!("{name} from the Rust operator")),
+            ..Default::default()
+        },
+        status: None,
+    };
+    let up = update("interop-up", UpdateType::Up);
+    let result = run_operation(&mut client, &up).await.unwrap_or_else(|st| {
+        panic!(
+            "up through PKO's agent: {st:?}\nagent log:\n{}",
+            agent.log_text()
+        )
+    });
+    let mut draft = Draft::new(&up);
+    let succeeded = draft.result(
+        result.summary.as_ref(),
+        result.permalink.clone(),
+        result.project.as_ref(),
+        "2026-11-29T00:00:00Z",
+    );
+    assert!(succeeded, "{:?}", result.summary);
+    assert!(draft.conditions.is_true("Complete"));
+    assert_eq!(draft.conditions.reason("Failed"), Some("UpdateSucceeded"));
+    // PKO's agent reports the message JSON-quoted (ours does not); it is recorded as given.
+    assert!(
+        draft
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("interop-up from the Rust operator")),
+        "{:?}",
+        draft.message
+    );
+    assert_eq!(
+        draft.project_info.as_ref().map(|p| p.name.as_str()),
+        Some("pko-interop")
+    );
+    let outputs = result.outputs.expect("an up has outputs");
+    let secret = outputs_secret(&up, Default::default(), &outputs);
+    let data = secret.data.expect("data");
+    assert_eq!(data["greeting"].0, br#""hello""#.to_vec());
+    assert_eq!(
+        secret.metadata.annotations.expect("annotations")["pulumi.com/secrets"],
+        r#"["secret"]"#
+    );
+
+    let destroy = update("interop-destroy", UpdateType::Destroy);
+    let result = run_operation(&mut client, &destroy)
+        .await
+        .expect("destroy through PKO's agent");
+    let mut draft = Draft::new(&destroy);
+    assert!(draft.result(
+        result.summary.as_ref(),
+        result.permalink,
+        result.project.as_ref(),
+        "2026-11-29T00:00:00Z"
+    ));
+    assert_eq!(
+        result.summary.map(|s| s.result),
+        Some("succeeded".to_string())
     );
 }

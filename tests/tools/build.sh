@@ -83,15 +83,6 @@ update_pulumi() {
     "github.com/pulumi/pulumi/sdk/v3@$PULUMI_VERSION"
 }
 
-update_pko() {
-  local mod
-  go mod init e2etools/pko
-  mod=$(go mod download -json "github.com/pulumi/pulumi-kubernetes-operator/v2@$PKO_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
-  # Copy PKO's replace lines (go-digest pin, k8s staging modules).
-  sed -n '/^replace (/,/^)/p;/^replace [^(]/p' "$mod" >> go.mod
-  GOFLAGS=-mod=mod go get -tool "github.com/pulumi/pulumi-kubernetes-operator/v2/agent@$PKO_VERSION"
-}
-
 # A Go gRPC client: proves a Go peer (grpc-go, protoc-compatible descriptors) reads the agent's
 # protocol as this project defines it.
 update_grpcurl() {
@@ -149,9 +140,31 @@ build_pulumi() {
     "github.com/pulumi/pulumi-yaml/cmd/pulumi-language-yaml@$PULUMI_YAML_VERSION"
 }
 
+# PKO's module is refused by the module proxy this project's machines use (403 for every
+# github.com/pulumi/pulumi-kubernetes-operator/v2 version), so its agent is built from a git
+# snapshot of the repository at the pinned tag, as its own main module: its go.mod and go.sum
+# pin every dependency, which the proxy does serve (checked against the checksum database).
+# PKO_GIT_DIR: a clone or mirror of github.com/pulumi/pulumi-kubernetes-operator (default: the
+# snapshot the tool library keeps on this machine).
+if [ -z "${PKO_GIT_DIR:-}" ]; then
+  for d in "$HERE/../../../.mirror" /work/.mirror; do
+    [ -d "$d/pulumi+pulumi-kubernetes-operator/repo" ] && { PKO_GIT_DIR="$d/pulumi+pulumi-kubernetes-operator/repo"; break; }
+  done
+fi
+PKO_GIT_DIR=${PKO_GIT_DIR:-unset}
+
 build_pko() {
-  go build -trimpath -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes-operator/v2/agent/version.Version=$PKO_VERSION" \
-    -o "$1/pulumi-kubernetes-agent" github.com/pulumi/pulumi-kubernetes-operator/v2/agent
+  local src
+  git -C "$PKO_GIT_DIR" rev-parse -q --verify "$PKO_VERSION^{commit}" >/dev/null || {
+    log "pko: no $PKO_VERSION in PKO_GIT_DIR=$PKO_GIT_DIR (set it to a clone of github.com/pulumi/pulumi-kubernetes-operator)"
+    return 1
+  }
+  src=$(mktemp -d)
+  git -C "$PKO_GIT_DIR" archive "$PKO_VERSION" | tar -x -C "$src"
+  (cd "$src" && GOFLAGS=-mod=readonly go build -trimpath \
+    -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes-operator/v2/agent/version.Version=$PKO_VERSION" \
+    -o "$1/pulumi-kubernetes-agent" ./agent)
+  rm -rf "$src"
 }
 
 build_grpcurl() {
@@ -166,11 +179,12 @@ build() {
   if [ -f "$out/.complete" ]; then
     log "$tool $version: cached in $out"
   else
-    [ -f "$HERE/$tool/go.mod" ] || update "$tool"
+    # pko builds from its own go.mod (see build_pko); the others from a wrapper module here.
+    [ "$tool" = pko ] || [ -f "$HERE/$tool/go.mod" ] || update "$tool"
     start=$(date +%s)
     log "$tool $version: building into $out"
     rm -rf "$out.tmp" && mkdir -p "$out.tmp"
-    (cd "$HERE/$tool" && "build_$tool" "$out.tmp")
+    (cd "$HERE" && { [ "$tool" = pko ] || cd "$tool"; } && "build_$tool" "$out.tmp")
     rm -rf "$out" && mv "$out.tmp" "$out" && touch "$out/.complete"
     log "$tool $version: built in $(( $(date +%s) - start ))s"
   fi
@@ -181,10 +195,7 @@ command -v go >/dev/null || { log "go is required (Go >= 1.26)"; exit 1; }
 mode=build
 if [ "${1:-}" = "--update" ]; then mode=update; shift; fi
 tools=("$@")
-# pko is not in the default set: the module proxy this project's machines use answers 403 ("not
-# available") for every github.com/pulumi/pulumi-kubernetes-operator/v2 version, so it can only
-# be built where the proxy serves it (`build.sh pko`).
-[ ${#tools[@]} -gt 0 ] || tools=(k8s etcd flux pulumi grpcurl)
+[ ${#tools[@]} -gt 0 ] || tools=(k8s etcd flux pulumi grpcurl pko)
 
 total_start=$(date +%s)
 dirs=()

@@ -34,6 +34,8 @@ pub struct Options<'a> {
     pub wrapper: &'a [&'a str],
     /// A fake CLI instead of the real one.
     pub pulumi: Option<PathBuf>,
+    /// Another agent binary taking the same `serve` flags (PKO's, for interoperability).
+    pub binary: Option<PathBuf>,
 }
 
 impl Default for Options<'_> {
@@ -45,6 +47,7 @@ impl Default for Options<'_> {
             env: &[],
             wrapper: &[],
             pulumi: None,
+            binary: None,
         }
     }
 }
@@ -67,14 +70,17 @@ impl Agent {
             pulumi_dir().display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let agent = env!("CARGO_BIN_EXE_agent");
+        let agent = opts
+            .binary
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_agent")));
         let mut cmd = match opts.wrapper.split_first() {
             Some((w, rest)) => {
                 let mut c = Command::new(w);
-                c.args(rest).arg(agent);
+                c.args(rest).arg(&agent);
                 c
             }
-            None => Command::new(agent),
+            None => Command::new(&agent),
         };
         cmd.args(["serve", "--workspace"])
             .arg(&program)

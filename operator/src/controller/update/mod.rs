@@ -38,11 +38,11 @@ pub fn is_complete(u: &Update) -> bool {
 }
 
 /// The result of a finished operation, whatever its type.
-struct RunResult {
-    summary: Option<pb::UpdateSummary>,
-    permalink: Option<String>,
-    project: Option<pb::ProjectInfo>,
-    outputs: Option<std::collections::HashMap<String, pb::OutputValue>>,
+pub struct RunResult {
+    pub summary: Option<pb::UpdateSummary>,
+    pub permalink: Option<String>,
+    pub project: Option<pb::ProjectInfo>,
+    pub outputs: Option<std::collections::HashMap<String, pb::OutputValue>>,
 }
 
 /// Reads a server stream to its result; events are not needed here.
@@ -60,7 +60,9 @@ async fn drain<T>(
     ))
 }
 
-async fn run_operation(
+/// Runs the Update's operation through an agent (ours or PKO's: the interop test drives PKO's
+/// Go agent with it) and reads the stream to its result.
+pub async fn run_operation(
     agent: &mut connect::AgentClient,
     u: &Update,
 ) -> Result<RunResult, tonic::Status> {
