@@ -36,6 +36,11 @@ fn git_repositories() -> kube::discovery::ApiResource {
     )
 }
 
+/// The digest of the bench's `n`th artifact.
+fn digest(n: u32) -> String {
+    format!("sha256:{n:064x}")
+}
+
 fn artifact(n: u32) -> serde_json::Value {
     let sha = format!("{n:040x}");
     json!({"status": {
@@ -43,7 +48,7 @@ fn artifact(n: u32) -> serde_json::Value {
             "path": format!("gitrepository/default/bench/{sha}.tar.gz"),
             "url": format!("http://source-controller.flux-system.svc.cluster.local./gitrepository/default/bench/{sha}.tar.gz"),
             "revision": format!("main@sha1:{sha}"),
-            "digest": format!("sha256:{:064x}", n),
+            "digest": digest(n),
             "lastUpdateTime": jiff::Timestamp::now().to_string(),
         },
         "conditions": [{
@@ -148,7 +153,7 @@ async fn main() {
 
     let ws_api: Api<DynamicObject> = Api::namespaced_with(cp.client(), "default", &workspaces());
     let sts_api: Api<StatefulSet> = Api::namespaced(cp.client(), "default");
-    let first = "sha256:".to_string() + &format!("{:064x}", 1);
+    let first = digest(1);
     wait_for(
         Duration::from_secs(900),
         "every Workspace and StatefulSet",
@@ -176,7 +181,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     // A new revision; watch each StatefulSet take it.
-    let second = "sha256:".to_string() + &format!("{:064x}", 2);
+    let second = digest(2);
     let mut seen: HashMap<String, Duration> = HashMap::new();
     let watch = watcher(sts_api.clone(), watcher::Config::default()).applied_objects();
     futures::pin_mut!(watch);

@@ -89,19 +89,12 @@ impl Draft {
         }
     }
 
+    /// The status apply: every field this manager owns, so leaving one out clears it.
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({
             "apiVersion": "pulumi.com/v1",
             "kind": "Stack",
-            "status": {
-                "outputs": self.outputs,
-                "lastUpdate": self.last_update,
-                "observedGeneration": self.observed_generation,
-                "observedReconcileRequest": self.observed_reconcile_request,
-                "conditions": self.conditions.0,
-                "currentUpdate": self.current_update,
-                "projectInfo": self.project_info,
-            },
+            "status": self.status(),
         })
     }
 }
