@@ -27,8 +27,7 @@ pub struct ApiCall {
 }
 
 const WATCH: &[&str] = &["get", "list", "watch"];
-/// Server-side apply: `patch`, and `create` when the object does not exist yet.
-const APPLY: &[&str] = &["create", "patch"];
+/// Server-side apply of a status subresource.
 const STATUS: &[&str] = &["patch"];
 /// Setting `blockOwnerDeletion` on an owner reference needs `update` on the owner's
 /// finalizers subresource (OwnerReferencesPermissionEnforcement).
@@ -123,7 +122,12 @@ pub const API_CALLS: &[ApiCall] = &[
         &["list", "watch", "create", "patch"],
         "apply the workspace StatefulSet and follow its rollout",
     ),
-    cluster("", "services", APPLY, "apply the workspace Service"),
+    cluster(
+        "",
+        "services",
+        &["list", "watch", "create", "patch"],
+        "apply the workspace Service (watched, so an unchanged one is not applied again)",
+    ),
     cluster(
         "",
         "pods",

@@ -1,9 +1,10 @@
 //! Kubernetes events, as `kubectl describe` shows them. A repeat of the same event (same
 //! object, type, reason and message) within a few minutes is counted on the first one instead
-//! of creating another; a different message is a new event (kube-runtime's recorder folds
-//! those into the first, losing the new message).
+//! of creating another, and the count is sent at most every 30 s; a different message is a
+//! new event (kube-runtime's recorder folds those into the first, losing the new message).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -11,10 +12,13 @@ use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
-use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
+/// A series' count is sent at most this often: a reconcile loop that repeats an event many
+/// times a second costs the API server one write per interval, not one per repeat. The last
+/// count of a burst is sent when the interval ends.
+const SERIES_FLUSH: Duration = Duration::from_secs(30);
 /// The API's limit on an event's note.
 const NOTE_LIMIT: usize = 1024;
 
@@ -24,7 +28,7 @@ pub enum EventType {
     Warning,
 }
 
-#[derive(Hash, PartialEq, Eq)]
+#[derive(Clone, Hash, PartialEq, Eq)]
 struct Key {
     uid: String,
     type_: EventType,
@@ -36,14 +40,28 @@ struct Seen {
     name: String,
     namespace: String,
     count: i32,
+    /// The count the API server has.
+    sent: i32,
     last: Instant,
+    last_sent: Instant,
+    flush_scheduled: bool,
 }
+
+type SeenMap = Arc<Mutex<HashMap<Key, Seen>>>;
 
 pub struct Recorder {
     client: Client,
     controller: String,
     instance: String,
-    seen: Mutex<HashMap<Key, Seen>>,
+    /// Never held across a request: reconciles publishing at once must not queue on it.
+    seen: SeenMap,
+}
+
+/// What a publish does, decided under the lock and done after it.
+enum Step {
+    Done,
+    Patch { name: String, count: i32 },
+    Create,
 }
 
 impl Recorder {
@@ -56,7 +74,7 @@ impl Recorder {
             client,
             controller: format!("pulumi-kubernetes-operator/{controller}"),
             instance,
-            seen: Mutex::new(HashMap::new()),
+            seen: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -91,24 +109,19 @@ impl Recorder {
             reason: reason.to_string(),
             note: note.clone(),
         };
-        let now = jiff::Timestamp::now();
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        let mut seen = self.seen.lock().await;
-        seen.retain(|_, s| s.last.elapsed() < SERIES_WINDOW);
-        if let Some(s) = seen.get_mut(&key) {
-            s.count += 1;
-            s.last = Instant::now();
-            let patch = serde_json::json!({
-                "series": EventSeries { count: s.count, last_observed_time: MicroTime(now) },
-            });
-            match api
-                .patch(&s.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => return,
-                Err(e) => debug!(error = %e, "event series update failed; recording a new event"),
+        let step = self.repeat(&key, &api);
+        match step {
+            Step::Done => return,
+            Step::Patch { name, count } => {
+                if patch_series(&api, &name, count).await.is_ok() {
+                    return;
+                }
+                debug!("event series update failed; recording a new event");
             }
+            Step::Create => {}
         }
+        let now = jiff::Timestamp::now();
         let event = Event {
             metadata: ObjectMeta {
                 // `<object>.<hex nanos>`, as kubectl and client-go name events.
@@ -138,27 +151,93 @@ impl Recorder {
         };
         match api.create(&PostParams::default(), &event).await {
             Ok(created) => {
-                seen.insert(
-                    key,
-                    Seen {
-                        name: created.name_any(),
-                        namespace,
-                        count: 1,
-                        last: Instant::now(),
-                    },
-                );
+                if let Ok(mut seen) = self.seen.lock() {
+                    seen.insert(
+                        key,
+                        Seen {
+                            name: created.name_any(),
+                            namespace,
+                            count: 1,
+                            sent: 1,
+                            last: Instant::now(),
+                            last_sent: Instant::now(),
+                            flush_scheduled: false,
+                        },
+                    );
+                }
             }
             Err(e) => warn!(reason, error = %e, "cannot record an event"),
         }
     }
 
+    /// Counts a repeat of a recent event; says whether to send the count now, or to create
+    /// a new event. A count held back is sent by a timer when the flush interval ends.
+    fn repeat(&self, key: &Key, api: &Api<Event>) -> Step {
+        let Ok(mut seen) = self.seen.lock() else {
+            return Step::Create;
+        };
+        seen.retain(|_, s| s.last.elapsed() < SERIES_WINDOW);
+        let Some(s) = seen.get_mut(key) else {
+            return Step::Create;
+        };
+        s.count += 1;
+        s.last = Instant::now();
+        let since = s.last_sent.elapsed();
+        if since >= SERIES_FLUSH {
+            s.sent = s.count;
+            s.last_sent = Instant::now();
+            return Step::Patch {
+                name: s.name.clone(),
+                count: s.count,
+            };
+        }
+        if !s.flush_scheduled {
+            s.flush_scheduled = true;
+            let (seen, key, api) = (Arc::clone(&self.seen), key.clone(), api.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(SERIES_FLUSH - since).await;
+                flush(&seen, &key, &api).await;
+            });
+        }
+        Step::Done
+    }
+
     /// Forgets the series of a deleted object's events.
     pub async fn forget(&self, uid: &str) {
-        self.seen.lock().await.retain(|k, s| {
-            let _ = &s.namespace;
-            k.uid != uid
-        });
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.retain(|k, s| {
+                let _ = &s.namespace;
+                k.uid != uid
+            });
+        }
     }
+}
+
+/// Sends a series' held-back count.
+async fn flush(seen: &SeenMap, key: &Key, api: &Api<Event>) {
+    let pending = {
+        let Ok(mut seen) = seen.lock() else { return };
+        let Some(s) = seen.get_mut(key) else { return };
+        s.flush_scheduled = false;
+        if s.count <= s.sent {
+            return;
+        }
+        s.sent = s.count;
+        s.last_sent = Instant::now();
+        (s.name.clone(), s.count)
+    };
+    if let Err(e) = patch_series(api, &pending.0, pending.1).await {
+        debug!(error = %e, "event series update failed");
+    }
+}
+
+async fn patch_series(api: &Api<Event>, name: &str, count: i32) -> Result<(), kube::Error> {
+    let patch = serde_json::json!({
+        "series": EventSeries { count, last_observed_time: MicroTime(jiff::Timestamp::now()) },
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -2,6 +2,7 @@
 //! Stack (what users write: source, config, when to update) and Program (a program served as
 //! an artifact). Each reconciler reads, calls pure functions that decide, and applies.
 
+pub mod cache;
 pub mod conditions;
 pub mod connect;
 pub mod duration;
@@ -41,6 +42,10 @@ pub struct Context {
     pub program_base_url: String,
     /// Flux source kinds the Stack controller watches (started lazily).
     pub flux_watches: stack::flux::Watches,
+    /// Watch-fed copies of owned objects, and what was last written to them.
+    pub caches: cache::Caches,
+    pub applied: cache::Applied,
+    pub statuses: cache::Statuses,
 }
 
 impl Context {
@@ -60,6 +65,9 @@ impl Context {
             update_events: Recorder::new(client.clone(), "update-controller"),
             stack_events: Recorder::new(client.clone(), "stack-controller"),
             flux_watches: stack::flux::Watches::default(),
+            caches: cache::Caches::default(),
+            applied: cache::Applied::default(),
+            statuses: cache::Statuses::default(),
             client,
             settings,
             metrics,
@@ -102,16 +110,14 @@ pub async fn apply_status<K>(
     name: &str,
     manager: &str,
     body: serde_json::Value,
-) -> Result<(), kube::Error>
+) -> Result<K, kube::Error>
 where
     K: Clone + DeserializeOwned + std::fmt::Debug,
 {
     let mut body = body;
     prune_nulls(&mut body);
     let params = PatchParams::apply(manager).force();
-    api.patch_status(name, &params, &Patch::Apply(&body))
-        .await?;
-    Ok(())
+    api.patch_status(name, &params, &Patch::Apply(&body)).await
 }
 
 /// Drops `null` fields: in an apply, leaving a field out is how an owner clears it (a `null`

@@ -132,6 +132,7 @@ pub async fn run(
     let (reader, writer) = reflector::store();
     let programs = watcher(Api::<Program>::all(client), watcher::Config::default())
         .default_backoff()
+        .modify(crate::controller::cache::slim)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());

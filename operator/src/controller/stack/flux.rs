@@ -1,7 +1,9 @@
 //! Flux sources: any kind with `status.artifact` (GitRepository, OCIRepository, Bucket,
 //! ExternalArtifact, HelmChart, ...), read as dynamic objects. A watch per kind starts the
 //! first time a Stack names that kind; it wakes the Stacks that use a source when the
-//! source's artifact revision changes, and only then.
+//! source's artifact revision changes, and only then. The watch keeps a store of the
+//! sources, so that a reconcile reads the artifact without a request (hundreds of Stacks on
+//! one source would otherwise GET it hundreds of times per revision).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -9,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
@@ -86,6 +88,11 @@ pub fn references(
 pub struct Watches {
     started: Mutex<HashSet<(String, String)>>,
     wiring: OnceLock<(mpsc::Sender<ObjectRef<Stack>>, Store<Stack>)>,
+    /// Discovery answers per group/version/kind: a kind's resource does not change while
+    /// it is served, and asking on every reconcile costs a request each time.
+    resources: Mutex<HashMap<(String, String, String), ApiResource>>,
+    /// The sources of each watched kind, keyed by (group, kind).
+    stores: Mutex<HashMap<(String, String), Store<DynamicObject>>>,
 }
 
 impl Watches {
@@ -101,15 +108,31 @@ impl Watches {
         r: &FluxSourceReference,
     ) -> Result<ApiResource, String> {
         let (group, version) = group_version(&r.api_version)?;
-        let gvk = GroupVersionKind::gvk(&group, &version, &r.kind);
-        let (ar, _caps) = kube::discovery::pinned_kind(client, &gvk)
-            .await
-            .map_err(|e| {
-                format!(
-                    "{}/{} is not served by the cluster: {e}",
-                    r.api_version, r.kind
-                )
-            })?;
+        let rkey = (group.clone(), version.clone(), r.kind.clone());
+        let known = self
+            .resources
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&rkey).cloned());
+        let ar = match known {
+            Some(ar) => ar,
+            None => {
+                let gvk = GroupVersionKind::gvk(&group, &version, &r.kind);
+                let (ar, _caps) =
+                    kube::discovery::pinned_kind(client, &gvk)
+                        .await
+                        .map_err(|e| {
+                            format!(
+                                "{}/{} is not served by the cluster: {e}",
+                                r.api_version, r.kind
+                            )
+                        })?;
+                if let Ok(mut m) = self.resources.lock() {
+                    m.insert(rkey, ar.clone());
+                }
+                ar
+            }
+        };
         let key = (group.clone(), r.kind.clone());
         let fresh = self
             .started
@@ -120,13 +143,17 @@ impl Watches {
             match self.wiring.get() {
                 Some((trigger, stacks)) => {
                     info!(group = %group, kind = %r.kind, "watching a new Flux source kind");
+                    let writer = reflector::store::Writer::new(ar.clone());
+                    if let Ok(mut m) = self.stores.lock() {
+                        m.insert(key.clone(), writer.as_reader());
+                    }
                     tokio::spawn(watch_kind(
                         client.clone(),
                         ar.clone(),
                         group,
                         trigger.clone(),
                         stacks.clone(),
-                        Arc::new(()),
+                        writer,
                     ));
                 }
                 None => {
@@ -139,6 +166,23 @@ impl Watches {
         }
         Ok(ar)
     }
+
+    /// The watched copy of a source; `None` when its kind is not watched yet or the watch has
+    /// not seen it (the caller then reads it from the API).
+    pub fn cached(
+        &self,
+        ar: &ApiResource,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<DynamicObject>> {
+        let store = self
+            .stores
+            .lock()
+            .ok()?
+            .get(&(ar.group.clone(), ar.kind.clone()))?
+            .clone();
+        store.get(&ObjectRef::new_with(name, ar.clone()).within(namespace))
+    }
 }
 
 async fn watch_kind(
@@ -147,12 +191,16 @@ async fn watch_kind(
     group: String,
     trigger: mpsc::Sender<ObjectRef<Stack>>,
     stacks: Store<Stack>,
-    _keep: Arc<()>,
+    writer: reflector::store::Writer<DynamicObject>,
 ) {
     let api: Api<DynamicObject> = Api::all_with(client, &ar);
     let mut revisions: HashMap<(String, String), String> = HashMap::new();
+    // The store is written before the object comes out of the stream, so the Stacks woken
+    // below read the new revision from it.
     let mut events = watcher(api, watcher::Config::default())
         .default_backoff()
+        .modify(crate::controller::cache::slim)
+        .reflect(writer)
         .applied_objects()
         .boxed();
     while let Some(ev) = events.next().await {

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use super::events::EventType;
 use super::{
-    Context, Error, apply, apply_status, update as update_ctl, workspace as workspace_ctl,
+    Context, Error, apply_status, cache, update as update_ctl, workspace as workspace_ctl,
 };
 use crate::api::names::{
     condition, event, field_manager, finalizer, label, stack_reason as reason, workspace_reason,
@@ -54,6 +54,16 @@ struct Run<'a> {
     name: String,
     draft: Draft,
     deleting: bool,
+    /// The Stack's resourceVersion as this reconcile last saw or wrote it: every status write
+    /// is conditional on it, so a decision made from a cache that trails the server is
+    /// refused (409) instead of overwriting newer status; `reconcile` then decides again from
+    /// the server's copy.
+    resource_version: Option<String>,
+    /// The status on the server as far as this reconcile knows (what it read, then wrote).
+    saved: Option<crate::api::stack::StackStatus>,
+    /// Events wait for the status they describe to be written: a reconcile refused for a
+    /// stale cache runs again and must not have announced anything.
+    events: Vec<(EventType, &'static str, String)>,
 }
 
 impl Run<'_> {
@@ -65,14 +75,25 @@ impl Run<'_> {
         s
     }
 
-    async fn save(&self) -> Result<(), Error> {
-        apply_status(
-            &self.api,
-            &self.name,
-            field_manager::STACK_STATUS,
-            self.draft.body(),
-        )
-        .await?;
+    fn uid(&self) -> String {
+        self.stack.uid().unwrap_or_default()
+    }
+
+    async fn save(&mut self) -> Result<(), Error> {
+        let status = Some(self.draft.status());
+        if !self
+            .ctx
+            .statuses
+            .unchanged(&self.uid(), &self.saved, &status)
+        {
+            let mut body = self.draft.body();
+            body["metadata"] = json!({"name": self.name, "resourceVersion": self.resource_version});
+            let written =
+                apply_status(&self.api, &self.name, field_manager::STACK_STATUS, body).await?;
+            self.resource_version = written.resource_version();
+            self.ctx.statuses.record(&self.uid(), &status);
+            self.saved = status;
+        }
         let failing = self
             .draft
             .last_update
@@ -86,11 +107,18 @@ impl Run<'_> {
                 name: self.name.clone(),
             })
             .set(i64::from(failing));
+        self.flush_events().await;
         Ok(())
     }
 
-    async fn event(&self, t: EventType, r: &str, note: &str) {
-        self.ctx.stack_events.publish(self.stack, t, r, note).await;
+    fn event(&mut self, t: EventType, r: &'static str, note: &str) {
+        self.events.push((t, r, note.to_string()));
+    }
+
+    async fn flush_events(&mut self) {
+        for (t, r, note) in std::mem::take(&mut self.events) {
+            self.ctx.stack_events.publish(self.stack, t, r, &note).await;
+        }
     }
 
     /// Stalled on the spec: an event naming the problem, and no retry until the spec changes
@@ -105,8 +133,7 @@ impl Run<'_> {
                 .map(|c| c.message.as_str())
                 != Some(msg);
         if changed {
-            self.event(EventType::Warning, event::STACK_CONFIG_INVALID, msg)
-                .await;
+            self.event(EventType::Warning, event::STACK_CONFIG_INVALID, msg);
         }
         self.draft.stalled(reason::SPEC_INVALID, msg);
         self.save().await?;
@@ -124,7 +151,13 @@ fn has_finalizer(s: &Stack) -> bool {
     s.finalizers().iter().any(|f| f == finalizer::STACK)
 }
 
-async fn set_finalizer(api: &Api<Stack>, s: &Stack, present: bool) -> Result<(), Error> {
+/// Adds or removes our finalizer; returns the Stack's new resourceVersion.
+async fn set_finalizer(
+    api: &Api<Stack>,
+    s: &Stack,
+    resource_version: Option<&str>,
+    present: bool,
+) -> Result<Option<String>, Error> {
     let mut list: Vec<String> = s
         .finalizers()
         .iter()
@@ -134,7 +167,7 @@ async fn set_finalizer(api: &Api<Stack>, s: &Stack, present: bool) -> Result<(),
     if present {
         list.push(finalizer::STACK.into());
     }
-    let patch = json!({"metadata": {"finalizers": list, "resourceVersion": s.resource_version()}});
+    let patch = json!({"metadata": {"finalizers": list, "resourceVersion": resource_version}});
     match api
         .patch(
             &s.name_any(),
@@ -143,8 +176,8 @@ async fn set_finalizer(api: &Api<Stack>, s: &Stack, present: bool) -> Result<(),
         )
         .await
     {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 && !present => Ok(()),
+        Ok(s) => Ok(s.resource_version()),
+        Err(kube::Error::Api(e)) if e.code == 404 && !present => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -178,38 +211,52 @@ async fn update_finalizer(api: &Api<Update>, name: &str, present: bool) -> Resul
 
 pub async fn reconcile(stack: Arc<Stack>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _measure = ctx.metrics.reconcile(CONTROLLER);
+    match reconcile_from(&stack, &ctx).await {
+        Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
+            // The cache trailed a write (ours, most likely): decide again from the server.
+            let api: Api<Stack> =
+                Api::namespaced(ctx.client.clone(), &stack.namespace().unwrap_or_default());
+            match api.get_opt(&stack.name_any()).await? {
+                Some(fresh) => reconcile_from(&fresh, &ctx).await,
+                None => Ok(Action::await_change()),
+            }
+        }
+        other => other,
+    }
+}
+
+async fn reconcile_from(stack: &Stack, ctx: &Context) -> Result<Action, Error> {
     let ns = stack.namespace().unwrap_or_default();
     let name = stack.name_any();
     let api: Api<Stack> = Api::namespaced(ctx.client.clone(), &ns);
-    // The cache can trail this controller's own status writes (an Update's event may arrive
-    // before the Stack's); deciding from a stale status would start a second update.
-    let Some(stack) = api.get_opt(&name).await? else {
-        return Ok(Action::await_change());
-    };
-    let stack = Arc::new(stack);
     let deleting = stack.meta().deletion_timestamp.is_some();
-    if deleting && !has_finalizer(&stack) {
-        ctx.stack_events
-            .forget(&stack.uid().unwrap_or_default())
-            .await;
+    if deleting && !has_finalizer(stack) {
+        let uid = stack.uid().unwrap_or_default();
+        ctx.stack_events.forget(&uid).await;
+        ctx.statuses.forget(&uid);
         return Ok(Action::await_change());
     }
-    if !deleting && !has_finalizer(&stack) {
-        set_finalizer(&api, &stack, true).await?;
+    let mut resource_version = stack.resource_version();
+    if !deleting && !has_finalizer(stack) {
+        resource_version = set_finalizer(&api, stack, resource_version.as_deref(), true).await?;
     }
     let mut run = Run {
-        ctx: &ctx,
-        stack: &stack,
+        ctx,
+        stack,
         api,
-        draft: Draft::new(&stack),
+        draft: Draft::new(stack),
         ns,
         name,
         deleting,
+        resource_version,
+        saved: stack.status.clone(),
+        events: Vec::new(),
     };
-    match reconcile_steps(&mut run).await {
-        Ok(Ok(action)) | Ok(Err(action)) => Ok(action),
-        Err(e) => Err(e),
-    }
+    let action = match reconcile_steps(&mut run).await? {
+        Ok(action) | Err(action) => action,
+    };
+    run.flush_events().await;
+    Ok(action)
 }
 
 async fn reconcile_steps(run: &mut Run<'_>) -> Result<Step<Action>, Error> {
@@ -240,7 +287,7 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Step<Action>, Error> {
     {
         run.draft.ready();
         run.save().await?;
-        set_finalizer(&run.api, run.stack, false).await?;
+        set_finalizer(&run.api, run.stack, run.resource_version.as_deref(), false).await?;
         return Ok(Err(Action::await_change()));
     }
 
@@ -264,25 +311,31 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Step<Action>, Error> {
         sync::Sync::Needed(m) => m,
         sync::Sync::Synced => return synced(run, polls_branch, now).await.map(Err),
     };
-    run.ctx
-        .stack_events
-        .publish(
-            run.stack,
-            EventType::Normal,
-            event::STACK_UPDATE_DETECTED,
-            &message,
-        )
-        .await;
+    run.event(EventType::Normal, event::STACK_UPDATE_DETECTED, &message);
 
     if !run.deleting && !prerequisites_ok(run, now).await? {
         return Ok(Err(Action::await_change()));
     }
 
+    // The Workspace first, the status after: the new source reaches the pod without waiting
+    // for a status write.
     run.draft
         .reconciling(reason::STACK_PROCESSING, "waiting for workspace readiness");
-    run.save().await?;
     let workspaces: Api<Workspace> = Api::namespaced(run.ctx.client.clone(), &run.ns);
-    let applied = match apply(&workspaces, &run.name, field_manager::OPERATOR, &ws).await {
+    let current = cache::cached(&run.ctx.caches.workspaces, &run.ns, &run.name);
+    let applied = match run
+        .ctx
+        .applied
+        .apply(
+            &workspaces,
+            &run.ns,
+            &run.name,
+            field_manager::OPERATOR,
+            &ws,
+            current.as_deref(),
+        )
+        .await
+    {
         Ok(w) => w,
         Err(kube::Error::Api(e)) if run.deleting && e.message.contains("being terminated") => {
             let msg = format!(
@@ -387,8 +440,7 @@ async fn absorb(
             EventType::Warning,
             event::STACK_UPDATE_FAILURE,
             &format!("Failed to update stack: {message}"),
-        )
-        .await;
+        );
         if conditions.reason(condition::FAILED)
             == Some(crate::api::names::update_reason::UPDATE_CONFLICT)
         {
@@ -405,8 +457,7 @@ async fn absorb(
                 EventType::Warning,
                 event::STACK_UPDATE_CONFLICT_DETECTED,
                 &hint,
-            )
-            .await;
+            );
         }
         return Ok(());
     }
@@ -430,8 +481,7 @@ async fn absorb(
         EventType::Normal,
         event::STACK_CREATED,
         "Successfully updated stack",
-    )
-    .await;
+    );
     Ok(())
 }
 
@@ -482,7 +532,7 @@ async fn synced(
                 sync::requeue_after(&run.current(), false, now).unwrap_or(Duration::from_secs(1));
             return Ok(Action::requeue(wait));
         }
-        set_finalizer(&run.api, run.stack, false).await?;
+        set_finalizer(&run.api, run.stack, run.resource_version.as_deref(), false).await?;
         return Ok(Action::await_change());
     }
 
@@ -495,8 +545,7 @@ async fn synced(
                 EventType::Normal,
                 event::WORKSPACE_DELETED,
                 "Workspace deleted per reclaim policy",
-            )
-            .await;
+            );
         }
     }
     run.save().await?;
@@ -516,7 +565,7 @@ async fn workspace_not_ready(run: &mut Run<'_>, ws: &Workspace) -> Result<Action
         if run.deleting && run.draft.last_update.is_none() {
             run.draft.ready();
             run.save().await?;
-            set_finalizer(&run.api, run.stack, false).await?;
+            set_finalizer(&run.api, run.stack, run.resource_version.as_deref(), false).await?;
             return Ok(Action::await_change());
         }
         let why = if stalled.reason == workspace_reason::INCOMPATIBLE_CONFIGURATION {
@@ -540,8 +589,8 @@ async fn workspace_not_ready(run: &mut Run<'_>, ws: &Workspace) -> Result<Action
                 ready.message
             ),
         );
-        run.save().await?;
     }
+    run.save().await?;
     Ok(Action::await_change())
 }
 
@@ -667,8 +716,15 @@ async fn resolve_source(run: &mut Run<'_>) -> Result<Step<(Source, String, bool)
                     .map(Err);
             }
         };
-        let api: Api<DynamicObject> = Api::namespaced_with(run.ctx.client.clone(), &run.ns, &ar);
-        let Some(obj) = api.get_opt(&r.name).await? else {
+        let obj = match run.ctx.flux_watches.cached(&ar, &run.ns, &r.name) {
+            Some(o) => Some(o),
+            None => {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(run.ctx.client.clone(), &run.ns, &ar);
+                api.get_opt(&r.name).await?.map(Arc::new)
+            }
+        };
+        let Some(obj) = obj else {
             let msg = format!(
                 "could not resolve sourceRef: {} {}/{} not found",
                 r.kind, run.ns, r.name
@@ -777,6 +833,7 @@ pub async fn run(
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(crate::controller::cache::slim)
     .reflect(writer)
     .applied_objects()
     .predicate_filter(stack_trigger, Default::default());
@@ -787,11 +844,20 @@ pub async fn run(
     spawn_gauges(Arc::clone(&ctx), reader.clone());
     let selector = format!("{}={}", label::PULUMI_COMPONENT, label::COMPONENT_STACK);
     let (deps, users) = (reader.clone(), reader.clone());
+    // The Workspaces are kept in a store: a reconcile compares its Workspace with the cached
+    // one instead of applying it again unchanged.
+    let (ws_reader, ws_writer) = reflector::store();
+    let _ = ctx.caches.workspaces.set(ws_reader);
+    let workspaces = watcher(
+        Api::<Workspace>::all(client.clone()),
+        watcher::Config::default().labels(&selector),
+    )
+    .default_backoff()
+    .modify(crate::controller::cache::slim)
+    .reflect(ws_writer)
+    .touched_objects();
     Controller::for_stream(stacks, reader)
-        .owns(
-            Api::<Workspace>::all(client.clone()),
-            watcher::Config::default().labels(&selector),
-        )
+        .owns_stream(workspaces)
         .owns(
             Api::<Update>::all(client.clone()),
             watcher::Config::default().labels(&selector),

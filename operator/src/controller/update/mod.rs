@@ -417,6 +417,7 @@ pub async fn run(
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(crate::controller::cache::slim)
     .reflect(writer)
     .applied_objects()
     .predicate_filter(update_trigger, Default::default());

@@ -110,7 +110,7 @@ pub async fn initialize(
                 .publish(ws, EventType::Warning, event::CONNECTION_FAILURE, &msg)
                 .await;
             draft.ready(super::FALSE, &why, &msg);
-            draft.save(api, &name).await?;
+            draft.save(ctx, api, &name).await?;
             return Err(Error::Agent(format!("PulumiVersion: {why}: {msg}")));
         }
     };
@@ -139,7 +139,7 @@ pub async fn initialize(
                 .await;
             draft.ready(super::FALSE, reason::INCOMPATIBLE_CONFIGURATION, &msg);
             draft.stalled(reason::INCOMPATIBLE_CONFIGURATION, &msg);
-            draft.save(api, &name).await?;
+            draft.save(ctx, api, &name).await?;
             return Ok(Outcome::Stop(Action::await_change()));
         }
     }
@@ -149,7 +149,7 @@ pub async fn initialize(
         reason::INSTALLING,
         "Installing packages and plugins required by the program",
     );
-    draft.save(api, &name).await?;
+    draft.save(ctx, api, &name).await?;
     if let Err(st) = agent.install(pb::InstallRequest {}).await {
         let msg = st.message().to_string();
         ctx.workspace_events
@@ -157,7 +157,7 @@ pub async fn initialize(
             .await;
         draft.ready(super::FALSE, reason::INSTALLATION_FAILED, &msg);
         draft.stalled(reason::INSTALLATION_FAILED, &msg);
-        draft.save(api, &name).await?;
+        draft.save(ctx, api, &name).await?;
         return Ok(Outcome::Stop(Action::await_change()));
     }
 
@@ -166,7 +166,7 @@ pub async fn initialize(
         reason::INITIALIZING,
         "Initializing and selecting a Pulumi stack",
     );
-    draft.save(api, &name).await?;
+    draft.save(ctx, api, &name).await?;
     for stack in ws.spec.stacks.iter().flatten() {
         if let Err(msg) = init_stack(agent, stack).await {
             let msg = format!("Failed to initialize stack \"{}\": {msg}", stack.name);
@@ -180,7 +180,7 @@ pub async fn initialize(
                 .await;
             draft.ready(super::FALSE, reason::INITIALIZATION_FAILED, &msg);
             draft.stalled(reason::INITIALIZATION_FAILED, &msg);
-            draft.save(api, &name).await?;
+            draft.save(ctx, api, &name).await?;
             return Ok(Outcome::Stop(Action::await_change()));
         }
     }

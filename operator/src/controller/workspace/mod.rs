@@ -23,9 +23,9 @@ use tracing::{info, warn};
 
 use super::conditions::{Conditions, FALSE, TRUE, UNKNOWN};
 use super::events::EventType;
-use super::{Context, Error, apply, apply_status, connect};
+use super::{Context, Error, apply_status, cache, connect};
 use crate::api::names::{condition, event, field_manager, label, workspace_reason as reason};
-use crate::api::workspace::Workspace;
+use crate::api::workspace::{Workspace, WorkspaceStatus};
 use readiness::PodState;
 
 pub const CONTROLLER: &str = "workspace";
@@ -38,6 +38,9 @@ pub(crate) struct Draft {
     pub address: Option<String>,
     pub pulumi_version: Option<String>,
     generation: Option<i64>,
+    uid: String,
+    /// The status on the server as far as this reconcile knows.
+    saved: Option<WorkspaceStatus>,
 }
 
 impl Draft {
@@ -58,6 +61,8 @@ impl Draft {
             address: status.address,
             pulumi_version: status.pulumi_version,
             generation: ws.meta().generation,
+            uid: ws.uid().unwrap_or_default(),
+            saved: ws.status.clone(),
         }
     }
 
@@ -71,18 +76,30 @@ impl Draft {
             .set(condition::STALLED, TRUE, reason, message, self.generation);
     }
 
-    pub async fn save(&self, api: &Api<Workspace>, name: &str) -> Result<(), Error> {
+    /// Writes the status, unless it would change nothing.
+    pub async fn save(
+        &mut self,
+        ctx: &Context,
+        api: &Api<Workspace>,
+        name: &str,
+    ) -> Result<(), Error> {
+        let status = Some(WorkspaceStatus {
+            observed_generation: self.generation,
+            address: Some(self.address.clone().unwrap_or_default()),
+            pulumi_version: self.pulumi_version.clone(),
+            conditions: Some(self.conditions.0.clone()),
+        });
+        if ctx.statuses.unchanged(&self.uid, &self.saved, &status) {
+            return Ok(());
+        }
         let body = json!({
             "apiVersion": "auto.pulumi.com/v1alpha1",
             "kind": "Workspace",
-            "status": {
-                "observedGeneration": self.generation,
-                "address": self.address.clone().unwrap_or_default(),
-                "pulumiVersion": self.pulumi_version,
-                "conditions": self.conditions.0,
-            },
+            "status": status,
         });
         apply_status(api, name, field_manager::WORKSPACE_STATUS, body).await?;
+        ctx.statuses.record(&self.uid, &status);
+        self.saved = status;
         Ok(())
     }
 }
@@ -106,7 +123,8 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
 
     if ws.meta().deletion_timestamp.is_some() {
         draft.ready(FALSE, reason::DELETING, "Workspace is being deleted");
-        draft.save(&api, &name).await?;
+        draft.save(&ctx, &api, &name).await?;
+        ctx.statuses.forget(&draft.uid);
         return Ok(Action::await_change());
     }
 
@@ -121,34 +139,62 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
                     .await;
             }
             draft.stalled(reason::SPEC_INVALID, &msg);
-            draft.save(&api, &name).await?;
+            draft.save(&ctx, &api, &name).await?;
             return Ok(Action::await_change());
         }
     };
     let hash = desired::revision_hash(&ws);
     let obj_name = desired::object_name(&ws);
-    apply(
-        &Api::<Service>::namespaced(ctx.client.clone(), &ns),
-        &obj_name,
-        field_manager::OPERATOR,
-        &svc,
-    )
-    .await?;
-    let sts = apply(
-        &Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns),
-        &obj_name,
-        field_manager::OPERATOR,
-        &sts,
-    )
-    .await?;
+    // The StatefulSet first: it is what carries a new source to the pod.
+    let current = cache::cached(&ctx.caches.statefulsets, &ns, &obj_name);
+    let sts = ctx
+        .applied
+        .apply(
+            &Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns),
+            &ns,
+            &obj_name,
+            field_manager::OPERATOR,
+            &sts,
+            current.as_deref(),
+        )
+        .await?;
+    let current = cache::cached(&ctx.caches.services, &ns, &obj_name);
+    ctx.applied
+        .apply(
+            &Api::<Service>::namespaced(ctx.client.clone(), &ns),
+            &ns,
+            &obj_name,
+            field_manager::OPERATOR,
+            &svc,
+            current.as_deref(),
+        )
+        .await?;
     if draft.conditions.reason(condition::STALLED) == Some(reason::SPEC_INVALID) {
         draft.conditions.remove(condition::STALLED);
     }
 
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let pod_name = desired::pod_name(&ws);
-    let pod = pods.get_opt(&pod_name).await?;
-    let (ip, initialized) = match readiness::pod_state(&sts, pod.as_ref(), &hash) {
+    let mut pod = match ctx.caches.pods.get() {
+        Some(store) => store
+            .get(&ObjectRef::new(&pod_name).within(&ns))
+            .map(|p| (*p).clone()),
+        None => pods.get_opt(&pod_name).await?,
+    };
+    let mut state = readiness::pod_state(&sts, pod.as_ref(), &hash);
+    if matches!(
+        state,
+        PodState::Available {
+            initialized: false,
+            ..
+        }
+    ) {
+        // About to initialize: the cache may not show yet that an earlier reconcile already
+        // did (its annotation), and doing it twice would announce it twice.
+        pod = pods.get_opt(&pod_name).await?;
+        state = readiness::pod_state(&sts, pod.as_ref(), &hash);
+    }
+    let (ip, initialized) = match state {
         PodState::FetchFailed(msg) => {
             draft.address = None;
             if draft.ready(FALSE, reason::FETCH_FAILED, &msg) {
@@ -157,7 +203,7 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
                     .publish(ws.as_ref(), EventType::Warning, event::FETCH_FAILED, &msg)
                     .await;
             }
-            draft.save(&api, &name).await?;
+            draft.save(&ctx, &api, &name).await?;
             return Ok(Action::await_change());
         }
         PodState::Rolling => {
@@ -167,7 +213,7 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
                 reason::ROLLING_UPDATE,
                 "Waiting for the statefulset to be updated",
             );
-            draft.save(&api, &name).await?;
+            draft.save(&ctx, &api, &name).await?;
             return Ok(Action::await_change());
         }
         PodState::Waiting(why) => {
@@ -178,7 +224,7 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
                 msg.push_str(&why);
             }
             draft.ready(FALSE, reason::WAITING_FOR_REPLICAS, &msg);
-            draft.save(&api, &name).await?;
+            draft.save(&ctx, &api, &name).await?;
             return Ok(Action::await_change());
         }
         PodState::Stale => return Ok(Action::requeue(Duration::from_secs(2))),
@@ -211,7 +257,7 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
                 .await;
             draft.address = None;
             draft.ready(FALSE, reason::CONNECTION_FAILED, &msg);
-            draft.save(&api, &name).await?;
+            draft.save(&ctx, &api, &name).await?;
             return Ok(Action::requeue(CONNECT_RETRY));
         }
     };
@@ -240,7 +286,7 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
             .await;
     }
     draft.ready(TRUE, reason::SUCCEEDED, "");
-    draft.save(&api, &name).await?;
+    draft.save(&ctx, &api, &name).await?;
     Ok(Action::await_change())
 }
 
@@ -264,22 +310,41 @@ pub async fn run(
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(crate::controller::cache::slim)
     .reflect(writer)
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
+    // The owned objects are kept in stores, so a reconcile reads them instead of asking, and
+    // applies them only when they differ from what it applied last.
+    let owned = watcher::Config::default().labels(&selector);
+    let (sts_reader, sts_writer) = reflector::store();
+    let _ = ctx.caches.statefulsets.set(sts_reader);
+    let statefulsets = watcher(Api::<StatefulSet>::all(client.clone()), owned.clone())
+        .default_backoff()
+        .modify(crate::controller::cache::slim)
+        .reflect(sts_writer)
+        .touched_objects();
+    let (svc_reader, svc_writer) = reflector::store();
+    let _ = ctx.caches.services.set(svc_reader);
+    let services = watcher(Api::<Service>::all(client.clone()), owned.clone())
+        .default_backoff()
+        .modify(crate::controller::cache::slim)
+        .reflect(svc_writer)
+        .touched_objects();
+    let (pod_reader, pod_writer) = reflector::store();
+    let _ = ctx.caches.pods.set(pod_reader);
+    let pods = watcher(Api::<Pod>::all(client.clone()), owned)
+        .default_backoff()
+        .modify(crate::controller::cache::slim)
+        .reflect(pod_writer)
+        .touched_objects();
     Controller::for_stream(workspaces, reader)
-        .owns(
-            Api::<StatefulSet>::all(client.clone()),
-            watcher::Config::default().labels(&selector),
-        )
-        .watches(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default().labels(&selector),
-            |pod: Pod| {
-                let ws = pod.labels().get(label::WORKSPACE_NAME)?.clone();
-                Some(ObjectRef::new(&ws).within(&pod.namespace()?))
-            },
-        )
+        .owns_stream(statefulsets)
+        .owns_stream(services)
+        .watches_stream(pods, |pod: Pod| {
+            let ws = pod.labels().get(label::WORKSPACE_NAME)?.clone();
+            Some(ObjectRef::new(&ws).within(&pod.namespace()?))
+        })
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
