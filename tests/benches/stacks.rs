@@ -83,6 +83,40 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Requests the API server has served so far, `(reads, writes)`, from its own metrics (all
+/// clients: the operator, the controller-manager's StatefulSet controller, this program),
+/// leases excluded.
+async fn served(client: &kube::Client) -> (f64, f64) {
+    let req = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("metrics request");
+    let text = client.request_text(req).await.expect("API server metrics");
+    let (mut reads, mut writes) = (0.0, 0.0);
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        if rest.contains("resource=\"leases\"") {
+            continue;
+        }
+        let n: f64 = rest
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let verb = rest
+            .split("verb=\"")
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .unwrap_or("");
+        match verb {
+            "GET" | "LIST" | "WATCH" => reads += n,
+            _ => writes += n,
+        }
+    }
+    (reads, writes)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -193,6 +227,7 @@ async fn main() {
             other => panic!("watch: {other:?}"),
         }
     }
+    let before = served(&cp.client()).await;
     let revised = Instant::now();
     repos
         .patch_status(
@@ -220,6 +255,7 @@ async fn main() {
             seen.entry(name).or_insert_with(|| revised.elapsed());
         }
     }
+    let after = served(&cp.client()).await;
     let mut lat: Vec<Duration> = seen.into_values().collect();
     lat.sort();
     let p50 = percentile(&lat, 0.50);
@@ -242,6 +278,11 @@ async fn main() {
         ms(p50) / TARGET_P50_MS
     );
     println!("new revision -> StatefulSet  p99    {:.0} ms", ms(p99));
+    println!(
+        "API requests per Stack for it       {:.1} writes, {:.1} reads (all clients, until the last StatefulSet)",
+        (after.1 - before.1) / n as f64,
+        (after.0 - before.0) / n as f64
+    );
     println!(
         "new revision -> StatefulSet  last   {:.0} ms",
         ms(lat[lat.len() - 1])

@@ -54,6 +54,30 @@ pub fn slim<K: Resource>(obj: &mut K) {
     }
 }
 
+/// A pod as the Workspace controller reads it: metadata and status (its spec is the
+/// StatefulSet's template, which the controller wrote itself).
+pub fn slim_pod(pod: &mut Pod) {
+    slim(pod);
+    pod.spec = None;
+}
+
+/// A StatefulSet as the Workspace controller reads it: identity, generation and rollout
+/// status; its pod template is what the last apply sent.
+pub fn slim_statefulset(sts: &mut StatefulSet) {
+    slim(sts);
+    if let Some(spec) = sts.spec.as_mut() {
+        spec.template = Default::default();
+        spec.volume_claim_templates = None;
+    }
+}
+
+/// A Workspace as the Stack controller reads it: identity, generation and status (the spec
+/// is what the Stack controller applied).
+pub fn slim_workspace(ws: &mut Workspace) {
+    slim(ws);
+    ws.spec = Default::default();
+}
+
 fn digest<T: Serialize>(v: &T) -> Option<u64> {
     let bytes = serde_json::to_vec(v).ok()?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -150,19 +174,20 @@ pub struct Statuses {
 }
 
 impl Statuses {
-    /// Whether writing `new` would change nothing: the object we reconcile already carries it,
-    /// and the last status this process wrote (if any) was the same. The second half matters
-    /// when the cache trails our own write: it still shows the old status, which may equal
-    /// `new`, while the server holds the newer one, which does not.
+    /// Whether writing `new` would change nothing: the last status this process wrote for the
+    /// object was the same or, before any write, the object we reconcile carries it. The cache
+    /// can trail our own writes, so once we have written, it is not what decides.
     pub fn unchanged<T: Serialize>(&self, uid: &str, cached: &T, new: &T) -> bool {
         let (Some(c), Some(n)) = (normalized(cached), normalized(new)) else {
             return false;
         };
-        if c != n {
-            return false;
-        }
         let last = self.written.lock().ok().and_then(|m| m.get(uid).copied());
-        last.is_none_or(|h| Some(h) == digest(&n))
+        match last {
+            // This process is the status's only writer: what it wrote last is on the server,
+            // whatever a trailing cache still shows.
+            Some(h) => Some(h) == digest(&n),
+            None => c == n,
+        }
     }
 
     pub fn record<T: Serialize>(&self, uid: &str, new: &T) {
@@ -250,10 +275,12 @@ mod tests {
         // Nothing written yet: the cached object decides.
         assert!(s.unchanged("u", &a, &a2));
         assert!(!s.unchanged("u", &a, &b));
-        // We wrote b; a cache still showing a must not hide a write of a.
+        // We wrote b; a cache still showing a must not hide a write of a, nor cause a second
+        // write of b.
         s.record("u", &b);
         assert!(!s.unchanged("u", &a, &a));
         assert!(s.unchanged("u", &b, &b));
+        assert!(s.unchanged("u", &a, &b));
         s.forget("u");
         assert!(s.unchanged("u", &a, &a));
     }

@@ -853,7 +853,7 @@ pub async fn run(
         watcher::Config::default().labels(&selector),
     )
     .default_backoff()
-    .modify(crate::controller::cache::slim)
+    .modify(crate::controller::cache::slim_workspace)
     .reflect(ws_writer)
     .touched_objects();
     Controller::for_stream(stacks, reader)

@@ -321,7 +321,7 @@ pub async fn run(
     let _ = ctx.caches.statefulsets.set(sts_reader);
     let statefulsets = watcher(Api::<StatefulSet>::all(client.clone()), owned.clone())
         .default_backoff()
-        .modify(crate::controller::cache::slim)
+        .modify(crate::controller::cache::slim_statefulset)
         .reflect(sts_writer)
         .touched_objects();
     let (svc_reader, svc_writer) = reflector::store();
@@ -335,7 +335,7 @@ pub async fn run(
     let _ = ctx.caches.pods.set(pod_reader);
     let pods = watcher(Api::<Pod>::all(client.clone()), owned)
         .default_backoff()
-        .modify(crate::controller::cache::slim)
+        .modify(crate::controller::cache::slim_pod)
         .reflect(pod_writer)
         .touched_objects();
     Controller::for_stream(workspaces, reader)
