@@ -15,10 +15,12 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, OnceLock};
 
+use futures::Stream;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -33,6 +35,33 @@ pub struct Caches {
     pub statefulsets: OnceLock<Store<StatefulSet>>,
     pub services: OnceLock<Store<Service>>,
     pub pods: OnceLock<Store<Pod>>,
+}
+
+/// Watches `api`, keeps what `trim` leaves of each object in a store published as `slot`, and
+/// returns the touched objects (deletions included) for a controller to be triggered by.
+/// Objects reach the store before the stream, so a reconcile it triggers reads them fresh.
+pub fn watched<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: fn(&mut K),
+    slot: &OnceLock<Store<K>>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let _ = slot.set(reader);
+    watcher(api, config)
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer)
+        .touched_objects()
 }
 
 /// The cached copy of `name` in `ns`, if the store runs.

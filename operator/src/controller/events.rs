@@ -38,7 +38,6 @@ struct Key {
 
 struct Seen {
     name: String,
-    namespace: String,
     count: i32,
     /// The count the API server has.
     sent: i32,
@@ -156,7 +155,6 @@ impl Recorder {
                         key,
                         Seen {
                             name: created.name_any(),
-                            namespace,
                             count: 1,
                             sent: 1,
                             last: Instant::now(),
@@ -205,10 +203,7 @@ impl Recorder {
     /// Forgets the series of a deleted object's events.
     pub async fn forget(&self, uid: &str) {
         if let Ok(mut seen) = self.seen.lock() {
-            seen.retain(|k, s| {
-                let _ = &s.namespace;
-                k.uid != uid
-            });
+            seen.retain(|k, _| k.uid != uid);
         }
     }
 }

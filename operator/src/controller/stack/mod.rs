@@ -234,6 +234,7 @@ async fn reconcile_from(stack: &Stack, ctx: &Context) -> Result<Action, Error> {
         let uid = stack.uid().unwrap_or_default();
         ctx.stack_events.forget(&uid).await;
         ctx.statuses.forget(&uid);
+        ctx.applied.forget::<Workspace>(&ns, &name);
         return Ok(Action::await_change());
     }
     let mut resource_version = stack.resource_version();
@@ -846,16 +847,12 @@ pub async fn run(
     let (deps, users) = (reader.clone(), reader.clone());
     // The Workspaces are kept in a store: a reconcile compares its Workspace with the cached
     // one instead of applying it again unchanged.
-    let (ws_reader, ws_writer) = reflector::store();
-    let _ = ctx.caches.workspaces.set(ws_reader);
-    let workspaces = watcher(
+    let workspaces = cache::watched(
         Api::<Workspace>::all(client.clone()),
         watcher::Config::default().labels(&selector),
-    )
-    .default_backoff()
-    .modify(crate::controller::cache::slim_workspace)
-    .reflect(ws_writer)
-    .touched_objects();
+        cache::slim_workspace,
+        &ctx.caches.workspaces,
+    );
     Controller::for_stream(stacks, reader)
         .owns_stream(workspaces)
         .owns(

@@ -125,6 +125,9 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
         draft.ready(FALSE, reason::DELETING, "Workspace is being deleted");
         draft.save(&ctx, &api, &name).await?;
         ctx.statuses.forget(&draft.uid);
+        let obj_name = desired::object_name(&ws);
+        ctx.applied.forget::<StatefulSet>(&ns, &obj_name);
+        ctx.applied.forget::<Service>(&ns, &obj_name);
         return Ok(Action::await_change());
     }
 
@@ -317,27 +320,24 @@ pub async fn run(
     // The owned objects are kept in stores, so a reconcile reads them instead of asking, and
     // applies them only when they differ from what it applied last.
     let owned = watcher::Config::default().labels(&selector);
-    let (sts_reader, sts_writer) = reflector::store();
-    let _ = ctx.caches.statefulsets.set(sts_reader);
-    let statefulsets = watcher(Api::<StatefulSet>::all(client.clone()), owned.clone())
-        .default_backoff()
-        .modify(crate::controller::cache::slim_statefulset)
-        .reflect(sts_writer)
-        .touched_objects();
-    let (svc_reader, svc_writer) = reflector::store();
-    let _ = ctx.caches.services.set(svc_reader);
-    let services = watcher(Api::<Service>::all(client.clone()), owned.clone())
-        .default_backoff()
-        .modify(crate::controller::cache::slim)
-        .reflect(svc_writer)
-        .touched_objects();
-    let (pod_reader, pod_writer) = reflector::store();
-    let _ = ctx.caches.pods.set(pod_reader);
-    let pods = watcher(Api::<Pod>::all(client.clone()), owned)
-        .default_backoff()
-        .modify(crate::controller::cache::slim_pod)
-        .reflect(pod_writer)
-        .touched_objects();
+    let statefulsets = cache::watched(
+        Api::<StatefulSet>::all(client.clone()),
+        owned.clone(),
+        cache::slim_statefulset,
+        &ctx.caches.statefulsets,
+    );
+    let services = cache::watched(
+        Api::<Service>::all(client.clone()),
+        owned.clone(),
+        cache::slim,
+        &ctx.caches.services,
+    );
+    let pods = cache::watched(
+        Api::<Pod>::all(client.clone()),
+        owned,
+        cache::slim_pod,
+        &ctx.caches.pods,
+    );
     Controller::for_stream(workspaces, reader)
         .owns_stream(statefulsets)
         .owns_stream(services)
