@@ -33,7 +33,14 @@ fn history(repo: &Repo) -> Vec<String> {
         .expect("commit");
     let b = repo
         .commit(
-            &[("app/index.txt", "two\n"), ("run.sh", "#!/bin/sh\n")],
+            &[
+                ("app/index.txt", "two\n"),
+                ("run.sh", "#!/bin/sh\n"),
+                ("app/lib/deep/mod.txt", "deep\n"),
+                // Written as committed (PKO's go-git applies no attributes either).
+                (".gitattributes", "*.bat eol=crlf\n"),
+                ("app/win.bat", "echo hi\n"),
+            ],
             "two",
         )
         .expect("commit");
@@ -92,6 +99,16 @@ fn file_url_by_sha_branch_and_tag_with_dir_and_modes() {
     // Shared by default: any UID in the pod can write, executables stay executable.
     assert_eq!(mode(&v.source().join("app")), 0o777);
     assert_eq!(mode(&v.source().join("README.md")), 0o666);
+
+    assert_eq!(mode(&v.source().join("app/lib/deep")), 0o777);
+    assert_eq!(mode(&v.source().join("app/lib/deep/mod.txt")), 0o666);
+    assert_eq!(mode(&v.source().join("run.sh")), 0o777);
+    assert_eq!(mode(&v.source()), 0o777);
+    assert_eq!(mode(&v.source().join(".git")), 0o777);
+    assert_eq!(
+        fs::read_to_string(v.source().join("app/win.bat")).expect("bat"),
+        "echo hi\n"
+    );
 
     // A branch and a tag resolve to their commits.
     let v = Volume::new();

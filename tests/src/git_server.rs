@@ -200,14 +200,19 @@ impl Repo {
     }
 
     /// Writes `files` (path, contents), commits everything and pushes `main`. Returns the new
-    /// commit's SHA.
+    /// commit's SHA. A body starting with `#!` is committed executable (mode 100755).
     pub fn commit(&self, files: &[(&str, &str)], message: &str) -> Result<String, Error> {
+        use std::os::unix::fs::PermissionsExt;
         for (path, body) in files {
             let p = self.work.join(path);
             if let Some(parent) = p.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Error::Create(parent.into(), e))?;
             }
             std::fs::write(&p, body).map_err(|e| Error::Create(p.clone(), e))?;
+            if body.starts_with("#!") {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+                    .map_err(|e| Error::Create(p.clone(), e))?;
+            }
         }
         git(&self.work, &["add", "-A"])?;
         git(

@@ -8,7 +8,9 @@ pub mod known_hosts;
 pub mod ssh_key;
 
 use std::cell::{Cell, RefCell};
+use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -248,8 +250,7 @@ pub fn fetch(req: &GitRequest, ws: &Workspace) -> Result<Outcome, GitError> {
     let oid = session.fetch_revision(&repo, revision)?;
     repo.set_head_detached(oid)
         .map_err(|e| session.classify(e))?;
-    repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
-        .map_err(|e| session.classify(e))?;
+    checkout(&repo, ws.modes()).map_err(|e| session.classify(e))?;
     let head = repo
         .head()
         .and_then(|h| h.peel_to_commit())
@@ -261,8 +262,8 @@ pub fn fetch(req: &GitRequest, ws: &Workspace) -> Result<Outcome, GitError> {
             got: head.to_string(),
         });
     }
+    apply_modes(&repo, staging.path(), ws.modes())?;
     drop(repo);
-    apply_modes(staging.path(), ws.modes()).map_err(GitError::Io)?;
     let key = format!("git {head} modes={:?}", ws.modes());
     ws.commit(staging, &key)?;
     info!(
@@ -514,11 +515,52 @@ fn set_timeouts(timeout: Duration) {
     }
 }
 
-/// The checkout gets the same permission policy as an unpacked artifact.
-fn apply_modes(root: &Path, policy: ModePolicy) -> std::io::Result<()> {
+/// Writes HEAD's tree. Files are written as committed, without eol conversion or ident
+/// expansion: what PKO's go-git checkout does, and one attribute lookup less per file. Under
+/// a policy other than `Preserve` files and directories are created with the policy's modes
+/// (umask cleared for the checkout: fetch is single-threaded here), so that only executables
+/// need a chmod afterwards instead of every file.
+fn checkout(repo: &Repository, policy: ModePolicy) -> Result<(), git2::Error> {
+    let mut opts = git2::build::CheckoutBuilder::new();
+    opts.force().disable_filters(true);
+    if policy == ModePolicy::Preserve {
+        return repo.checkout_head(Some(&mut opts));
+    }
+    opts.dir_perm(policy.dir_mode(None) as i32)
+        .file_perm(policy.file_mode(0o644) as i32);
+    // SAFETY: umask only swaps the process's creation mask; no other thread creates files.
+    let before = unsafe { libc::umask(0) };
+    let result = repo.checkout_head(Some(&mut opts));
+    // SAFETY: as above, restoring the mask this process had.
+    unsafe { libc::umask(before) };
+    result
+}
+
+/// The checkout gets the same permission policy as an unpacked artifact. `checkout` created
+/// the work tree with the modes of plain files and directories; executables (which git's
+/// index names) get theirs here, the top directory too, and `.git` is walked.
+fn apply_modes(repo: &Repository, root: &Path, policy: ModePolicy) -> Result<(), GitError> {
     if policy == ModePolicy::Preserve {
         return Ok(());
     }
+    let chmod = |path: &Path, mode: u32| {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(GitError::Io)
+    };
+    chmod(root, policy.dir_mode(None))?;
+    let executable = policy.file_mode(0o755);
+    if executable != policy.file_mode(0o644) {
+        let index = repo
+            .index()
+            .map_err(|e| GitError::Git(e.message().to_string()))?;
+        for entry in index.iter().filter(|e| e.mode == 0o100755) {
+            chmod(&root.join(OsStr::from_bytes(&entry.path)), executable)?;
+        }
+    }
+    walk_modes(&root.join(".git"), policy).map_err(GitError::Io)
+}
+
+/// Sets the policy's modes on every file and directory under `root`.
+fn walk_modes(root: &Path, policy: ModePolicy) -> std::io::Result<()> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         fs::set_permissions(&dir, fs::Permissions::from_mode(policy.dir_mode(None)))?;
