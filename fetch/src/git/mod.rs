@@ -250,6 +250,9 @@ pub fn fetch(req: &GitRequest, ws: &Workspace) -> Result<Outcome, GitError> {
     let oid = session.fetch_revision(&repo, revision)?;
     repo.set_head_detached(oid)
         .map_err(|e| session.classify(e))?;
+    // Every object was hashed when the pack was indexed; hashing each blob again as the
+    // checkout reads it proves nothing new.
+    git2::opts::strict_hash_verification(false);
     checkout(&repo, ws.modes()).map_err(|e| session.classify(e))?;
     let head = repo
         .head()
