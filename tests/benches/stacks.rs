@@ -10,7 +10,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use e2e::ControlPlane;
@@ -20,7 +20,14 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
-use support::operator::{self, BACKEND, WORKSPACE_SA};
+use operator::api::names::field_manager::OPERATOR;
+use operator::api::stack::Stack;
+use operator::api::workspace::Workspace;
+use operator::controller;
+use operator::controller::settings::Settings;
+use operator::controller::stack::workspace_spec::{Source, desired_workspace};
+use operator::controller::workspace::desired;
+use support::operator::{self as op_support, BACKEND, WORKSPACE_SA};
 use support::{resource, wait_for, workspaces};
 
 /// The targets of issue 7.
@@ -83,20 +90,27 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// Requests the API server has served so far, `(reads, writes)`, from its own metrics (all
-/// clients: the operator, the controller-manager's StatefulSet controller, this program),
-/// leases excluded.
-async fn served(client: &kube::Client) -> (f64, f64) {
+/// Requests the API server has served so far by verb and resource (all clients: the operator,
+/// the controller-manager, the scheduler, this program), leases excluded.
+async fn served(client: &kube::Client) -> BTreeMap<(String, String), f64> {
     let req = http::Request::get("/metrics")
         .body(Vec::new())
         .expect("metrics request");
     let text = client.request_text(req).await.expect("API server metrics");
-    let (mut reads, mut writes) = (0.0, 0.0);
+    let mut out = BTreeMap::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
             continue;
         };
-        if rest.contains("resource=\"leases\"") {
+        let label = |name: &str| {
+            rest.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|v| v.split('"').next())
+                .unwrap_or("")
+                .to_string()
+        };
+        let (resource, sub) = (label("resource"), label("subresource"));
+        if resource == "leases" {
             continue;
         }
         let n: f64 = rest
@@ -104,17 +118,107 @@ async fn served(client: &kube::Client) -> (f64, f64) {
             .next()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0);
-        let verb = rest
-            .split("verb=\"")
-            .nth(1)
-            .and_then(|v| v.split('"').next())
-            .unwrap_or("");
-        match verb {
-            "GET" | "LIST" | "WATCH" => reads += n,
-            _ => writes += n,
+        let resource = if sub.is_empty() {
+            resource
+        } else {
+            format!("{resource}/{sub}")
+        };
+        *out.entry((label("verb"), resource)).or_insert(0.0) += n;
+    }
+    out
+}
+
+fn is_read(verb: &str) -> bool {
+    matches!(verb, "GET" | "LIST" | "WATCH")
+}
+
+/// CPU seconds a process has used so far (user + system), from `/proc`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is parenthesised and may contain spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// When each object first showed `wanted`, after `from`, over an established watch.
+async fn first_seen<K, S, F>(watch: S, n: usize, from: Instant, has: F) -> Vec<Duration>
+where
+    S: futures::Stream<Item = Result<K, watcher::Error>>,
+    K: kube::Resource,
+    F: Fn(&K) -> bool,
+{
+    futures::pin_mut!(watch);
+    let mut seen: HashMap<String, Duration> = HashMap::new();
+    let deadline = from + Duration::from_secs(900);
+    while seen.len() < n {
+        let next = tokio::time::timeout_at(deadline.into(), watch.try_next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} took the new revision", seen.len()));
+        let Ok(Some(obj)) = next else {
+            panic!("watch ended: {:?}", next.err())
+        };
+        if has(&obj) {
+            let name = obj.meta().name.clone().unwrap_or_default();
+            seen.entry(name).or_insert_with(|| from.elapsed());
         }
     }
-    (reads, writes)
+    let mut lat: Vec<Duration> = seen.into_values().collect();
+    lat.sort();
+    lat
+}
+
+/// Waits until the API server is quiet (fewer than two writes a second over 3 s, all
+/// clients; at most 5 minutes) and says how long that took: the controller-manager is slow
+/// to finish what the Stacks' creation started (endpoints for 500 Services), and a
+/// measurement must not include that.
+async fn quiet(client: &kube::Client, what: &str) {
+    let writes = |m: &BTreeMap<(String, String), f64>| {
+        m.iter()
+            .filter(|((verb, _), _)| !is_read(verb))
+            .map(|(_, n)| n)
+            .sum::<f64>()
+    };
+    let started = Instant::now();
+    let mut last = writes(&served(client).await);
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = writes(&served(client).await);
+        let rate = (now - last) / 3.0;
+        if rate < 2.0 || started.elapsed() > Duration::from_secs(300) {
+            eprintln!(
+                "[bench] {what}: quiet after {:.0} s ({rate:.1} writes/s)",
+                started.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        last = now;
+    }
+}
+
+/// A watch whose initial list (`n` objects) has been read, so what it yields next is news.
+async fn established<K, S>(
+    watch: S,
+    n: usize,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>>
+where
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    K: Send + 'static,
+{
+    let mut watch = Box::pin(watch.applied_objects());
+    let mut initial = 0;
+    while initial < n {
+        match watch.try_next().await {
+            Ok(Some(_)) => initial += 1,
+            other => panic!("watch: {:?}", other.err()),
+        }
+    }
+    watch
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -130,7 +234,7 @@ async fn main() {
         .unwrap_or(500);
     let cp = ControlPlane::start().await.expect("control plane starts");
     cp.install_flux_crds().await.expect("flux CRDs");
-    let kubeconfig = operator::install(&cp).await;
+    let kubeconfig = op_support::install(&cp).await;
 
     let repos: Api<DynamicObject> =
         Api::namespaced_with(cp.client(), "default", &git_repositories());
@@ -151,8 +255,11 @@ async fn main() {
         .await
         .expect("first artifact");
 
-    let op = operator::start(&cp, &kubeconfig, &[]).await;
+    let op = op_support::start(&cp, &kubeconfig, &[]).await;
     let pid = op.process.pid();
+    let mut processes: Vec<(&str, u32)> = cp.pids().to_vec();
+    processes.push(("operator", pid));
+    processes.push(("this bench", std::process::id()));
     let idle_rss = peak_rss_mib(pid);
 
     // Create the Stacks, 16 requests in flight.
@@ -211,23 +318,33 @@ async fn main() {
     )
     .await;
     let all_exist = started.elapsed();
-    // Let the first wave settle (status writes, the Stacks' requeues) before the measurement.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    quiet(&cp.client(), "before the revision").await;
 
-    // A new revision; watch each StatefulSet take it.
+    // A new revision; watch each Workspace and StatefulSet take it. Both watches are established
+    // (their initial lists drained) before the change.
     let second = digest(2);
-    let mut seen: HashMap<String, Duration> = HashMap::new();
-    let watch = watcher(sts_api.clone(), watcher::Config::default()).applied_objects();
-    futures::pin_mut!(watch);
-    // The watch has to be established before the change: drain its initial list first.
-    let mut initial = 0;
-    while initial < n {
-        match watch.try_next().await {
-            Ok(Some(_)) => initial += 1,
-            other => panic!("watch: {other:?}"),
-        }
-    }
+    let sts_watch = established(watcher(sts_api.clone(), watcher::Config::default()), n).await;
+    let ws_watch = established(watcher(ws_api.clone(), watcher::Config::default()), n).await;
     let before = served(&cp.client()).await;
+    let cpu_before: Vec<f64> = processes.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+    // `PPROF=file`: a CPU profile of the API server during the wave, for `go tool pprof`.
+    let profile = std::env::var_os("PPROF").map(|path| {
+        let client = cp.client();
+        tokio::spawn(async move {
+            let req = http::Request::get("/debug/pprof/profile?seconds=5")
+                .body(Vec::new())
+                .expect("pprof request");
+            let mut body = Vec::new();
+            match client.request_stream(req).await {
+                Ok(mut r) => {
+                    use futures::AsyncReadExt;
+                    r.read_to_end(&mut body).await.expect("read profile");
+                    std::fs::write(&path, body).expect("write profile");
+                }
+                Err(e) => eprintln!("profile: {e}"),
+            }
+        })
+    });
     let revised = Instant::now();
     repos
         .patch_status(
@@ -237,30 +354,101 @@ async fn main() {
         )
         .await
         .expect("second artifact");
-    let deadline = revised + Duration::from_secs(900);
-    while seen.len() < n {
-        let next = tokio::time::timeout_at(deadline.into(), watch.try_next())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "only {} of {n} StatefulSets took the new revision",
-                    seen.len()
-                )
-            });
-        let Ok(Some(sts)) = next else {
-            panic!("watch ended: {next:?}")
-        };
-        if digest_of(&sts).as_deref() == Some(&second) {
-            let name = sts.metadata.name.clone().unwrap_or_default();
-            seen.entry(name).or_insert_with(|| revised.elapsed());
-        }
+    let ws_digest = second.clone();
+    let (ws_lat, lat) = tokio::join!(
+        first_seen(ws_watch, n, revised, |ws: &DynamicObject| {
+            ws.data["spec"]["flux"]["digest"].as_str() == Some(ws_digest.as_str())
+        }),
+        first_seen(sts_watch, n, revised, |sts: &StatefulSet| {
+            digest_of(sts).as_deref() == Some(second.as_str())
+        }),
+    );
+    let wave = revised.elapsed();
+    if let Some(p) = profile {
+        let _ = p.await;
     }
+    let cpu_after: Vec<f64> = processes.iter().map(|(_, p)| cpu_seconds(*p)).collect();
     let after = served(&cp.client()).await;
-    let mut lat: Vec<Duration> = seen.into_values().collect();
-    lat.sort();
+    // `DUMP=dir`: one Workspace and its StatefulSet as the API server stores them.
+    if let Some(dir) = std::env::var_os("DUMP") {
+        let dir = std::path::PathBuf::from(dir);
+        let ws = ws_api.get("s0000").await.expect("Workspace");
+        let sts = sts_api.get("s0000-workspace").await.expect("StatefulSet");
+        std::fs::write(
+            dir.join("workspace.json"),
+            serde_json::to_vec_pretty(&ws).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("statefulset.json"),
+            serde_json::to_vec_pretty(&sts).unwrap(),
+        )
+        .unwrap();
+    }
     let p50 = percentile(&lat, 0.50);
     let p99 = percentile(&lat, 0.99);
     let rss = peak_rss_mib(pid);
+
+    // The baseline: what the API server alone needs for the same change. With the operator
+    // stopped, this program does only the two writes a revision needs per Stack, built by
+    // the operator's own functions — the Workspace the Stack controller would apply, then
+    // the StatefulSet the Workspace controller would apply — as 50 chains at once (the
+    // operator runs 25 Stack and 25 Workspace reconciles at once).
+    drop(op);
+    quiet(&cp.client(), "before the baseline").await;
+    let third = digest(3);
+    let sts_watch = established(watcher(sts_api.clone(), watcher::Config::default()), n).await;
+    let typed: Api<Stack> = Api::namespaced(cp.client(), "default");
+    let all = typed
+        .list(&ListParams::default())
+        .await
+        .expect("Stacks")
+        .items;
+    let settings = Settings::from_vars(&HashMap::from([
+        (
+            "AGENT_IMAGE".to_string(),
+            op_support::AGENT_IMAGE.to_string(),
+        ),
+        ("FETCH_IMAGE".to_string(), support::FETCH_IMAGE.to_string()),
+    ]))
+    .expect("settings");
+    let url = artifact(3)["status"]["artifact"]["url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    let base_started = Instant::now();
+    let chains = stream::iter(all)
+        .map(|stack| {
+            let (client, settings, url, third) =
+                (cp.client(), settings.clone(), url.clone(), third.clone());
+            async move {
+                let source = Source::Artifact {
+                    url,
+                    digest: third,
+                    dir: Some("app".into()),
+                };
+                let ws = desired_workspace(&stack, &source).expect("Workspace");
+                let ws_api: Api<Workspace> = Api::namespaced(client.clone(), "default");
+                let name = stack.metadata.name.clone().unwrap_or_default();
+                let applied = controller::apply(&ws_api, &name, OPERATOR, &ws)
+                    .await
+                    .expect("Workspace apply");
+                let sts = desired::statefulset(&applied, &settings).expect("StatefulSet");
+                let sts_api: Api<StatefulSet> = Api::namespaced(client, "default");
+                controller::apply(&sts_api, &desired::object_name(&applied), OPERATOR, &sts)
+                    .await
+                    .expect("StatefulSet apply");
+            }
+        })
+        .buffer_unordered(50)
+        .collect::<Vec<()>>();
+    let (_, base_lat) = tokio::join!(
+        chains,
+        first_seen(sts_watch, n, base_started, |sts: &StatefulSet| {
+            digest_of(sts).as_deref() == Some(third.as_str())
+        }),
+    );
+    let base_p50 = percentile(&base_lat, 0.50);
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("stacks                              {n}");
@@ -279,17 +467,50 @@ async fn main() {
     );
     println!("new revision -> StatefulSet  p99    {:.0} ms", ms(p99));
     println!(
-        "API requests per Stack for it       {:.1} writes, {:.1} reads (all clients, until the last StatefulSet)",
-        (after.1 - before.1) / n as f64,
-        (after.0 - before.0) / n as f64
+        "baseline (only the 2 writes per Stack, no operator): p50 {:.0} ms, p99 {:.0} ms; operator p50 / baseline p50 = {:.2}",
+        ms(base_p50),
+        ms(percentile(&base_lat, 0.99)),
+        ms(p50) / ms(base_p50)
     );
     println!(
         "new revision -> StatefulSet  last   {:.0} ms",
         ms(lat[lat.len() - 1])
     );
     println!(
+        "new revision -> Workspace    p10/p50/p99 {:.0}/{:.0}/{:.0} ms; StatefulSet p10 {:.0} ms",
+        ms(percentile(&ws_lat, 0.10)),
+        ms(percentile(&ws_lat, 0.50)),
+        ms(percentile(&ws_lat, 0.99)),
+        ms(percentile(&lat, 0.10)),
+    );
+    let (mut reads, mut writes) = (0.0, 0.0);
+    let mut breakdown = Vec::new();
+    for (key, total) in &after {
+        let d = total - before.get(key).copied().unwrap_or(0.0);
+        if d <= 0.0 {
+            continue;
+        }
+        if is_read(&key.0) {
+            reads += d;
+        } else {
+            writes += d;
+            breakdown.push(format!("{} {} {:.2}", key.0, key.1, d / n as f64));
+        }
+    }
+    println!(
+        "API requests per Stack for it       {:.1} writes, {:.1} reads (all clients, until the last StatefulSet)",
+        writes / n as f64,
+        reads / n as f64
+    );
+    println!("  writes per Stack: {}", breakdown.join(", "));
+    let cpu: Vec<String> = processes
+        .iter()
+        .zip(cpu_before.iter().zip(&cpu_after))
+        .map(|((name, _), (b, a))| format!("{name} {:.2}", (a - b) / wave.as_secs_f64()))
+        .collect();
+    println!("  cores used during it: {}", cpu.join(", "));
+    println!(
         "operator peak RSS                   {rss:.1} MiB (target {TARGET_RSS_MIB:.0} MiB, ratio {:.2}; {idle_rss:.1} MiB before the Stacks)",
         rss / TARGET_RSS_MIB
     );
-    drop(op);
 }

@@ -288,6 +288,16 @@ impl ControlPlane {
         Ok(tools::find(&self.tool_dirs, name)?)
     }
 
+    /// Each control-plane process with its pid (for benchmarks that read `/proc`).
+    pub fn pids(&self) -> [(&'static str, u32); 4] {
+        [
+            ("kube-apiserver", self.apiserver.pid()),
+            ("etcd", self.etcd.pid()),
+            ("kube-controller-manager", self.controller_manager.pid()),
+            ("kube-scheduler", self.scheduler.pid()),
+        ]
+    }
+
     /// Fails with the end of its log if any control-plane process has exited.
     pub fn check_running(&mut self) -> Result<(), Error> {
         self.etcd.check_running()?;

@@ -2,9 +2,15 @@
 //! object, type, reason and message) within a few minutes is counted on the first one instead
 //! of creating another, and the count is sent at most every 30 s; a different message is a
 //! new event (kube-runtime's recorder folds those into the first, losing the new message).
+//!
+//! Publishing does not wait for the API server: events are queued and written by a few
+//! workers per recorder, each object's events by the same worker, in order, stamped with the
+//! time they were published. A reconcile's slot is not held by an event write, and when a
+//! new source reaches many Stacks at once the events follow the work instead of delaying it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -21,6 +27,11 @@ const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
 const SERIES_FLUSH: Duration = Duration::from_secs(30);
 /// The API's limit on an event's note.
 const NOTE_LIMIT: usize = 1024;
+/// Event writers per recorder.
+const WORKERS: usize = 4;
+/// Events waiting per worker; beyond this (the API server unreachable for long) new events
+/// are dropped with a warning rather than held without bound.
+const QUEUE: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
@@ -49,11 +60,26 @@ struct Seen {
 type SeenMap = Arc<Mutex<HashMap<Key, Seen>>>;
 
 pub struct Recorder {
+    shared: Arc<Shared>,
+    /// One queue per worker; the workers start with the first event (inside the runtime).
+    queues: OnceLock<Vec<tokio::sync::mpsc::Sender<Pending>>>,
+}
+
+struct Shared {
     client: Client,
     controller: String,
     instance: String,
-    /// Never held across a request: reconciles publishing at once must not queue on it.
+    /// Never held across a request.
     seen: SeenMap,
+}
+
+/// An event published and not yet written.
+struct Pending {
+    regarding: ObjectReference,
+    type_: EventType,
+    reason: String,
+    note: String,
+    at: jiff::Timestamp,
 }
 
 /// What a publish does, decided under the lock and done after it.
@@ -70,10 +96,13 @@ impl Recorder {
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| controller.to_string());
         Recorder {
-            client,
-            controller: format!("pulumi-kubernetes-operator/{controller}"),
-            instance,
-            seen: Arc::new(Mutex::new(HashMap::new())),
+            shared: Arc::new(Shared {
+                client,
+                controller: format!("pulumi-kubernetes-operator/{controller}"),
+                instance,
+                seen: Arc::new(Mutex::new(HashMap::new())),
+            }),
+            queues: OnceLock::new(),
         }
     }
 
@@ -97,7 +126,58 @@ impl Recorder {
         reason: &str,
         note: &str,
     ) {
-        let note = truncate(note, NOTE_LIMIT);
+        let queues = self.queues.get_or_init(|| {
+            (0..WORKERS)
+                .map(|_| {
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(QUEUE);
+                    let shared = Arc::clone(&self.shared);
+                    tokio::spawn(async move {
+                        while let Some(p) = rx.recv().await {
+                            shared.write(p).await;
+                        }
+                    });
+                    tx
+                })
+                .collect()
+        });
+        // The same object always goes to the same worker: its events stay in order.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        regarding.uid.hash(&mut h);
+        let queue = &queues[(h.finish() % WORKERS as u64) as usize];
+        let pending = Pending {
+            regarding,
+            type_,
+            reason: reason.to_string(),
+            note: note.to_string(),
+            at: jiff::Timestamp::now(),
+        };
+        if queue.try_send(pending).is_err() {
+            warn!(
+                reason,
+                "event dropped: too many events waiting for the API server"
+            );
+        }
+    }
+
+    /// Forgets the series of a deleted object's events.
+    pub async fn forget(&self, uid: &str) {
+        if let Ok(mut seen) = self.shared.seen.lock() {
+            seen.retain(|k, _| k.uid != uid);
+        }
+    }
+}
+
+impl Shared {
+    async fn write(&self, p: Pending) {
+        let Pending {
+            regarding,
+            type_,
+            reason,
+            note,
+            at: now,
+        } = p;
+        let reason = reason.as_str();
+        let note = truncate(&note, NOTE_LIMIT);
         let namespace = regarding
             .namespace
             .clone()
@@ -120,7 +200,6 @@ impl Recorder {
             }
             Step::Create => {}
         }
-        let now = jiff::Timestamp::now();
         let event = Event {
             metadata: ObjectMeta {
                 // `<object>.<hex nanos>`, as kubectl and client-go name events.
@@ -198,13 +277,6 @@ impl Recorder {
             });
         }
         Step::Done
-    }
-
-    /// Forgets the series of a deleted object's events.
-    pub async fn forget(&self, uid: &str) {
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.retain(|k, _| k.uid != uid);
-        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod program;
 pub mod settings;
 pub mod stack;
+pub mod status_queue;
 pub mod update;
 pub mod workspace;
 
@@ -45,7 +46,9 @@ pub struct Context {
     /// Watch-fed copies of owned objects, and what was last written to them.
     pub caches: cache::Caches,
     pub applied: cache::Applied,
-    pub statuses: cache::Statuses,
+    pub statuses: Arc<cache::Statuses>,
+    /// Workspace statuses, written behind the reconciles.
+    pub workspace_statuses: status_queue::StatusQueue,
 }
 
 impl Context {
@@ -55,6 +58,11 @@ impl Context {
         metrics: Arc<Metrics>,
         program_base_url: String,
     ) -> Arc<Context> {
+        let statuses = Arc::new(cache::Statuses::default());
+        let workspace_statuses = status_queue::StatusQueue::new(
+            workspace::status_writer(client.clone()),
+            Arc::clone(&statuses),
+        );
         Arc::new(Context {
             tokens: Tokens::new(
                 client.clone(),
@@ -67,7 +75,8 @@ impl Context {
             flux_watches: stack::flux::Watches::default(),
             caches: cache::Caches::default(),
             applied: cache::Applied::default(),
-            statuses: cache::Statuses::default(),
+            statuses,
+            workspace_statuses,
             client,
             settings,
             metrics,

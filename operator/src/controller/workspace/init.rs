@@ -3,7 +3,6 @@
 //! configuration and environments.
 
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::Action;
 
 use super::Draft;
@@ -97,9 +96,9 @@ pub async fn initialize(
     ws: &Workspace,
     agent: &mut AgentClient,
     draft: &mut Draft,
-    api: &Api<Workspace>,
 ) -> Result<Outcome, Error> {
     let name = ws.name_any();
+    let ns = ws.namespace().unwrap_or_default();
     draft.conditions.remove(condition::STALLED);
 
     let version = match agent.pulumi_version(pb::PulumiVersionRequest {}).await {
@@ -110,7 +109,7 @@ pub async fn initialize(
                 .publish(ws, EventType::Warning, event::CONNECTION_FAILURE, &msg)
                 .await;
             draft.ready(super::FALSE, &why, &msg);
-            draft.save(ctx, api, &name).await?;
+            draft.save(ctx, &name, &ns);
             return Err(Error::Agent(format!("PulumiVersion: {why}: {msg}")));
         }
     };
@@ -139,7 +138,7 @@ pub async fn initialize(
                 .await;
             draft.ready(super::FALSE, reason::INCOMPATIBLE_CONFIGURATION, &msg);
             draft.stalled(reason::INCOMPATIBLE_CONFIGURATION, &msg);
-            draft.save(ctx, api, &name).await?;
+            draft.save(ctx, &name, &ns);
             return Ok(Outcome::Stop(Action::await_change()));
         }
     }
@@ -149,7 +148,7 @@ pub async fn initialize(
         reason::INSTALLING,
         "Installing packages and plugins required by the program",
     );
-    draft.save(ctx, api, &name).await?;
+    draft.save(ctx, &name, &ns);
     if let Err(st) = agent.install(pb::InstallRequest {}).await {
         let msg = st.message().to_string();
         ctx.workspace_events
@@ -157,7 +156,7 @@ pub async fn initialize(
             .await;
         draft.ready(super::FALSE, reason::INSTALLATION_FAILED, &msg);
         draft.stalled(reason::INSTALLATION_FAILED, &msg);
-        draft.save(ctx, api, &name).await?;
+        draft.save(ctx, &name, &ns);
         return Ok(Outcome::Stop(Action::await_change()));
     }
 
@@ -166,7 +165,7 @@ pub async fn initialize(
         reason::INITIALIZING,
         "Initializing and selecting a Pulumi stack",
     );
-    draft.save(ctx, api, &name).await?;
+    draft.save(ctx, &name, &ns);
     for stack in ws.spec.stacks.iter().flatten() {
         if let Err(msg) = init_stack(agent, stack).await {
             let msg = format!("Failed to initialize stack \"{}\": {msg}", stack.name);
@@ -180,7 +179,7 @@ pub async fn initialize(
                 .await;
             draft.ready(super::FALSE, reason::INITIALIZATION_FAILED, &msg);
             draft.stalled(reason::INITIALIZATION_FAILED, &msg);
-            draft.save(ctx, api, &name).await?;
+            draft.save(ctx, &name, &ns);
             return Ok(Outcome::Stop(Action::await_change()));
         }
     }

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use super::conditions::{Conditions, FALSE, TRUE, UNKNOWN};
 use super::events::EventType;
-use super::{Context, Error, apply_status, cache, connect};
+use super::{Context, Error, apply_status, cache, connect, status_queue};
 use crate::api::names::{condition, event, field_manager, label, workspace_reason as reason};
 use crate::api::workspace::{Workspace, WorkspaceStatus};
 use readiness::PodState;
@@ -76,13 +76,9 @@ impl Draft {
             .set(condition::STALLED, TRUE, reason, message, self.generation);
     }
 
-    /// Writes the status, unless it would change nothing.
-    pub async fn save(
-        &mut self,
-        ctx: &Context,
-        api: &Api<Workspace>,
-        name: &str,
-    ) -> Result<(), Error> {
+    /// Hands the status to the status queue, unless it would change nothing. The memo
+    /// records it at once: the queue writes it (or forgets it when the object is gone).
+    pub fn save(&mut self, ctx: &Context, name: &str, namespace: &str) {
         let status = Some(WorkspaceStatus {
             observed_generation: self.generation,
             address: Some(self.address.clone().unwrap_or_default()),
@@ -90,18 +86,39 @@ impl Draft {
             conditions: Some(self.conditions.0.clone()),
         });
         if ctx.statuses.unchanged(&self.uid, &self.saved, &status) {
-            return Ok(());
+            return;
         }
         let body = json!({
             "apiVersion": "auto.pulumi.com/v1alpha1",
             "kind": "Workspace",
+            "metadata": {"name": name, "uid": self.uid},
             "status": status,
         });
-        apply_status(api, name, field_manager::WORKSPACE_STATUS, body).await?;
+        ctx.workspace_statuses.submit(
+            &self.uid,
+            status_queue::Job {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                body,
+            },
+        );
         ctx.statuses.record(&self.uid, &status);
         self.saved = status;
-        Ok(())
     }
+}
+
+/// How the status queue writes a Workspace status: a server-side apply of the status
+/// subresource, refused by the server if the object now has another uid.
+pub fn status_writer(client: kube::Client) -> status_queue::Write {
+    Arc::new(move |job: &status_queue::Job| {
+        let api: Api<Workspace> = Api::namespaced(client.clone(), &job.namespace);
+        let (name, body) = (job.name.clone(), job.body.clone());
+        Box::pin(async move {
+            apply_status(&api, &name, field_manager::WORKSPACE_STATUS, body)
+                .await
+                .map(|_| ())
+        })
+    })
 }
 
 /// Whether a Workspace is ready for Updates: processed at its generation and Ready.
@@ -118,12 +135,11 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
     let _measure = ctx.metrics.reconcile(CONTROLLER);
     let ns = ws.namespace().unwrap_or_default();
     let name = ws.name_any();
-    let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), &ns);
     let mut draft = Draft::new(&ws);
 
     if ws.meta().deletion_timestamp.is_some() {
         draft.ready(FALSE, reason::DELETING, "Workspace is being deleted");
-        draft.save(&ctx, &api, &name).await?;
+        draft.save(&ctx, &name, &ns);
         ctx.statuses.forget(&draft.uid);
         let obj_name = desired::object_name(&ws);
         ctx.applied.forget::<StatefulSet>(&ns, &obj_name);
@@ -142,7 +158,7 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
                     .await;
             }
             draft.stalled(reason::SPEC_INVALID, &msg);
-            draft.save(&ctx, &api, &name).await?;
+            draft.save(&ctx, &name, &ns);
             return Ok(Action::await_change());
         }
     };
@@ -206,7 +222,7 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
                     .publish(ws.as_ref(), EventType::Warning, event::FETCH_FAILED, &msg)
                     .await;
             }
-            draft.save(&ctx, &api, &name).await?;
+            draft.save(&ctx, &name, &ns);
             return Ok(Action::await_change());
         }
         PodState::Rolling => {
@@ -216,7 +232,7 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
                 reason::ROLLING_UPDATE,
                 "Waiting for the statefulset to be updated",
             );
-            draft.save(&ctx, &api, &name).await?;
+            draft.save(&ctx, &name, &ns);
             return Ok(Action::await_change());
         }
         PodState::Waiting(why) => {
@@ -227,7 +243,7 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
                 msg.push_str(&why);
             }
             draft.ready(FALSE, reason::WAITING_FOR_REPLICAS, &msg);
-            draft.save(&ctx, &api, &name).await?;
+            draft.save(&ctx, &name, &ns);
             return Ok(Action::await_change());
         }
         PodState::Stale => return Ok(Action::requeue(Duration::from_secs(2))),
@@ -260,14 +276,14 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
                 .await;
             draft.address = None;
             draft.ready(FALSE, reason::CONNECTION_FAILED, &msg);
-            draft.save(&ctx, &api, &name).await?;
+            draft.save(&ctx, &name, &ns);
             return Ok(Action::requeue(CONNECT_RETRY));
         }
     };
     draft.address = Some(desired::service_address(&ws));
 
     if !initialized {
-        match init::initialize(&ctx, &ws, &mut agent, &mut draft, &api).await? {
+        match init::initialize(&ctx, &ws, &mut agent, &mut draft).await? {
             init::Outcome::Done => {}
             init::Outcome::Stop(action) => return Ok(action),
         }
@@ -289,7 +305,7 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
             .await;
     }
     draft.ready(TRUE, reason::SUCCEEDED, "");
-    draft.save(&ctx, &api, &name).await?;
+    draft.save(&ctx, &name, &ns);
     Ok(Action::await_change())
 }
 
