@@ -6,6 +6,12 @@
 //! count (500 by default). The GitRepository's status is written by this program, not by
 //! source-controller, so the moment a revision appears is known to the millisecond and the
 //! figures measure the operator alone (watch → Stack → Workspace → StatefulSet).
+//!
+//! The same change is then made without the operator, as a baseline from the same run: the
+//! two writes a revision needs per Stack, sent by this program. On a small machine the API
+//! server's CPU, not the operator, sets both figures; the output shows the cores each process
+//! used and the writes per Stack by kind. `PPROF=file` saves an API server CPU profile of the
+//! revision (`go tool pprof`), `DUMP=dir` one Workspace and StatefulSet as stored.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -221,6 +227,46 @@ where
     watch
 }
 
+type Served = BTreeMap<(String, String), f64>;
+
+/// Prints the API requests per Stack between two samples, and the cores each process used.
+fn breakdown(
+    before: &Served,
+    after: &Served,
+    n: usize,
+    processes: &[(&str, u32)],
+    cpu_before: &[f64],
+    cpu_after: &[f64],
+    wave: Duration,
+) {
+    let (mut reads, mut writes) = (0.0, 0.0);
+    let mut lines = Vec::new();
+    for (key, total) in after {
+        let d = total - before.get(key).copied().unwrap_or(0.0);
+        if d <= 0.0 {
+            continue;
+        }
+        if is_read(&key.0) {
+            reads += d;
+        } else {
+            writes += d;
+            lines.push(format!("{} {} {:.2}", key.0, key.1, d / n as f64));
+        }
+    }
+    println!(
+        "  API requests per Stack  {:.1} writes, {:.1} reads",
+        writes / n as f64,
+        reads / n as f64
+    );
+    println!("  writes per Stack: {}", lines.join(", "));
+    let cpu: Vec<String> = processes
+        .iter()
+        .zip(cpu_before.iter().zip(cpu_after))
+        .map(|((name, _), (b, a))| format!("{name} {:.2}", (a - b) / wave.as_secs_f64()))
+        .collect();
+    println!("  cores used: {}", cpu.join(", "));
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -416,6 +462,8 @@ async fn main() {
         .as_str()
         .expect("url")
         .to_string();
+    let base_before = served(&cp.client()).await;
+    let base_cpu_before: Vec<f64> = processes.iter().map(|(_, p)| cpu_seconds(*p)).collect();
     let base_started = Instant::now();
     let chains = stream::iter(all)
         .map(|stack| {
@@ -448,6 +496,9 @@ async fn main() {
             digest_of(sts).as_deref() == Some(third.as_str())
         }),
     );
+    let base_wave = base_started.elapsed();
+    let base_cpu_after: Vec<f64> = processes.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+    let base_after = served(&cp.client()).await;
     let base_p50 = percentile(&base_lat, 0.50);
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -483,32 +534,26 @@ async fn main() {
         ms(percentile(&ws_lat, 0.99)),
         ms(percentile(&lat, 0.10)),
     );
-    let (mut reads, mut writes) = (0.0, 0.0);
-    let mut breakdown = Vec::new();
-    for (key, total) in &after {
-        let d = total - before.get(key).copied().unwrap_or(0.0);
-        if d <= 0.0 {
-            continue;
-        }
-        if is_read(&key.0) {
-            reads += d;
-        } else {
-            writes += d;
-            breakdown.push(format!("{} {} {:.2}", key.0, key.1, d / n as f64));
-        }
-    }
-    println!(
-        "API requests per Stack for it       {:.1} writes, {:.1} reads (all clients, until the last StatefulSet)",
-        writes / n as f64,
-        reads / n as f64
+    println!("the revision (all clients, until the last StatefulSet):");
+    breakdown(
+        &before,
+        &after,
+        n,
+        &processes,
+        &cpu_before,
+        &cpu_after,
+        wave,
     );
-    println!("  writes per Stack: {}", breakdown.join(", "));
-    let cpu: Vec<String> = processes
-        .iter()
-        .zip(cpu_before.iter().zip(&cpu_after))
-        .map(|((name, _), (b, a))| format!("{name} {:.2}", (a - b) / wave.as_secs_f64()))
-        .collect();
-    println!("  cores used during it: {}", cpu.join(", "));
+    println!("the baseline:");
+    breakdown(
+        &base_before,
+        &base_after,
+        n,
+        &processes,
+        &base_cpu_before,
+        &base_cpu_after,
+        base_wave,
+    );
     println!(
         "operator peak RSS                   {rss:.1} MiB (target {TARGET_RSS_MIB:.0} MiB, ratio {:.2}; {idle_rss:.1} MiB before the Stacks)",
         rss / TARGET_RSS_MIB
