@@ -323,13 +323,26 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        _ = shutdown_signal() => info!("shutting down: letting running reconciles finish"),
-        _ = lost => warn!("leadership lost: stopping"),
-    }
+    let still_leader = tokio::select! {
+        _ = shutdown_signal() => {
+            info!("shutting down: letting running reconciles finish");
+            true
+        }
+        _ = lost => {
+            warn!("leadership lost: stopping");
+            // The next leader owns the statuses from now on.
+            ctx.workspace_statuses.close();
+            false
+        }
+    };
     let _ = stop_tx.send(true);
     if let Err(e) = controllers.await {
         error!(error = %e, "controllers ended abnormally");
+    }
+    if still_leader {
+        // Statuses handed over by the last reconciles are written before the lease goes.
+        ctx.workspace_statuses.flush(Duration::from_secs(10)).await;
+        ctx.workspace_statuses.close();
     }
     if let Some(e) = &elector {
         e.release().await;

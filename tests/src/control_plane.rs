@@ -532,7 +532,8 @@ fn write_kubeconfig(path: &Path, url: &str, pki: &Pki) -> Result<(), Error> {
     std::fs::write(path, text).map_err(|e| Error::Write(path.to_path_buf(), e))
 }
 
-async fn client_from(kubeconfig: &Path) -> Result<Client, Error> {
+/// A client from a kubeconfig file (e.g. the operator's, to act with its RBAC).
+pub async fn client_from(kubeconfig: &Path) -> Result<Client, Error> {
     let text = std::fs::read_to_string(kubeconfig)
         .map_err(|e| Error::Read(kubeconfig.to_path_buf(), e))?;
     let kc = Kubeconfig::from_yaml(&text).map_err(Error::Kubeconfig)?;

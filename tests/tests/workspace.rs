@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use e2e::ControlPlane;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::Api;
+use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::{Value, json};
 
 use support::operator::{self, BACKEND, PASSPHRASE, PULUMI_IMAGE, WORKSPACE_SA};
@@ -471,4 +471,69 @@ async fn deleting_the_pod_mid_update_ends_the_update_aborted_and_unlocked() {
         .unwrap_or_default();
     assert!(left.is_empty(), "no lock left behind: {left:?}");
     drop(kubelet);
+}
+
+/// The operator writes Workspace statuses behind its reconciles; a status still queued for a
+/// Workspace that was deleted and created again under the same name must be refused by the
+/// API server, not written onto the new object. Written with the operator's own RBAC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_queued_for_a_replaced_workspace_is_refused() {
+    let cp = ControlPlane::start().await.expect("control plane starts");
+    let kubeconfig = operator::install(&cp).await;
+    let client = e2e::control_plane::client_from(&kubeconfig)
+        .await
+        .expect("the operator's client");
+    let write = ::operator::controller::workspace::status_writer(client);
+    let api: Api<DynamicObject> = Api::namespaced_with(cp.client(), "default", &workspaces());
+    let create = || async {
+        let yaml = workspace_yaml(
+            "replaced",
+            "http://127.0.0.1:9/a.tar.gz",
+            &format!("sha256:{}", "0".repeat(64)),
+            "app",
+            json!([]),
+        );
+        let obj: DynamicObject = serde_json::from_str(&yaml).expect("workspace json");
+        api.create(&PostParams::default(), &obj)
+            .await
+            .expect("create the Workspace")
+            .metadata
+            .uid
+            .expect("uid")
+    };
+    let job = |uid: &str| ::operator::controller::status_queue::Job {
+        namespace: "default".into(),
+        name: "replaced".into(),
+        uid: uid.into(),
+        status: json!({"observedGeneration": 1, "address": "old.example:50051"}),
+    };
+
+    let first = create().await;
+    api.delete("replaced", &Default::default())
+        .await
+        .expect("delete");
+    wait_for(Duration::from_secs(30), "the Workspace to go", || async {
+        api.get_opt("replaced").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let second = create().await;
+    assert_ne!(first, second);
+
+    match write(&job(&first)).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 422, "{e:?}"),
+        other => panic!("a status for the old uid was not refused: {other:?}"),
+    }
+    let now = api.get("replaced").await.expect("get");
+    assert!(
+        now.data.get("status").is_none_or(Value::is_null),
+        "the new Workspace got the old one's status: {:?}",
+        now.data.get("status")
+    );
+
+    write(&job(&second))
+        .await
+        .expect("a status for the current uid");
+    let now = api.get("replaced").await.expect("get");
+    assert_eq!(now.data["status"]["address"], "old.example:50051");
+    assert_eq!(now.data["status"]["observedGeneration"], 1);
 }

@@ -8,12 +8,13 @@
 //! changes again before its write starts gets only the newest written (under a burst, the
 //! short-lived steps coalesce). With nothing queued, a status is written at once.
 //!
-//! Each status is keyed by the object's uid and carries it, so a status queued for an object
-//! that was deleted and created again under the same name is refused by the server (409)
-//! rather than written onto its successor.
+//! Each status is keyed by the object's uid and is written as a JSON patch that first tests
+//! `/metadata/uid`, so a status queued for an object that was deleted and created again under
+//! the same name is refused by the server rather than written onto its successor (an apply
+//! would not do: the status strategy resets metadata, the uid included, before any check).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -31,8 +32,9 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 pub struct Job {
     pub namespace: String,
     pub name: String,
-    /// The apply body (with `metadata.uid`).
-    pub body: serde_json::Value,
+    pub uid: String,
+    /// The whole status.
+    pub status: serde_json::Value,
 }
 
 /// Writes a job; injected so the queue's rules can be tested without a server.
@@ -51,6 +53,12 @@ struct Inner {
     statuses: Arc<Statuses>,
 }
 
+/// The map stays usable after a panic elsewhere: every change to it is a single insert,
+/// take or remove, so it is never left half-done.
+fn lock(m: &Mutex<HashMap<String, Option<Job>>>) -> MutexGuard<'_, HashMap<String, Option<Job>>> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl StatusQueue {
     pub fn new(write: Write, statuses: Arc<Statuses>) -> StatusQueue {
         StatusQueue {
@@ -64,70 +72,118 @@ impl StatusQueue {
     }
 
     /// Queues `job` as the status of the object `uid`, replacing one not yet started.
-    pub fn submit(&self, uid: &str, job: Job) {
-        let Ok(mut waiting) = self.inner.waiting.lock() else {
-            return;
-        };
-        match waiting.get_mut(uid) {
-            Some(slot) => *slot = Some(job),
-            None => {
-                waiting.insert(uid.to_string(), Some(job));
-                tokio::spawn(Arc::clone(&self.inner).drain(uid.to_string()));
+    pub fn submit(&self, job: Job) {
+        let uid = job.uid.clone();
+        let start = {
+            let mut waiting = lock(&self.inner.waiting);
+            match waiting.get_mut(&uid) {
+                Some(slot) => {
+                    *slot = Some(job);
+                    false
+                }
+                None => {
+                    waiting.insert(uid.clone(), Some(job));
+                    true
+                }
             }
+        };
+        if start {
+            tokio::spawn(Arc::clone(&self.inner).drain(uid));
         }
     }
 
-    /// Statuses handed over and not yet written (for tests and metrics).
+    /// Statuses handed over and not yet written.
     pub fn pending(&self) -> usize {
-        self.inner
-            .waiting
-            .lock()
-            .map(|w| w.values().filter(|j| j.is_some()).count())
-            .unwrap_or(0)
+        lock(&self.inner.waiting)
+            .values()
+            .filter(|j| j.is_some())
+            .count()
+    }
+
+    /// Waits (at most `limit`) until every status handed over was written or dropped: on a
+    /// graceful shutdown, before the lease is released.
+    pub async fn flush(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !lock(&self.inner.waiting).is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Writes nothing more: after leadership is lost, the next leader owns the statuses.
+    pub fn close(&self) {
+        self.inner.permits.close();
+    }
+}
+
+/// Ends a drain: whatever way its task stops (a panic in a write included), the object's
+/// entry goes, so a later status starts a new task instead of waiting for a dead one.
+struct Finish<'a> {
+    inner: &'a Inner,
+    uid: &'a str,
+    /// The memo is forgotten too: the status it records may never have been written.
+    forget: bool,
+}
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        let mut waiting = lock(&self.inner.waiting);
+        waiting.remove(self.uid);
+        if self.forget || std::thread::panicking() {
+            self.inner.statuses.forget(self.uid);
+        }
     }
 }
 
 impl Inner {
     /// Writes the object's newest status until none is waiting.
     async fn drain(self: Arc<Self>, uid: String) {
+        let mut finish = Finish {
+            inner: &self,
+            uid: &uid,
+            forget: true,
+        };
         let mut failures: u32 = 0;
         loop {
             let Ok(_permit) = self.permits.acquire().await else {
-                return;
+                return; // closed
             };
             // Taken only once a writer is free: what arrived while waiting replaces it.
             let job = {
-                let Ok(mut waiting) = self.waiting.lock() else {
-                    return;
-                };
+                let mut waiting = lock(&self.waiting);
                 match waiting.get_mut(&uid).and_then(Option::take) {
                     Some(job) => job,
                     None => {
+                        // Removed under the same lock a submit would take: none is lost.
                         waiting.remove(&uid);
+                        finish.forget = false;
                         return;
                     }
                 }
             };
             match (self.write)(&job).await {
                 Ok(()) => failures = 0,
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
-                    // Gone, or replaced by an object with another uid: nothing to write.
-                    debug!(workspace = %job.name, namespace = %job.namespace, code = e.code, "status dropped: the Workspace is gone");
-                    self.statuses.forget(&uid);
-                    if let Ok(mut waiting) = self.waiting.lock() {
-                        waiting.remove(&uid);
+                Err(kube::Error::Api(e)) if permanent(e.code) => {
+                    // Gone, replaced (the uid test failed) or refused as written: retrying
+                    // cannot help; the next reconcile decides again.
+                    debug!(workspace = %job.name, namespace = %job.namespace, code = e.code, error = %e.message, "Workspace status dropped");
+                    if e.code != 404 {
+                        warn!(workspace = %job.name, namespace = %job.namespace, code = e.code, error = %e.message, "the Workspace status was refused");
                     }
+                    // A status handed over meanwhile is dropped with it (and forgotten by the
+                    // guard): it was for the same object.
                     return;
                 }
                 Err(e) => {
                     failures += 1;
                     let wait = Duration::from_secs(1u64 << failures.min(6)).min(MAX_RETRY);
                     warn!(workspace = %job.name, namespace = %job.namespace, error = %e, retry_in = ?wait, "cannot write the Workspace status");
-                    if let Ok(mut waiting) = self.waiting.lock()
-                        && let Some(slot) = waiting.get_mut(&uid)
-                        && slot.is_none()
                     {
-                        *slot = Some(job);
+                        let mut waiting = lock(&self.waiting);
+                        if let Some(slot) = waiting.get_mut(&uid)
+                            && slot.is_none()
+                        {
+                            *slot = Some(job);
+                        }
                     }
                     drop(_permit);
                     tokio::time::sleep(wait).await;
@@ -137,17 +193,23 @@ impl Inner {
     }
 }
 
+/// Client errors a retry cannot fix; 408 and 429 are worth another try.
+fn permanent(code: u16) -> bool {
+    (400..500).contains(&code) && code != 408 && code != 429
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
     use tokio::sync::Notify;
 
-    fn job(n: i64) -> Job {
+    fn job(uid: &str, n: i64) -> Job {
         Job {
             namespace: "ns".into(),
             name: "w".into(),
-            body: json!({"n": n}),
+            uid: uid.into(),
+            status: json!({"n": n}),
         }
     }
 
@@ -166,7 +228,7 @@ mod tests {
         let answers = Arc::new(Mutex::new(answers));
         let w = Arc::clone(&written);
         let write: Write = Arc::new(move |j: &Job| {
-            let n = j.body["n"].as_i64().unwrap_or(-1);
+            let n = j.status["n"].as_i64().unwrap_or(-1);
             let (gate, w, answers) = (gate.clone(), Arc::clone(&w), Arc::clone(&answers));
             Box::pin(async move {
                 if let Some(g) = gate {
@@ -192,7 +254,7 @@ mod tests {
 
     async fn settle(q: &StatusQueue) {
         for _ in 0..200 {
-            if q.pending() == 0 && q.inner.waiting.lock().unwrap().is_empty() {
+            if q.pending() == 0 && lock(&q.inner.waiting).is_empty() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -205,10 +267,10 @@ mod tests {
         let gate = Arc::new(Notify::new());
         let (write, written) = recorder(Some(Arc::clone(&gate)), vec![]);
         let q = StatusQueue::new(write, Arc::new(Statuses::default()));
-        q.submit("u1", job(1));
+        q.submit(job("u1", 1));
         tokio::time::sleep(Duration::from_millis(20)).await; // job 1 is being written
-        q.submit("u1", job(2));
-        q.submit("u1", job(3));
+        q.submit(job("u1", 2));
+        q.submit(job("u1", 3));
         assert_eq!(q.pending(), 1);
         gate.notify_one();
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -223,7 +285,7 @@ mod tests {
         let (write, written) = recorder(Some(Arc::clone(&gate)), vec![]);
         let q = StatusQueue::new(write, Arc::new(Statuses::default()));
         for i in 0..10 {
-            q.submit(&format!("u{i}"), job(i));
+            q.submit(job(&format!("u{i}"), i));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(q.inner.permits.available_permits(), 0);
@@ -239,12 +301,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_gone_object_drops_its_status_and_forgets_the_memo() {
-        let (write, written) = recorder(None, vec![404]);
+    async fn a_replaced_object_drops_its_status_and_forgets_the_memo() {
+        let (write, written) = recorder(None, vec![422]);
         let statuses = Arc::new(Statuses::default());
         statuses.record("u1", &json!({"n": 1}));
         let q = StatusQueue::new(write, Arc::clone(&statuses));
-        q.submit("u1", job(1));
+        q.submit(job("u1", 1));
         settle(&q).await;
         assert_eq!(*written.lock().unwrap(), vec![1]);
         // Forgotten: the same status is no longer taken as written.
@@ -255,11 +317,27 @@ mod tests {
     async fn a_failed_write_is_retried_with_the_newest_status() {
         let (write, written) = recorder(None, vec![500]);
         let q = StatusQueue::new(write, Arc::new(Statuses::default()));
-        q.submit("u1", job(1));
+        q.submit(job("u1", 1));
         tokio::time::sleep(Duration::from_millis(100)).await; // 1 failed; retry in 2 s
-        q.submit("u1", job(2));
+        q.submit(job("u1", 2));
         tokio::time::sleep(Duration::from_secs(3)).await;
         settle(&q).await;
         assert_eq!(*written.lock().unwrap(), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_writes_nothing_more() {
+        let (write, written) = recorder(None, vec![]);
+        let q = StatusQueue::new(write, Arc::new(Statuses::default()));
+        q.close();
+        q.submit(job("u1", 1));
+        settle(&q).await;
+        assert!(written.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_retryable_errors_are_retried() {
+        assert!(permanent(404) && permanent(409) && permanent(422) && permanent(403));
+        assert!(!permanent(429) && !permanent(408) && !permanent(500) && !permanent(503));
     }
 }

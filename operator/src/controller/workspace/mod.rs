@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use super::conditions::{Conditions, FALSE, TRUE, UNKNOWN};
 use super::events::EventType;
-use super::{Context, Error, apply_status, cache, connect, status_queue};
+use super::{Context, Error, cache, connect, status_queue};
 use crate::api::names::{condition, event, field_manager, label, workspace_reason as reason};
 use crate::api::workspace::{Workspace, WorkspaceStatus};
 use readiness::PodState;
@@ -77,7 +77,7 @@ impl Draft {
     }
 
     /// Hands the status to the status queue, unless it would change nothing. The memo
-    /// records it at once: the queue writes it (or forgets it when the object is gone).
+    /// records it first: the queue writes it, or forgets it when it cannot.
     pub fn save(&mut self, ctx: &Context, name: &str, namespace: &str) {
         let status = Some(WorkspaceStatus {
             observed_generation: self.generation,
@@ -88,33 +88,36 @@ impl Draft {
         if ctx.statuses.unchanged(&self.uid, &self.saved, &status) {
             return;
         }
-        let body = json!({
-            "apiVersion": "auto.pulumi.com/v1alpha1",
-            "kind": "Workspace",
-            "metadata": {"name": name, "uid": self.uid},
-            "status": status,
-        });
-        ctx.workspace_statuses.submit(
-            &self.uid,
-            status_queue::Job {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-                body,
-            },
-        );
+        let mut body = serde_json::to_value(&status).unwrap_or_default();
+        super::prune_nulls(&mut body);
         ctx.statuses.record(&self.uid, &status);
+        ctx.workspace_statuses.submit(status_queue::Job {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            uid: self.uid.clone(),
+            status: body,
+        });
         self.saved = status;
     }
 }
 
-/// How the status queue writes a Workspace status: a server-side apply of the status
-/// subresource, refused by the server if the object now has another uid.
+/// How the status queue writes a Workspace status: a JSON patch of the status subresource
+/// that first tests the uid, so it is refused (422) if the name now belongs to another object.
 pub fn status_writer(client: kube::Client) -> status_queue::Write {
     Arc::new(move |job: &status_queue::Job| {
         let api: Api<Workspace> = Api::namespaced(client.clone(), &job.namespace);
-        let (name, body) = (job.name.clone(), job.body.clone());
+        let name = job.name.clone();
+        let patch = serde_json::from_value::<json_patch::Patch>(json!([
+            {"op": "test", "path": "/metadata/uid", "value": job.uid},
+            {"op": "add", "path": "/status", "value": job.status},
+        ]));
         Box::pin(async move {
-            apply_status(&api, &name, field_manager::WORKSPACE_STATUS, body)
+            let patch = patch.map_err(kube::Error::SerdeError)?;
+            let params = kube::api::PatchParams {
+                field_manager: Some(field_manager::WORKSPACE_STATUS.into()),
+                ..Default::default()
+            };
+            api.patch_status(&name, &params, &kube::api::Patch::<()>::Json(patch))
                 .await
                 .map(|_| ())
         })
