@@ -115,20 +115,20 @@ impl StatusQueue {
     }
 }
 
-/// Ends a drain: whatever way its task stops (a panic in a write included), the object's
-/// entry goes, so a later status starts a new task instead of waiting for a dead one.
+/// Ends a drain that did not finish normally (refused for good, queue closed, or a panic in
+/// a write): the object's entry goes, so a later status starts a new task instead of waiting
+/// for a dead one, and so does the memo, since the status it records may not be written.
+/// A normal end removes the entry itself, under the lock in which it saw nothing waiting.
 struct Finish<'a> {
     inner: &'a Inner,
     uid: &'a str,
-    /// The memo is forgotten too: the status it records may never have been written.
-    forget: bool,
+    done: bool,
 }
 
 impl Drop for Finish<'_> {
     fn drop(&mut self) {
-        let mut waiting = lock(&self.inner.waiting);
-        waiting.remove(self.uid);
-        if self.forget || std::thread::panicking() {
+        if !self.done {
+            lock(&self.inner.waiting).remove(self.uid);
             self.inner.statuses.forget(self.uid);
         }
     }
@@ -140,11 +140,11 @@ impl Inner {
         let mut finish = Finish {
             inner: &self,
             uid: &uid,
-            forget: true,
+            done: false,
         };
         let mut failures: u32 = 0;
         loop {
-            let Ok(_permit) = self.permits.acquire().await else {
+            let Ok(permit) = self.permits.acquire().await else {
                 return; // closed
             };
             // Taken only once a writer is free: what arrived while waiting replaces it.
@@ -153,9 +153,10 @@ impl Inner {
                 match waiting.get_mut(&uid).and_then(Option::take) {
                     Some(job) => job,
                     None => {
-                        // Removed under the same lock a submit would take: none is lost.
+                        // Removed under the same lock a submit takes: a status handed over
+                        // from now on starts a new task, none is lost.
                         waiting.remove(&uid);
-                        finish.forget = false;
+                        finish.done = true;
                         return;
                     }
                 }
@@ -185,7 +186,7 @@ impl Inner {
                             *slot = Some(job);
                         }
                     }
-                    drop(_permit);
+                    drop(permit);
                     tokio::time::sleep(wait).await;
                 }
             }
