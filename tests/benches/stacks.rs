@@ -98,7 +98,7 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 /// Requests the API server has served so far by verb and resource (all clients: the operator,
 /// the controller-manager, the scheduler, this program), leases excluded.
-async fn served(client: &kube::Client) -> BTreeMap<(String, String), f64> {
+async fn served(client: &kube::Client) -> Served {
     let req = http::Request::get("/metrics")
         .body(Vec::new())
         .expect("metrics request");
@@ -184,7 +184,7 @@ where
 /// to finish what the Stacks' creation started (endpoints for 500 Services), and a
 /// measurement must not include that.
 async fn quiet(client: &kube::Client, what: &str) {
-    let writes = |m: &BTreeMap<(String, String), f64>| {
+    let writes = |m: &Served| {
         m.iter()
             .filter(|((verb, _), _)| !is_read(verb))
             .map(|(_, n)| n)
@@ -229,20 +229,27 @@ where
 
 type Served = BTreeMap<(String, String), f64>;
 
+/// The API server's request counts and each process's CPU time at one moment.
+struct Sample {
+    served: Served,
+    cpu: Vec<f64>,
+    at: Instant,
+}
+
+async fn sample(client: &kube::Client, processes: &[(&str, u32)]) -> Sample {
+    Sample {
+        served: served(client).await,
+        cpu: processes.iter().map(|(_, p)| cpu_seconds(*p)).collect(),
+        at: Instant::now(),
+    }
+}
+
 /// Prints the API requests per Stack between two samples, and the cores each process used.
-fn breakdown(
-    before: &Served,
-    after: &Served,
-    n: usize,
-    processes: &[(&str, u32)],
-    cpu_before: &[f64],
-    cpu_after: &[f64],
-    wave: Duration,
-) {
+fn breakdown(before: &Sample, after: &Sample, n: usize, processes: &[(&str, u32)]) {
     let (mut reads, mut writes) = (0.0, 0.0);
     let mut lines = Vec::new();
-    for (key, total) in after {
-        let d = total - before.get(key).copied().unwrap_or(0.0);
+    for (key, total) in &after.served {
+        let d = total - before.served.get(key).copied().unwrap_or(0.0);
         if d <= 0.0 {
             continue;
         }
@@ -259,10 +266,11 @@ fn breakdown(
         reads / n as f64
     );
     println!("  writes per Stack: {}", lines.join(", "));
+    let secs = (after.at - before.at).as_secs_f64();
     let cpu: Vec<String> = processes
         .iter()
-        .zip(cpu_before.iter().zip(cpu_after))
-        .map(|((name, _), (b, a))| format!("{name} {:.2}", (a - b) / wave.as_secs_f64()))
+        .zip(before.cpu.iter().zip(&after.cpu))
+        .map(|((name, _), (b, a))| format!("{name} {:.2}", (a - b) / secs))
         .collect();
     println!("  cores used: {}", cpu.join(", "));
 }
@@ -371,8 +379,7 @@ async fn main() {
     let second = digest(2);
     let sts_watch = established(watcher(sts_api.clone(), watcher::Config::default()), n).await;
     let ws_watch = established(watcher(ws_api.clone(), watcher::Config::default()), n).await;
-    let before = served(&cp.client()).await;
-    let cpu_before: Vec<f64> = processes.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+    let before = sample(&cp.client(), &processes).await;
     // `PPROF=file`: a CPU profile of the API server during the wave, for `go tool pprof`.
     let profile = std::env::var_os("PPROF").map(|path| {
         let client = cp.client();
@@ -409,12 +416,10 @@ async fn main() {
             digest_of(sts).as_deref() == Some(second.as_str())
         }),
     );
-    let wave = revised.elapsed();
+    let after = sample(&cp.client(), &processes).await;
     if let Some(p) = profile {
         let _ = p.await;
     }
-    let cpu_after: Vec<f64> = processes.iter().map(|(_, p)| cpu_seconds(*p)).collect();
-    let after = served(&cp.client()).await;
     // `DUMP=dir`: one Workspace and its StatefulSet as the API server stores them.
     if let Some(dir) = std::env::var_os("DUMP") {
         let dir = std::path::PathBuf::from(dir);
@@ -462,8 +467,7 @@ async fn main() {
         .as_str()
         .expect("url")
         .to_string();
-    let base_before = served(&cp.client()).await;
-    let base_cpu_before: Vec<f64> = processes.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+    let base_before = sample(&cp.client(), &processes).await;
     let base_started = Instant::now();
     let chains = stream::iter(all)
         .map(|stack| {
@@ -496,9 +500,7 @@ async fn main() {
             digest_of(sts).as_deref() == Some(third.as_str())
         }),
     );
-    let base_wave = base_started.elapsed();
-    let base_cpu_after: Vec<f64> = processes.iter().map(|(_, p)| cpu_seconds(*p)).collect();
-    let base_after = served(&cp.client()).await;
+    let base_after = sample(&cp.client(), &processes).await;
     let base_p50 = percentile(&base_lat, 0.50);
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -535,25 +537,9 @@ async fn main() {
         ms(percentile(&lat, 0.10)),
     );
     println!("the revision (all clients, until the last StatefulSet):");
-    breakdown(
-        &before,
-        &after,
-        n,
-        &processes,
-        &cpu_before,
-        &cpu_after,
-        wave,
-    );
+    breakdown(&before, &after, n, &processes);
     println!("the baseline:");
-    breakdown(
-        &base_before,
-        &base_after,
-        n,
-        &processes,
-        &base_cpu_before,
-        &base_cpu_after,
-        base_wave,
-    );
+    breakdown(&base_before, &base_after, n, &processes);
     println!(
         "operator peak RSS                   {rss:.1} MiB (target {TARGET_RSS_MIB:.0} MiB, ratio {:.2}; {idle_rss:.1} MiB before the Stacks)",
         rss / TARGET_RSS_MIB
