@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::digest::Digest;
 use crate::http::{self, HttpError};
-use crate::unpack::{self, Summary, UnpackError, UnpackOptions};
+use crate::unpack::{self, Deadline, Summary, UnpackError, UnpackOptions};
 use crate::workspace::{Workspace, WorkspaceError};
 
 const CHUNK: usize = 64 << 10;
@@ -139,7 +139,14 @@ fn download_and_unpack(
     let shown = http::redact(&req.url);
     let mut resp = http::get(client, &req.url, deadline)?;
     let (tx, rx) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
-    let opts = req.unpack;
+    // --timeout bounds the unpacking too, symlink checks included, not just the download.
+    let opts = UnpackOptions {
+        deadline: Some(Deadline {
+            at: deadline,
+            after: req.timeout,
+        }),
+        ..req.unpack
+    };
     let unpacker = thread::Builder::new()
         .name("unpack".into())
         .spawn(move || unpack::unpack(ChannelReader::new(rx), &root, &opts))

@@ -340,6 +340,11 @@ fn flux_request(args: &FluxArgs, modes: ModePolicy) -> Result<FluxRequest, Failu
         retries: args.retries,
         timeout: args.timeout,
         backoff: args.retry_backoff,
-        unpack: UnpackOptions { max_size, modes },
+        unpack: UnpackOptions {
+            max_size,
+            modes,
+            // flux::fetch sets it from --timeout when the fetch starts.
+            deadline: None,
+        },
     })
 }

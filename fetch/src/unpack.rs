@@ -5,34 +5,45 @@
 //! - names must be relative with no `..` and no backslash ([`crate::safe_path`]);
 //! - devices, fifos and sockets are refused; so are unknown entry types;
 //! - symlinks are created last, after every file and directory is written, so no entry is ever
-//!   written through one, and only when they resolve inside the tree ([`links`]); others are
-//!   skipped with a warning, as are hard links whose target is not a file already unpacked;
+//!   written through one, and only when they resolve inside the tree as it is on disk once
+//!   they exist ([`links`]); others are skipped with a warning, as are hard links whose target
+//!   is not a file already unpacked;
 //! - setuid, setgid and sticky bits are never applied;
-//! - the uncompressed stream is metered ([`meter`]) so the size limit counts real bytes.
+//! - the uncompressed stream is metered ([`meter`]) so the size limit counts real bytes, and
+//!   so are the bytes written to files: entries whose content the tar reader makes up (the
+//!   holes of GNU sparse files) cannot write more than the limit either;
+//! - the whole unpack, symlink checks included, ends at the deadline.
 
 mod links;
 mod meter;
+mod tree;
 
-use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use flate2::read::MultiGzDecoder;
 use tar::EntryType;
 use tracing::warn;
 
 use crate::safe_path::{self, RelPath};
+use links::{Declared, PlanError};
 pub use meter::METADATA_LIMIT;
 use meter::{Exceeded, Meter, Metered};
+use tree::{Kind, Tree};
 
 /// Flux's default (`DefaultMaxUntarSize`), which PKO inherits.
 pub const DEFAULT_MAX_SIZE: u64 = 100 << 20;
 
 const COPY_BUFFER: usize = 128 << 10;
+/// Skipped entries are logged one by one up to this many, then only counted.
+const LOGGED_SKIPS: u64 = 50;
+/// How much of an entry's name (or link target) a log line shows.
+const SHOWN_NAME_BYTES: usize = 256;
 
 /// How file modes are set on the unpacked tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,9 +77,28 @@ impl ModePolicy {
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UnpackOptions {
-    /// Limit on the uncompressed tar stream in bytes; `None` is unlimited.
+    /// Limit in bytes on the uncompressed tar stream, and on the file content written;
+    /// `None` is unlimited.
     pub max_size: Option<u64>,
     pub modes: ModePolicy,
+    /// When unpacking must have finished; `None` is no deadline.
+    pub deadline: Option<Deadline>,
+}
+
+/// The instant an unpack must end by, and the limit it came from (for the message).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: Instant,
+    pub after: Duration,
+}
+
+impl Deadline {
+    pub fn after(after: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now() + after,
+            after,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -98,8 +128,38 @@ pub enum UnpackError {
     TooLarge { limit: u64 },
     #[error("unsafe archive entry {name:?}: {reason}")]
     Unsafe { name: String, reason: String },
+    #[error(
+        "the archive's symlinks need more than {} path lookups to check; the artifact is \
+         hostile or broken",
+        links::MAX_TOTAL_STEPS
+    )]
+    LinksTooComplex,
+    #[error(
+        "unpacking did not finish within the time limit ({}s, --timeout); the archive is \
+         unusually complex, or the volume is slow",
+        .after.as_secs()
+    )]
+    TimedOut { after: Duration },
     #[error("archive entry {name:?} conflicts with an earlier entry: {reason}")]
     Conflict { name: String, reason: String },
+    #[error(
+        "the archive does not fit on the workspace volume: {path} could not be written ({source}); \
+         the volume is full or over its size limit"
+    )]
+    NoSpace {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "archive entry {path} cannot be created on this file system ({source}); rename it in \
+         the source"
+    )]
+    BadName {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot write {path}")]
     Io {
         path: PathBuf,
@@ -109,10 +169,36 @@ pub enum UnpackError {
 }
 
 impl UnpackError {
-    /// True when the failure is on the local file system rather than in the archive.
+    /// True when the failure is on the local file system rather than caused by the archive.
     pub fn is_local(&self) -> bool {
         matches!(self, UnpackError::Io { .. })
     }
+
+    /// A write failure, told apart by whether the archive caused it: a name too long for the
+    /// file system, or content that does not fit on the volume, is the archive's doing.
+    fn io(path: PathBuf, source: io::Error) -> UnpackError {
+        match source.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => {
+                UnpackError::NoSpace { path, source }
+            }
+            Some(libc::ENAMETOOLONG | libc::EMLINK | libc::ELOOP) => {
+                UnpackError::BadName { path, source }
+            }
+            _ => UnpackError::Io { path, source },
+        }
+    }
+}
+
+/// An entry's name for log lines and messages, cut to a readable length.
+fn shown(name: &str) -> String {
+    if name.len() <= SHOWN_NAME_BYTES {
+        return name.to_string();
+    }
+    let mut end = SHOWN_NAME_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &name[..end], name.len())
 }
 
 /// Unpacks the gzip'd tar read from `input` into `root`, an existing empty directory.
@@ -180,9 +266,9 @@ struct Unpacker<'a> {
     root: &'a Path,
     opts: UnpackOptions,
     meter: Rc<Meter>,
-    /// Relative paths known to be real directories (not symlinks; none exist yet).
-    dirs: HashSet<PathBuf>,
-    symlinks: Vec<(RelPath, PathBuf)>,
+    /// What has been created under the root so far (none of it symlinks until the end).
+    tree: Tree,
+    symlinks: Vec<Declared>,
     summary: Summary,
     buf: Vec<u8>,
 }
@@ -193,10 +279,17 @@ impl<'a> Unpacker<'a> {
             root,
             opts,
             meter,
-            dirs: HashSet::new(),
+            tree: Tree::default(),
             symlinks: Vec::new(),
             summary: Summary::default(),
             buf: vec![0; COPY_BUFFER],
+        }
+    }
+
+    fn check_deadline(&self) -> Result<(), UnpackError> {
+        match self.opts.deadline {
+            Some(d) if Instant::now() >= d.at => Err(UnpackError::TimedOut { after: d.after }),
+            _ => Ok(()),
         }
     }
 
@@ -205,6 +298,7 @@ impl<'a> Unpacker<'a> {
             .entries()
             .map_err(|e| stream_error(e, &self.meter))?;
         loop {
+            self.check_deadline()?;
             self.meter.enter_metadata();
             let next = entries.next();
             self.meter.leave_metadata();
@@ -219,7 +313,7 @@ impl<'a> Unpacker<'a> {
 
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
         let raw_name = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw_name).into_owned();
+        let shown = shown(&String::from_utf8_lossy(&raw_name));
         let unsafe_entry = |reason: String| UnpackError::Unsafe {
             name: shown.clone(),
             reason,
@@ -251,7 +345,7 @@ impl<'a> Unpacker<'a> {
                     .link_name_bytes()
                     .map(|t| PathBuf::from(std::ffi::OsStr::from_bytes(&t)))
                     .unwrap_or_default();
-                self.symlinks.push((rel, target));
+                self.symlinks.push(Declared { rel, target });
                 Ok(())
             }
             EntryType::Link => {
@@ -268,7 +362,7 @@ impl<'a> Unpacker<'a> {
     /// Makes sure every ancestor of `rel` is a real directory, creating missing ones.
     fn parents(&mut self, rel: &RelPath, shown: &str) -> Result<(), UnpackError> {
         for ancestor in rel.ancestors() {
-            if self.dirs.contains(ancestor) {
+            if self.tree.is_dir(ancestor) {
                 continue;
             }
             let path = self.root.join(ancestor);
@@ -284,15 +378,12 @@ impl<'a> Unpacker<'a> {
                     fs::DirBuilder::new()
                         .mode(self.opts.modes.dir_mode(None))
                         .create(&path)
-                        .map_err(|source| UnpackError::Io {
-                            path: path.clone(),
-                            source,
-                        })?;
+                        .map_err(|source| UnpackError::io(path.clone(), source))?;
                     self.summary.dirs += 1;
                 }
-                Err(source) => return Err(UnpackError::Io { path, source }),
+                Err(source) => return Err(UnpackError::io(path, source)),
             }
-            self.dirs.insert(ancestor.to_path_buf());
+            self.tree.insert(ancestor, Kind::Dir, true);
         }
         Ok(())
     }
@@ -300,10 +391,7 @@ impl<'a> Unpacker<'a> {
     fn dir(&mut self, rel: &RelPath, shown: &str, mode: Option<u32>) -> Result<(), UnpackError> {
         let mode = self.opts.modes.dir_mode(mode);
         let path = self.root.join(rel.as_path());
-        let io_err = |source| UnpackError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io_err = |source| UnpackError::io(path.clone(), source);
         self.parents(rel, shown)?;
         match fs::DirBuilder::new().mode(mode).create(&path) {
             Ok(()) => self.summary.dirs += 1,
@@ -319,7 +407,7 @@ impl<'a> Unpacker<'a> {
             }
             Err(e) => return Err(io_err(e)),
         }
-        self.dirs.insert(rel.as_path().to_path_buf());
+        self.tree.insert(rel.as_path(), Kind::Dir, true);
         Ok(())
     }
 
@@ -339,6 +427,7 @@ impl<'a> Unpacker<'a> {
         self.parents(rel, shown)?;
         let path = self.root.join(rel.as_path());
         let mut file = self.create_file(&path, shown, self.opts.modes.file_mode(mode))?;
+        self.tree.insert(rel.as_path(), Kind::File, true);
         loop {
             let n = match data.read(&mut self.buf) {
                 Ok(0) => break,
@@ -346,12 +435,16 @@ impl<'a> Unpacker<'a> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(stream_error(e, &self.meter)),
             };
-            file.write_all(&self.buf[..n])
-                .map_err(|source| UnpackError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+            // The stream meter cannot see bytes the tar reader makes up itself (the holes of a
+            // sparse entry), so what is written is held to the same limit.
             self.summary.bytes += n as u64;
+            if let Some(limit) = self.opts.max_size
+                && self.summary.bytes > limit
+            {
+                return Err(UnpackError::TooLarge { limit });
+            }
+            file.write_all(&self.buf[..n])
+                .map_err(|source| UnpackError::io(path.clone(), source))?;
         }
         self.summary.files += 1;
         Ok(())
@@ -367,10 +460,7 @@ impl<'a> Unpacker<'a> {
                 .mode(mode)
                 .open(path)
         };
-        let io_err = |source| UnpackError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| UnpackError::io(path.to_path_buf(), source);
         match open() {
             Ok(f) => Ok(f),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -382,10 +472,7 @@ impl<'a> Unpacker<'a> {
     }
 
     fn remove_non_dir(&self, path: &Path, shown: &str) -> Result<(), UnpackError> {
-        let io_err = |source| UnpackError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| UnpackError::io(path.to_path_buf(), source);
         match fs::symlink_metadata(path) {
             Ok(md) if md.is_dir() => Err(UnpackError::Conflict {
                 name: shown.to_string(),
@@ -414,8 +501,9 @@ impl<'a> Unpacker<'a> {
         };
         let target_path = self.root.join(target.as_path());
         let is_file = fs::symlink_metadata(&target_path).is_ok_and(|md| md.is_file());
-        let target_in_real_dirs = target.ancestors().all(|a| self.dirs.contains(a));
+        let target_in_real_dirs = target.ancestors().all(|a| self.tree.is_dir(a));
         if !is_file || !target_in_real_dirs {
+            let target = shown_path(target.as_path());
             return self.skip(
                 shown,
                 "hard link",
@@ -431,47 +519,60 @@ impl<'a> Unpacker<'a> {
         self.parents(rel, shown)?;
         let path = self.root.join(rel.as_path());
         self.remove_non_dir(&path, shown)?;
-        fs::hard_link(&target_path, &path).map_err(|source| UnpackError::Io { path, source })?;
+        fs::hard_link(&target_path, &path).map_err(|source| UnpackError::io(path, source))?;
+        self.tree.insert(rel.as_path(), Kind::File, true);
         self.summary.hardlinks += 1;
         Ok(())
     }
 
     fn create_symlinks(&mut self) -> Result<(), UnpackError> {
         let symlinks = std::mem::take(&mut self.symlinks);
-        let mut declared: HashMap<PathBuf, PathBuf> = HashMap::new();
-        for (rel, target) in &symlinks {
-            declared
-                .entry(rel.as_path().to_path_buf())
-                .or_insert_with(|| target.clone());
-        }
-        for (rel, target) in &symlinks {
-            let shown = format!("{rel} -> {}", target.display());
-            if let Err(why) = links::check(&declared, rel.as_path(), target) {
+        let deadline = self.opts.deadline;
+        let verdicts = links::plan(&mut self.tree, &symlinks, deadline.map(|d| d.at)).map_err(
+            |e| match e {
+                PlanError::TooComplex => UnpackError::LinksTooComplex,
+                PlanError::Deadline => UnpackError::TimedOut {
+                    after: deadline.map(|d| d.after).unwrap_or_default(),
+                },
+            },
+        )?;
+        for (link, verdict) in symlinks.iter().zip(verdicts) {
+            let shown = format!(
+                "{} -> {}",
+                shown_path(link.rel.as_path()),
+                shown_path(&link.target)
+            );
+            if let Some(why) = verdict {
                 self.skip(&shown, "symlink", &why.to_string())?;
                 continue;
             }
-            if rel.ancestors().any(|a| declared.contains_key(a)) {
-                self.skip(&shown, "symlink", "it sits under another symlink")?;
-                continue;
-            }
-            self.parents(rel, &shown)?;
-            let path = self.root.join(rel.as_path());
-            match std::os::unix::fs::symlink(target, &path) {
-                Ok(()) => self.summary.symlinks += 1,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    self.skip(&shown, "symlink", "another entry already has its name")?;
-                }
-                Err(source) => return Err(UnpackError::Io { path, source }),
-            }
+            self.parents(&link.rel, &shown)?;
+            let path = self.root.join(link.rel.as_path());
+            std::os::unix::fs::symlink(&link.target, &path)
+                .map_err(|source| UnpackError::io(path, source))?;
+            self.summary.symlinks += 1;
+        }
+        if self.summary.skipped > LOGGED_SKIPS {
+            warn!(
+                skipped = self.summary.skipped,
+                "skipped {} entries in all; only the first {LOGGED_SKIPS} were logged",
+                self.summary.skipped
+            );
         }
         Ok(())
     }
 
     fn skip(&mut self, shown: &str, what: &str, why: &str) -> Result<(), UnpackError> {
-        warn!(entry = shown, "skipping {what}: {why}");
         self.summary.skipped += 1;
+        if self.summary.skipped <= LOGGED_SKIPS {
+            warn!(entry = shown, "skipping {what}: {why}");
+        }
         Ok(())
     }
+}
+
+fn shown_path(p: &Path) -> String {
+    shown(&p.to_string_lossy())
 }
 
 fn special_file(kind: EntryType, mode: u32) -> Option<&'static str> {

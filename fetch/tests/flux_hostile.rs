@@ -290,3 +290,89 @@ fn a_hostile_archive_with_a_wrong_digest_is_reported_as_a_verification_failure()
         .assert_stderr_has("digest mismatch");
     vol.assert_nothing_left();
 }
+
+#[test]
+fn a_sparse_entry_cannot_write_past_the_limit() {
+    // 1 byte stored, 64 MiB written: the holes come from the tar reader, not the stream.
+    let body = Tarball::flux().sparse("holes", 64 << 20).gz();
+    assert!(body.len() < 1024, "a tiny artifact: {} bytes", body.len());
+    let (vol, run) = fetch_authentic(body, &["--max-untar-size", "1048576"]);
+    run.assert_code(6)
+        .assert_stderr_has("limit of 1048576 bytes");
+    vol.assert_nothing_left();
+
+    // Within the limit it unpacks, holes and all.
+    let body = Tarball::flux().sparse("holes", 4096).gz();
+    let (vol, run) = fetch_authentic(body, &["--max-untar-size", "1048576"]);
+    run.assert_code(0);
+    let data = fs::read(vol.source().join("holes")).unwrap();
+    assert_eq!(data.len(), 4096);
+    assert_eq!(data[4095], b'x');
+}
+
+#[test]
+fn a_link_is_judged_only_by_links_that_really_exist() {
+    // `d` is a real directory, so the link `d -> sub/deep` is never created. Judged as if it
+    // were, `x -> d/../..` lands in the root; on disk it climbs out of it.
+    let body = Tarball::flux()
+        .dir("sub/deep/", 0o755)
+        .symlink("d", "sub/deep")
+        .dir("d/", 0o755)
+        .symlink("x", "d/../..")
+        .symlink("y", "d/../sub")
+        .gz();
+    let (vol, run) = fetch_authentic(body, &[]);
+    run.assert_code(0)
+        .assert_stderr_has("another entry already has its name")
+        .assert_stderr_has("resolves outside the artifact");
+    let src = vol.source();
+    assert!(!fs::symlink_metadata(src.join("d")).unwrap().is_symlink());
+    assert!(fs::symlink_metadata(src.join("x")).is_err(), "x is skipped");
+    assert_eq!(
+        fs::canonicalize(src.join("y")).unwrap(),
+        fs::canonicalize(src.join("sub")).unwrap()
+    );
+}
+
+#[test]
+fn long_link_targets_are_skipped_cheaply_and_logged_briefly() {
+    // 64 links whose PAX linkpath is 256 KiB of "a/": each is longer than PATH_MAX.
+    let target = "a/".repeat(128 << 10);
+    let mut tar = Tarball::flux();
+    for i in 0..64 {
+        let record = format!("linkpath={target}\n");
+        let len = record.len();
+        // A PAX record's length counts its own digits.
+        let mut total = len + 1;
+        while (total.to_string().len() + len + 1) != total {
+            total = total.to_string().len() + len + 1;
+        }
+        let pax = format!("{total} {record}");
+        tar = tar
+            .entry(b"././@PaxHeader", b'x', 0o644, pax.as_bytes(), b"")
+            .symlink(&format!("l{i}"), "placeholder");
+    }
+    let (vol, run) = fetch_authentic(tar.gz(), &["--timeout", "60"]);
+    run.assert_code(0)
+        .assert_stderr_has("longer than 4095 bytes (PATH_MAX)");
+    assert!(
+        run.stderr.len() < 64 << 10,
+        "the log shows names cut short, not 16 MiB of targets: {} bytes",
+        run.stderr.len()
+    );
+    assert_eq!(fs::read_dir(vol.source()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_name_too_long_for_the_file_system_is_the_archive_s_fault() {
+    // NAME_MAX is 255: a 300-byte component cannot be created.
+    let name = "n".repeat(300);
+    let body = Tarball::flux()
+        .long_name(name.as_bytes())
+        .file("placeholder", 0o644, b"x")
+        .gz();
+    let (vol, run) = fetch_authentic(body, &[]);
+    run.assert_code(6)
+        .assert_stderr_has("cannot be created on this file system");
+    vol.assert_nothing_left();
+}

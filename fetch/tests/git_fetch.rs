@@ -310,3 +310,24 @@ fn unreachable_host_is_a_network_error() {
     .assert_stderr_has("cannot reach");
     v.assert_nothing_left();
 }
+
+#[test]
+fn credentials_never_follow_a_redirect_to_another_host() {
+    let trap = e2e::redirect::OffsiteRedirect::start().expect("servers");
+    for creds in [
+        &[("GIT_USERNAME", "u"), ("GIT_PASSWORD", "s3cret-pass")][..],
+        &[("GIT_TOKEN", "s3cret-token")][..],
+    ] {
+        let v = Volume::new();
+        let run = v.fetch_git(&trap.url, "main", creds, &[]);
+        assert_ne!(run.code, 0, "nothing to fetch there: {}", run.stderr);
+        assert!(!run.stderr.contains("s3cret"), "{}", run.stderr);
+        v.assert_nothing_left();
+    }
+    assert_eq!(
+        trap.credentials_seen_elsewhere(),
+        Vec::<String>::new(),
+        "the redirect target ({}) was sent credentials",
+        trap.other_host
+    );
+}

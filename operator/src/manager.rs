@@ -247,7 +247,7 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
         serve(
             addr,
             "program artifacts",
-            controller::program::router(client.clone()),
+            controller::program::router(controller::program::served(client.clone())),
             stop_rx.clone(),
         )
         .await?;

@@ -515,3 +515,45 @@ fn children_of(parent: i32) -> Vec<i32> {
         })
         .unwrap_or_default()
 }
+
+#[tokio::test]
+async fn outputs_larger_than_a_mebibyte_come_back_whole_with_their_secrets_marked() {
+    // 120k numbers: the CLI prints them one per indented line, ~1.3 MiB of `stack output`
+    // JSON, more than the agent keeps of an ordinary command's output.
+    let numbers: Vec<String> = (0..120_000).map(|i| (100_000 + i).to_string()).collect();
+    let program = format!(
+        "name: big\nruntime: yaml\nconfig:\n  token:\n    type: string\n    secret: true\n\
+         outputs:\n  token: ${{token}}\n  numbers: [{}]\n",
+        numbers.join(", ")
+    );
+    let agent = Agent::start(Options {
+        program: &program,
+        ..Default::default()
+    });
+    let mut c = agent.client().await;
+    c.select_stack(pb::SelectStackRequest {
+        stack_name: "dev".into(),
+        create: Some(true),
+        secrets_provider: None,
+    })
+    .await
+    .expect("stack");
+    c.set_all_config(pb::SetAllConfigRequest {
+        config: vec![literal("token", json!("hunter2-big-output"), true)],
+    })
+    .await
+    .expect("config");
+    let (_, result) = up(&mut c, pb::UpRequest::default()).await;
+    let r = result.expect("an update with large outputs succeeds");
+    let (all, secret) = output(&r, "numbers");
+    assert!(!secret);
+    let all = all.as_array().expect("the list");
+    assert_eq!(all.len(), 120_000);
+    assert_eq!(all[119_999], json!(219_999));
+    assert_eq!(output(&r, "token"), (json!("hunter2-big-output"), true));
+    let logs = agent.log_text();
+    assert!(
+        !logs.contains("hunter2-big-output"),
+        "the secret output is never logged"
+    );
+}

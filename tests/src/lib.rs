@@ -9,8 +9,10 @@ pub mod kubelet;
 pub mod net;
 pub mod pki;
 pub mod process;
+pub mod redirect;
 pub mod schema_check;
 pub mod source_controller;
+pub mod sshd;
 pub mod tools;
 
 pub use control_plane::ControlPlane;

@@ -157,3 +157,47 @@ fn every_exit_code_of_fetch_is_documented() {
         );
     }
 }
+
+#[test]
+fn a_failed_tool_build_fails_the_script_and_is_never_cached() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("bash")
+        .arg(root().join("tests/tools/build.sh"))
+        .arg("pko")
+        .env("E2E_TOOLS_DIR", cache.path())
+        .env("PKO_SRC", cache.path().join("no-such-source"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the build failed: {stderr}");
+    assert!(stderr.contains("BUILD FAILED"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("PATH+="),
+        "no tool directory is handed out"
+    );
+    let stamps: Vec<_> = walk(cache.path())
+        .into_iter()
+        .filter(|p| p.ends_with(".complete"))
+        .collect();
+    assert!(stamps.is_empty(), "nothing is stamped complete: {stamps:?}");
+}
+
+#[test]
+fn the_tool_script_assumes_no_path_outside_the_repository_and_shared() {
+    let script = read("tests/tools/build.sh");
+    for forbidden in ["/work/", ".mirror", "PKO_GIT_DIR"] {
+        assert!(!script.contains(forbidden), "build.sh mentions {forbidden}");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}

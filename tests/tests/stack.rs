@@ -743,7 +743,10 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
         "a Program's revision is its generation"
     );
 
-    // Deleting the git Stack destroys its resources first.
+    // Deleting the git Stack destroys its resources first. Every state of its Updates is
+    // recorded from a watch: once the Stack is gone, the garbage collector removes them in any
+    // order, so a list taken afterwards proves nothing.
+    let seen = UpdateLog::watch(&e.cp, "fromgit");
     let api: Api<DynamicObject> = Api::namespaced_with(e.cp.client(), "default", &stacks());
     api.delete("fromgit", &Default::default())
         .await
@@ -754,12 +757,12 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
         || async { e.stack("fromgit").await.is_none().then_some(()) },
     )
     .await;
-    let ups = e.updates_of("fromgit").await;
-    let kinds: Vec<&str> = ups
-        .iter()
-        .filter_map(|u| u["spec"]["type"].as_str())
-        .collect();
-    assert!(kinds.contains(&"destroy") || ups.is_empty(), "{kinds:?}");
+    let destroyed = seen.succeeded("destroy");
+    assert!(
+        destroyed,
+        "a destroy Update succeeded before the Stack went away; seen: {:?}",
+        seen.states()
+    );
     let checkpoint = read_checkpoint(e.state.path(), "e2e-git", "fromgit");
     let resources = checkpoint["checkpoint"]["latest"]["resources"]
         .as_array()
@@ -776,6 +779,114 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
     let history: Value = serde_json::from_slice(&history.stdout).unwrap_or_default();
     assert_eq!(history[0]["kind"], "destroy", "{history:#}");
     assert_eq!(history[0]["result"], "succeeded", "{history:#}");
+
+    // A Stack deleted with its finalizers stripped while an Update holds the Stack
+    // controller's finalizer: nobody is left to absorb that Update, so it lets go by itself
+    // instead of staying Terminating (and its namespace with it).
+    e.cp.apply_yaml(
+        "apiVersion: pulumi.com/v1\nkind: Program\nmetadata: {name: prog}\nprogram:\n  outputs:\n    greeting: from-program-2\n",
+        "program",
+        "default",
+    )
+    .await
+    .expect("program v2");
+    let in_flight = e
+        .wait_stack(
+            "fromprogram",
+            Duration::from_secs(60),
+            "an update for the new Program",
+            |s| s["status"]["currentUpdate"]["name"].is_string(),
+        )
+        .await;
+    let held = in_flight["status"]["currentUpdate"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    api.patch(
+        "fromprogram",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("strip finalizers");
+    api.delete("fromprogram", &Default::default())
+        .await
+        .expect("delete");
+    let update_api: Api<DynamicObject> = Api::namespaced_with(e.cp.client(), "default", &updates());
+    wait_for(
+        Duration::from_secs(180),
+        "the orphaned Update to be deleted",
+        || async {
+            match update_api.get_opt(&held).await {
+                Ok(None) => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
+}
+
+/// Every state the Updates of one Stack pass through, from a watch.
+struct UpdateLog {
+    states: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl UpdateLog {
+    fn watch(cp: &ControlPlane, stack: &str) -> UpdateLog {
+        use futures::StreamExt;
+        use kube::runtime::watcher;
+        let api: Api<DynamicObject> = Api::namespaced_with(cp.client(), "default", &updates());
+        let cfg = watcher::Config::default().labels(&format!("pulumi.com/stack-name={stack}"));
+        let states = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&states);
+        let task = tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher::watcher(api, cfg));
+            while let Some(ev) = events.next().await {
+                let objs = match ev {
+                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => vec![o],
+                    _ => continue,
+                };
+                for o in objs {
+                    let v = serde_json::to_value(&o).unwrap_or_default();
+                    let state = if condition(&v, "Complete").is_some_and(|c| c["status"] == "True")
+                    {
+                        if condition(&v, "Failed").is_some_and(|c| c["status"] == "True") {
+                            "failed"
+                        } else {
+                            "succeeded"
+                        }
+                    } else {
+                        "pending"
+                    };
+                    if let Ok(mut l) = log.lock() {
+                        l.push((
+                            v["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                            v["spec"]["type"].as_str().unwrap_or("").to_string(),
+                            state.to_string(),
+                        ));
+                    }
+                }
+            }
+        });
+        UpdateLog { states, task }
+    }
+
+    fn states(&self) -> Vec<(String, String, String)> {
+        self.states.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    fn succeeded(&self, kind: &str) -> bool {
+        self.states()
+            .iter()
+            .any(|(_, k, state)| k == kind && state == "succeeded")
+    }
+}
+
+impl Drop for UpdateLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 fn read_checkpoint(state: &Path, project: &str, stack: &str) -> Value {

@@ -15,6 +15,7 @@
 #   tests/tools/build.sh                 build every tool
 #   tests/tools/build.sh k8s etcd        build some
 #   tests/tools/build.sh --update k8s    re-create a wrapper's go.mod/go.sum from the pins below
+#   tests/tools/build.sh --dir k8s       print where a tool's build is cached
 set -euo pipefail
 
 K8S_VERSION=v1.34.4
@@ -24,11 +25,19 @@ PULUMI_VERSION=v3.259.0
 PULUMI_YAML_VERSION=v1.38.1
 PKO_VERSION=v2.9.0
 GRPCURL_VERSION=v1.9.4
+COREDNS_VERSION=v1.14.7
+CRICTL_VERSION=v1.34.0
+# kube-router enforces NetworkPolicy on the test nodes (its firewall controller only). v2.1.0
+# is the only version the module proxy serves, and security flaws are reported against it:
+# acceptable only because it runs inside this throwaway loopback test cluster, never anywhere
+# else. Nothing this project ships depends on it.
+KUBE_ROUTER_VERSION=v2.1.0
 # source-controller v1.9.4+ needs github.com/fluxcd/pkg/artifact v0.18.2+, which the module
 # proxy refuses (403); v1.9.3 is the newest v1.9 whose whole module graph it serves.
 # Flux and PKO pin go-digest to a commit with BLAKE3 support.
 GO_DIGEST_PIN=github.com/opencontainers/go-digest@v1.0.1-0.20220411205349-bde1400a84be
 
+ALL_TOOLS="k8s etcd flux pulumi grpcurl pko coredns crictl kube-router"
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${E2E_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pulumi-flux-operator/tools}
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly GOTOOLCHAIN=local
@@ -43,7 +52,10 @@ version_of() {
     pulumi) echo "$PULUMI_VERSION-yaml-$PULUMI_YAML_VERSION" ;;
     pko) echo "$PKO_VERSION" ;;
     grpcurl) echo "$GRPCURL_VERSION" ;;
-    *) log "unknown tool $1 (known: k8s etcd flux pulumi grpcurl pko)"; exit 2 ;;
+    coredns) echo "$COREDNS_VERSION" ;;
+    crictl) echo "$CRICTL_VERSION" ;;
+    kube-router) echo "$KUBE_ROUTER_VERSION" ;;
+    *) log "unknown tool $1 (known: $ALL_TOOLS)"; exit 2 ;;
   esac
 }
 
@@ -61,7 +73,9 @@ update_k8s() {
   GOFLAGS=-mod=mod go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
     "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
     "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" \
-    "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION"
+    "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kubelet@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kube-proxy@$K8S_VERSION"
 }
 
 update_etcd() {
@@ -90,6 +104,21 @@ update_grpcurl() {
   GOFLAGS=-mod=mod go get -tool "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
 }
 
+update_coredns() {
+  go mod init e2etools/coredns
+  GOFLAGS=-mod=mod go get -tool "github.com/coredns/coredns@$COREDNS_VERSION"
+}
+
+update_crictl() {
+  go mod init e2etools/crictl
+  GOFLAGS=-mod=mod go get -tool "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+}
+
+update_kube-router() {
+  go mod init e2etools/kube-router
+  GOFLAGS=-mod=mod go get -tool "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
+}
+
 update() {
   local tool=$1 dir="$HERE/$1"
   log "re-creating the $tool wrapper module"
@@ -100,6 +129,15 @@ update() {
 }
 
 # --- builds ---------------------------------------------------------------------------------
+
+# A short digest of what decides a tool's build: its wrapper module and its build function.
+wrapper_digest() {
+  local tool=$1
+  {
+    if [ "$tool" = pko ]; then echo "$PKO_TARBALL_SHA256"; else cat "$HERE/$tool/go.mod" "$HERE/$tool/go.sum"; fi
+    declare -f "build_$tool"
+  } | sha256sum | cut -c1-10
+}
 
 k8s_ldflags() {
   local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
@@ -114,7 +152,8 @@ k8s_ldflags() {
 build_k8s() {
   go build -trimpath -tags selinux,notest -ldflags "$(k8s_ldflags)" -o "$1/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
 }
 
 build_etcd() {
@@ -141,30 +180,73 @@ build_pulumi() {
 }
 
 # PKO's module is refused by the module proxy this project's machines use (403 for every
-# github.com/pulumi/pulumi-kubernetes-operator/v2 version), so its agent is built from a git
-# snapshot of the repository at the pinned tag, as its own main module: its go.mod and go.sum
-# pin every dependency, which the proxy does serve (checked against the checksum database).
-# PKO_GIT_DIR: a clone or mirror of github.com/pulumi/pulumi-kubernetes-operator (default: the
-# snapshot the tool library keeps on this machine).
-if [ -z "${PKO_GIT_DIR:-}" ]; then
-  for d in "$HERE/../../../.mirror" /work/.mirror; do
-    [ -d "$d/pulumi+pulumi-kubernetes-operator/repo" ] && { PKO_GIT_DIR="$d/pulumi+pulumi-kubernetes-operator/repo"; break; }
-  done
-fi
-PKO_GIT_DIR=${PKO_GIT_DIR:-unset}
+# github.com/pulumi/pulumi-kubernetes-operator/v2 version), so its agent is built from a source
+# tree at the pinned tag, as its own main module: its go.mod and go.sum pin every dependency,
+# which the proxy does serve (checked against the checksum database). The tree comes from, in
+# this order:
+#   PKO_SRC      a directory holding PKO's repository at $PKO_VERSION, or a .tar.gz of it
+#   ../shared/peers/pulumi-kubernetes-operator-$PKO_VERSION.tar.gz beside the repository,
+#                checked against the sha256 below (from ../shared/peers/README.md)
+#   a shallow git clone of the tag from GitHub.
+PKO_TARBALL_SHA256=7304af1aec4b9dd3c250b034309d26c0697c675165020442d8d1bdbcaf1acefc
+PKO_TARBALL="$HERE/../../../shared/peers/pulumi-kubernetes-operator-$PKO_VERSION.tar.gz"
+PKO_REPO=https://github.com/pulumi/pulumi-kubernetes-operator
+
+# Unpacks (or clones) PKO's tree into $1; fails when none of the sources works.
+pko_source() {
+  local into=$1 sum
+  if [ -n "${PKO_SRC:-}" ]; then
+    if [ -d "$PKO_SRC" ]; then
+      log "pko: source from PKO_SRC=$PKO_SRC"
+      cp -a "$PKO_SRC/." "$into/"
+    elif [ -f "$PKO_SRC" ]; then
+      log "pko: source from the archive PKO_SRC=$PKO_SRC"
+      tar -xzf "$PKO_SRC" -C "$into" --strip-components=1
+    else
+      log "pko: PKO_SRC=$PKO_SRC is neither a directory nor a file"
+      return 1
+    fi
+  elif [ -f "$PKO_TARBALL" ]; then
+    sum=$(sha256sum "$PKO_TARBALL" | cut -d' ' -f1)
+    if [ "$sum" != "$PKO_TARBALL_SHA256" ]; then
+      log "pko: $PKO_TARBALL has sha256 $sum, expected $PKO_TARBALL_SHA256; refusing it"
+      return 1
+    fi
+    log "pko: source from $PKO_TARBALL (sha256 checked)"
+    tar -xzf "$PKO_TARBALL" -C "$into" --strip-components=1
+  else
+    log "pko: no PKO_SRC and no $PKO_TARBALL; cloning $PKO_REPO at $PKO_VERSION"
+    git clone -q --depth 1 --branch "$PKO_VERSION" "$PKO_REPO" "$into"
+  fi
+  [ -f "$into/go.mod" ] && [ -d "$into/agent" ] || {
+    log "pko: the source tree has no go.mod or agent/ (is it PKO's repository at $PKO_VERSION?)"
+    return 1
+  }
+}
 
 build_pko() {
   local src
-  git -C "$PKO_GIT_DIR" rev-parse -q --verify "$PKO_VERSION^{commit}" >/dev/null || {
-    log "pko: no $PKO_VERSION in PKO_GIT_DIR=$PKO_GIT_DIR (set it to a clone of github.com/pulumi/pulumi-kubernetes-operator)"
-    return 1
-  }
   src=$(mktemp -d)
-  git -C "$PKO_GIT_DIR" archive "$PKO_VERSION" | tar -x -C "$src"
-  (cd "$src" && GOFLAGS=-mod=readonly go build -trimpath \
+  trap "rm -rf '$src'" EXIT
+  pko_source "$src"
+  cd "$src"
+  GOFLAGS=-mod=readonly go build -trimpath \
     -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes-operator/v2/agent/version.Version=$PKO_VERSION" \
-    -o "$1/pulumi-kubernetes-agent" ./agent)
-  rm -rf "$src"
+    -o "$1/pulumi-kubernetes-agent" ./agent
+}
+
+build_coredns() {
+  go build -trimpath -ldflags "-s -w" -o "$1/coredns" github.com/coredns/coredns
+}
+
+build_crictl() {
+  go build -trimpath -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
+    -o "$1/crictl" sigs.k8s.io/cri-tools/cmd/crictl
+}
+
+build_kube-router() {
+  go build -trimpath -ldflags "-s -w" -o "$1/kube-router" \
+    github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
 }
 
 build_grpcurl() {
@@ -172,36 +254,63 @@ build_grpcurl() {
     github.com/fullstorydev/grpcurl/cmd/grpcurl
 }
 
+# Builds one tool unless its complete build is cached; appends its directory to `dirs`. Any
+# failure ends the script (non-zero) and leaves no stamp, so a failed build is never cached.
 build() {
   local tool=$1 version out start
   version=$(version_of "$tool")
-  out="$CACHE/$tool-$version"
+  if [ "$tool" != pko ] && [ ! -f "$HERE/$tool/go.mod" ]; then
+    update "$tool"
+  fi
+  # The cache key names the wrapper's content too: a wrapper that gains a binary or changes a
+  # pin is a new build, never a stale one.
+  out="$CACHE/$tool-$version-$(wrapper_digest "$tool")"
   if [ -f "$out/.complete" ]; then
     log "$tool $version: cached in $out"
   else
     # pko builds from its own go.mod (see build_pko); the others from a wrapper module here.
-    [ "$tool" = pko ] || [ -f "$HERE/$tool/go.mod" ] || update "$tool"
     start=$(date +%s)
     log "$tool $version: building into $out"
     rm -rf "$out.tmp" && mkdir -p "$out.tmp"
-    (cd "$HERE" && { [ "$tool" = pko ] || cd "$tool"; } && "build_$tool" "$out.tmp")
+    # Not inside `if`, `||` or `$(...)`: there bash ignores `set -e` for everything the build
+    # runs, and a failed step would be followed by the next one and the stamp.
+    local status=0
+    set +e
+    (
+      set -e
+      cd "$HERE"
+      [ "$tool" = pko ] || cd "$tool"
+      "build_$tool" "$out.tmp"
+    )
+    status=$?
+    set -e
+    if [ "$status" -ne 0 ]; then
+      rm -rf "$out.tmp"
+      log "$tool $version: BUILD FAILED (exit $status; nothing cached)"
+      exit 1
+    fi
     rm -rf "$out" && mv "$out.tmp" "$out" && touch "$out/.complete"
     log "$tool $version: built in $(( $(date +%s) - start ))s"
   fi
-  echo "$out"
+  dirs+=("$out")
 }
 
 command -v go >/dev/null || { log "go is required (Go >= 1.26)"; exit 1; }
 mode=build
 if [ "${1:-}" = "--update" ]; then mode=update; shift; fi
+if [ "${1:-}" = "--dir" ]; then
+  # Where a tool's build is (or would be) cached, without building it.
+  echo "$CACHE/$2-$(version_of "$2")-$(wrapper_digest "$2")"
+  exit 0
+fi
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(k8s etcd flux pulumi grpcurl pko)
+[ ${#tools[@]} -gt 0 ] || read -r -a tools <<<"$ALL_TOOLS"
 
 total_start=$(date +%s)
 dirs=()
 for t in "${tools[@]}"; do
   version_of "$t" >/dev/null
-  if [ "$mode" = update ]; then update "$t"; else dirs+=("$(build "$t")"); fi
+  if [ "$mode" = update ]; then update "$t"; else build "$t"; fi
 done
 [ "$mode" = update ] && exit 0
 log "all done in $(( $(date +%s) - total_start ))s"

@@ -23,7 +23,8 @@ use reqwest::Url;
 use tracing::{debug, info, warn};
 
 pub use credentials::Credentials;
-use known_hosts::{KnownHosts, Verdict};
+pub use known_hosts::KnownHosts;
+use known_hosts::Verdict;
 
 use crate::unpack::ModePolicy;
 use crate::workspace::{Workspace, WorkspaceError};
@@ -164,6 +165,40 @@ pub fn endpoint(url: &str) -> Result<Endpoint, GitError> {
     })
 }
 
+/// Whether libgit2 may send credentials to `asked` (the URL its credential callback names): only
+/// to the host and port the source is configured with. libgit2 follows a redirect on the first
+/// request, and a redirect to another host must not take the Stack's credentials with it.
+pub fn credentials_go_to(configured: &Endpoint, asked: &str) -> bool {
+    match endpoint(asked) {
+        Ok(e) => e.host.eq_ignore_ascii_case(&configured.host) && e.port == configured.port,
+        Err(_) => false,
+    }
+}
+
+/// What an SSH server's host key is worth: trusted by the known hosts, or accepted unverified
+/// (with a warning) when there are none; anything else is an error to report.
+pub fn check_host_key(
+    known: Option<&KnownHosts>,
+    host: &str,
+    port: u16,
+    key: &[u8],
+) -> Result<(), GitError> {
+    let name = known_hosts::host_name(host, port);
+    let Some(kh) = known else {
+        warn!(
+            host = %name,
+            "accepting the SSH host key without verification; set \
+             gitAuth.sshAuth.knownHosts (GIT_SSH_KNOWN_HOSTS) to verify it"
+        );
+        return Ok(());
+    };
+    match kh.check(host, port, key) {
+        Verdict::Trusted => Ok(()),
+        Verdict::Mismatch => Err(GitError::HostKeyMismatch { host: name }),
+        Verdict::Unknown => Err(GitError::HostKeyUnknown { host: name }),
+    }
+}
+
 /// The URL with its password (or token) replaced by `***`.
 pub fn redact(url: &str) -> String {
     match Url::parse(url) {
@@ -301,7 +336,19 @@ struct Session<'a> {
 impl Session<'_> {
     fn callbacks(&self) -> RemoteCallbacks<'_> {
         let mut cb = RemoteCallbacks::new();
-        cb.credentials(|_url, username, allowed| {
+        cb.credentials(|url, username, allowed| {
+            if !credentials_go_to(self.ep, url) {
+                warn!(
+                    asked = %redact(url),
+                    configured = %self.ep.shown,
+                    "not sending credentials to a host other than the configured one (a redirect?)"
+                );
+                return Err(git2::Error::new(
+                    ErrorCode::Auth,
+                    ErrorClass::Callback,
+                    "credentials are only sent to the configured host",
+                ));
+            }
             let n = self.auth_attempts.get() + 1;
             self.auth_attempts.set(n);
             // libgit2 asks again after every refusal; two tries (user name, then key for SSH)
@@ -340,32 +387,16 @@ impl Session<'_> {
             let Some(key) = hk.hostkey() else {
                 return Ok(CertificateCheckStatus::CertificatePassthrough);
             };
-            let name = known_hosts::host_name(host, self.ep.port);
-            match &self.req.known_hosts {
-                None => {
-                    warn!(
-                        host = %name,
-                        "accepting the SSH host key without verification; set \
-                         GIT_SSH_KNOWN_HOSTS (gitAuth.sshAuth.knownHosts) to verify it"
-                    );
-                    Ok(CertificateCheckStatus::CertificateOk)
+            match check_host_key(self.req.known_hosts.as_ref(), host, self.ep.port, key) {
+                Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
+                Err(err) => {
+                    *self.host_key.borrow_mut() = Some(err);
+                    Err(git2::Error::new(
+                        ErrorCode::Certificate,
+                        ErrorClass::Ssh,
+                        "host key refused",
+                    ))
                 }
-                Some(kh) => match kh.check(host, self.ep.port, key) {
-                    Verdict::Trusted => Ok(CertificateCheckStatus::CertificateOk),
-                    verdict => {
-                        let err = if verdict == Verdict::Mismatch {
-                            GitError::HostKeyMismatch { host: name }
-                        } else {
-                            GitError::HostKeyUnknown { host: name }
-                        };
-                        *self.host_key.borrow_mut() = Some(err);
-                        Err(git2::Error::new(
-                            ErrorCode::Certificate,
-                            ErrorClass::Ssh,
-                            "host key refused",
-                        ))
-                    }
-                },
             }
         });
         cb.transfer_progress(|_| Instant::now() < self.deadline);
@@ -606,6 +637,27 @@ mod tests {
         assert_eq!(endpoint("file:///srv/repo").expect("file").scheme, "file");
         assert!(endpoint("ftp://host/repo").is_err());
         assert!(endpoint("/just/a/path").is_err());
+    }
+
+    #[test]
+    fn credentials_only_go_to_the_configured_host_and_port() {
+        let ep = endpoint("https://git.example.com/org/repo.git").expect("https");
+        assert!(credentials_go_to(
+            &ep,
+            "https://git.example.com/org/repo.git/info/refs"
+        ));
+        assert!(credentials_go_to(&ep, "https://GIT.example.com:443/other"));
+        assert!(!credentials_go_to(
+            &ep,
+            "https://evil.example.net/org/repo.git"
+        ));
+        assert!(!credentials_go_to(
+            &ep,
+            "https://git.example.com:8443/org/repo.git"
+        ));
+        assert!(!credentials_go_to(&ep, "not a url"));
+        let ssh = endpoint("git@github.com:org/repo.git").expect("scp-like");
+        assert!(credentials_go_to(&ssh, "ssh://git@github.com/org/repo.git"));
     }
 
     #[test]

@@ -69,6 +69,33 @@ impl Tarball {
         self
     }
 
+    /// A GNU sparse entry (old GNU format) whose one byte of data sits at the end of a file of
+    /// `real_size` bytes: all the rest is a hole the tar reader fills with zeros itself.
+    pub fn sparse(mut self, name: &str, real_size: u64) -> Self {
+        let mut h = [0u8; BLOCK];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        octal(&mut h[100..108], 0o644);
+        octal(&mut h[108..116], 0);
+        octal(&mut h[116..124], 0);
+        octal(&mut h[124..136], 1);
+        octal(&mut h[136..148], 1_700_000_000);
+        h[156] = b'S';
+        h[257..265].copy_from_slice(b"ustar  \0");
+        // The first sparse map entry: offset and length of the stored byte.
+        octal(&mut h[386..398], real_size - 1);
+        octal(&mut h[398..410], 1);
+        h[482] = 0;
+        octal(&mut h[483..495], real_size);
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        self.buf.extend_from_slice(&h);
+        let mut data = [0u8; BLOCK];
+        data[0] = b'x';
+        self.buf.extend_from_slice(&data);
+        self
+    }
+
     pub fn tar(mut self) -> Vec<u8> {
         self.buf.extend(std::iter::repeat_n(0u8, BLOCK * 2));
         self.buf

@@ -2,11 +2,18 @@
 //! (`authorization: Bearer <jwt>`) minted for the audience `<workspace>.<namespace>`; the agent
 //! asks the apiserver who it is (TokenReview) and whether that identity may `use` the
 //! `workspaces/rpc` subresource of this Workspace (SubjectAccessReview). Answers are cached
-//! briefly, keyed by a hash of the token (the token itself is never kept or logged).
+//! briefly, keyed by a hash of the token (the token itself is never kept or logged); a token's
+//! verdict never outlives the token's own `exp`. The apiserver is protected from callers with
+//! junk: a bearer that is not a JWT, or whose `exp` has passed, is refused without a review,
+//! at most a few reviews run at once, and once many tokens in a row failed review, new tokens
+//! are refused for a short while instead of reviewed.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use tokio::sync::Semaphore;
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
@@ -25,6 +32,12 @@ const AUTHN_FAIL_TTL: Duration = Duration::from_secs(60);
 const AUTHZ_ALLOW_TTL: Duration = Duration::from_secs(300);
 const AUTHZ_DENY_TTL: Duration = Duration::from_secs(5);
 const CACHE_LIMIT: usize = 1024;
+/// TokenReviews in flight at once.
+const CONCURRENT_REVIEWS: usize = 4;
+/// After this many failed reviews within [`FAILURE_WINDOW`], new tokens are refused unreviewed
+/// until the window ends (tokens already known keep their cached verdict).
+const FAILURES_PER_WINDOW: u32 = 20;
+const FAILURE_WINDOW: Duration = Duration::from_secs(10);
 
 /// The identity a token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +72,9 @@ pub struct KubeAuth {
     namespace: String,
     workspace: String,
     authn: Cache<[u8; 32], Result<Identity, String>>,
-    authz: Cache<String, Result<(), String>>,
+    authz: Cache<[u8; 32], Result<(), String>>,
+    reviews: Semaphore,
+    failures: Mutex<FailureWindow>,
     /// For the hint when the TokenReview API is refused.
     pod_service_account: String,
 }
@@ -101,6 +116,8 @@ impl KubeAuth {
             workspace,
             authn: Mutex::new(HashMap::new()),
             authz: Mutex::new(HashMap::new()),
+            reviews: Semaphore::new(CONCURRENT_REVIEWS),
+            failures: Mutex::new(FailureWindow::default()),
             pod_service_account,
         }
     }
@@ -115,6 +132,25 @@ impl KubeAuth {
 
     async fn authenticate(&self, token: &str) -> Result<Identity, Status> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = cached(&self.authn, &key) {
+            return hit.map_err(Status::unauthenticated);
+        }
+        let expires = jwt_expiry(token, now_unix()).map_err(Status::unauthenticated)?;
+        if self
+            .failures
+            .lock()
+            .is_ok_and(|mut f| f.saturated(Instant::now()))
+        {
+            return Err(Status::unavailable(
+                "too many invalid tokens were presented recently; try again in a few seconds",
+            ));
+        }
+        let _permit = self
+            .reviews
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the agent is shutting down"))?;
+        // Another call may have reviewed the same token while this one waited.
         if let Some(hit) = cached(&self.authn, &key) {
             return hit.map_err(Status::unauthenticated);
         }
@@ -158,8 +194,12 @@ impl KubeAuth {
                 .unwrap_or_else(|| "unauthenticated".into())),
         };
         let ttl = if verdict.is_ok() {
-            AUTHN_OK_TTL
+            // Never trust a verdict past the token's own expiry.
+            AUTHN_OK_TTL.min(expires)
         } else {
+            if let Ok(mut f) = self.failures.lock() {
+                f.record(Instant::now());
+            }
             AUTHN_FAIL_TTL
         };
         remember(&self.authn, key, ttl, verdict.clone());
@@ -167,7 +207,7 @@ impl KubeAuth {
     }
 
     async fn authorize(&self, who: &Identity) -> Result<(), Status> {
-        let key = format!("{}\n{}", who.username, who.groups.join(","));
+        let key = who.cache_key();
         if let Some(hit) = cached(&self.authz, &key) {
             return hit.map_err(Status::permission_denied);
         }
@@ -224,6 +264,94 @@ impl KubeAuth {
         remember(&self.authz, key, ttl, verdict.clone());
         verdict.map_err(Status::permission_denied)
     }
+}
+
+impl Identity {
+    /// Everything a SubjectAccessReview is asked about, hashed: two identities that differ in
+    /// any of it (the uid of a re-created service account, an extra attribute) never share
+    /// a verdict.
+    fn cache_key(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        let mut field = |s: &str| {
+            h.update((s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        };
+        field(&self.username);
+        field(self.uid.as_deref().unwrap_or(""));
+        field(&self.groups.len().to_string());
+        for g in &self.groups {
+            field(g);
+        }
+        for (k, values) in &self.extra {
+            field(k);
+            field(&values.len().to_string());
+            for v in values {
+                field(v);
+            }
+        }
+        h.finalize().into()
+    }
+}
+
+/// Failed TokenReviews in the current window.
+#[derive(Debug, Default)]
+struct FailureWindow {
+    started: Option<Instant>,
+    failures: u32,
+}
+
+impl FailureWindow {
+    fn roll(&mut self, now: Instant) {
+        if self
+            .started
+            .is_none_or(|s| now.duration_since(s) >= FAILURE_WINDOW)
+        {
+            self.started = Some(now);
+            self.failures = 0;
+        }
+    }
+
+    fn record(&mut self, now: Instant) {
+        self.roll(now);
+        self.failures += 1;
+    }
+
+    fn saturated(&mut self, now: Instant) -> bool {
+        self.roll(now);
+        self.failures >= FAILURES_PER_WINDOW
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// How long a bearer may still be used, read from its (unverified) JWT claims; the apiserver
+/// verifies the signature. Something that is not a JWT, has no `exp`, or has expired is
+/// refused here, without asking the apiserver: service-account tokens always carry `exp`.
+fn jwt_expiry(token: &str, now: u64) -> Result<Duration, String> {
+    let mut parts = token.split('.');
+    let (Some(_header), Some(claims), Some(_sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("the bearer token is not a JWT".into());
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims.trim_end_matches('='))
+        .map_err(|_| "the bearer token is not a JWT".to_string())?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&raw).map_err(|_| "the bearer token is not a JWT".to_string())?;
+    let exp = claims
+        .get("exp")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| "the bearer token has no expiry (exp)".to_string())?;
+    if exp <= now {
+        return Err("the bearer token has expired".into());
+    }
+    Ok(Duration::from_secs(exp - now))
 }
 
 fn is_forbidden(e: &kube::Error) -> bool {
@@ -312,6 +440,74 @@ mod tests {
             bearer(&md(Some("Basic abc"))).unwrap_err().message(),
             "Request unauthenticated with Bearer"
         );
+    }
+
+    fn jwt(claims: &str) -> String {
+        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.sig", enc(r#"{"alg":"RS256"}"#), enc(claims))
+    }
+
+    #[test]
+    fn a_token_is_trusted_no_longer_than_its_expiry() {
+        assert_eq!(
+            jwt_expiry(&jwt(r#"{"exp":1100,"sub":"x"}"#), 1000),
+            Ok(Duration::from_secs(100))
+        );
+        assert_eq!(
+            jwt_expiry(&jwt(r#"{"exp":900}"#), 1000),
+            Err("the bearer token has expired".into())
+        );
+        assert_eq!(
+            jwt_expiry(&jwt(r#"{"sub":"x"}"#), 1000),
+            Err("the bearer token has no expiry (exp)".into())
+        );
+        for junk in [
+            "junk",
+            "a.b",
+            "a.b.c.d",
+            "a.!!!.c",
+            &format!("x.{}.y", "e30"),
+        ] {
+            assert!(jwt_expiry(junk, 1000).is_err(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn identities_differing_in_uid_or_extra_never_share_a_verdict() {
+        let base = Identity {
+            username: "system:serviceaccount:ns:sa".into(),
+            uid: Some("1".into()),
+            groups: vec!["g".into()],
+            extra: Default::default(),
+        };
+        let mut other_uid = base.clone();
+        other_uid.uid = Some("2".into());
+        let mut with_extra = base.clone();
+        with_extra.extra.insert(
+            "authentication.kubernetes.io/pod-name".into(),
+            vec!["p".into()],
+        );
+        let mut split_groups = base.clone();
+        split_groups.groups = vec!["g".into(), String::new()];
+        let keys = [&base, &other_uid, &with_extra, &split_groups].map(Identity::cache_key);
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(base.cache_key(), base.clone().cache_key());
+    }
+
+    #[test]
+    fn many_failed_reviews_close_the_door_for_a_while() {
+        let mut w = FailureWindow::default();
+        let t0 = Instant::now();
+        for _ in 0..FAILURES_PER_WINDOW {
+            assert!(!w.saturated(t0));
+            w.record(t0);
+        }
+        assert!(w.saturated(t0 + Duration::from_secs(1)));
+        assert!(!w.saturated(t0 + FAILURE_WINDOW));
     }
 
     #[test]

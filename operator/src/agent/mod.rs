@@ -112,7 +112,8 @@ pub struct ServeArgs {
     pub host: String,
     #[arg(long, default_value_t = 50051)]
     pub port: u16,
-    #[arg(long, value_enum, default_value = "none")]
+    /// `kube` unless the agent is run by hand for local testing (`none` lets any caller in).
+    #[arg(long, value_enum, default_value = "kube")]
     pub auth_mode: AuthMode,
     /// Token audiences accepted (kube mode), normally `<workspace>.<namespace>`.
     #[arg(long)]

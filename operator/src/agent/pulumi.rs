@@ -21,6 +21,9 @@ use super::process::Children;
 /// How much of a command's stdout and stderr is kept for its result (the tail; verbose engine
 /// logs can run to many megabytes, and all of it is in the container log anyway).
 const KEEP_OUTPUT_BYTES: usize = 1 << 20;
+/// The most a command whose JSON is parsed may print: the largest reply the operator accepts
+/// (stack outputs travel in one gRPC message of at most 400 MiB).
+const MAX_JSON_BYTES: usize = 400 << 20;
 /// How long a failure's explanation may be: it ends up in object status and events.
 const DETAIL_BYTES: usize = 2048;
 
@@ -42,12 +45,15 @@ pub enum CliError {
         stdout: String,
         stderr: String,
     },
-    #[error("`pulumi {command}` printed unexpected output ({error}): {output}")]
-    Parse {
-        command: String,
-        error: String,
-        output: String,
-    },
+    /// Never carries what the command printed: JSON output can hold secrets (stack outputs
+    /// with `--show-secrets`), and this message reaches statuses, events and logs.
+    #[error("`pulumi {command}` printed output that is not the JSON expected ({error})")]
+    Parse { command: String, error: String },
+    #[error(
+        "`pulumi {command}` printed more than {} MiB; that is more than the agent can return",
+        MAX_JSON_BYTES >> 20
+    )]
+    OutputTooLarge { command: String },
     #[error("cannot prepare the event log: {0}")]
     EventLog(#[source] std::io::Error),
 }
@@ -72,6 +78,8 @@ impl CliError {
 pub struct Output {
     pub stdout: String,
     pub stderr: String,
+    /// A private stdout was longer than the limit and only its start was kept.
+    pub stdout_truncated: bool,
 }
 
 /// The CLI in one workspace directory.
@@ -152,21 +160,27 @@ impl Pulumi {
 
     /// Runs a command to completion; its output is logged line by line as it comes.
     pub async fn run(&self, args: &[String]) -> Result<Output, CliError> {
-        self.run_with_events(args, None, None, true)
+        self.run_with_events(args, None, None, Capture::Logged)
             .await
             .map(|(o, _)| o)
     }
 
-    /// Runs a command whose output must be JSON, and parses it.
+    /// Runs a command whose output must be JSON, and parses it. Its stdout is kept whole (up
+    /// to [`MAX_JSON_BYTES`]) and never logged or put in an error: it may hold secrets.
     pub async fn run_json<T: for<'de> Deserialize<'de>>(
         &self,
         args: &[String],
     ) -> Result<T, CliError> {
-        let (out, _) = self.run_with_events(args, None, None, false).await?;
+        let command = display_args(args);
+        let (out, _) = self
+            .run_with_events(args, None, None, Capture::Private)
+            .await?;
+        if out.stdout_truncated {
+            return Err(CliError::OutputTooLarge { command });
+        }
         serde_json::from_str(&out.stdout).map_err(|e| CliError::Parse {
-            command: display_args(args),
-            error: e.to_string(),
-            output: truncate(&out.stdout, 512),
+            command,
+            error: json_error(&e),
         })
     }
 
@@ -189,7 +203,7 @@ impl Pulumi {
         full.push("--event-log".into());
         full.push(log.display().to_string());
         let result = self
-            .run_with_events(&full, Some(&log), Some(events), true)
+            .run_with_events(&full, Some(&log), Some(events), Capture::Logged)
             .await;
         let _ = std::fs::remove_dir_all(&dir);
         result
@@ -200,7 +214,7 @@ impl Pulumi {
         args: &[String],
         event_log: Option<&Path>,
         events: Option<mpsc::Sender<serde_json::Value>>,
-        log_output: bool,
+        capture: Capture,
     ) -> Result<(Output, Vec<serde_json::Value>), CliError> {
         let shown = display_args(args);
         debug!(command = %shown, "running pulumi");
@@ -213,8 +227,8 @@ impl Pulumi {
             })?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let _guard = self.children.track(pid);
-        let stdout = tokio::spawn(capture(child.stdout.take(), "stdout", log_output));
-        let stderr = tokio::spawn(capture(child.stderr.take(), "stderr", log_output));
+        let stdout = tokio::spawn(read_stdout(child.stdout.take(), capture));
+        let stderr = tokio::spawn(read_lines(child.stderr.take(), "stderr", true));
 
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
         let tail = event_log
@@ -243,9 +257,11 @@ impl Pulumi {
             Some(t) => t.await.unwrap_or_default(),
             None => Vec::new(),
         };
+        let (stdout, stdout_truncated) = stdout.await.unwrap_or_default();
         let out = Output {
-            stdout: stdout.await.unwrap_or_default(),
+            stdout,
             stderr: stderr.await.unwrap_or_default(),
+            stdout_truncated,
         };
         let status = status.map_err(|source| CliError::Spawn {
             binary: self.binary.display().to_string(),
@@ -255,6 +271,12 @@ impl Pulumi {
             return Ok((out, seen));
         }
         let code = status.code().unwrap_or(-1);
+        // A private stdout (JSON that may hold secrets) is left out of the failure entirely.
+        let stdout = match capture {
+            Capture::Logged => out.stdout,
+            Capture::Private => String::new(),
+        };
+        let out = Output { stdout, ..out };
         Err(CliError::Failed {
             command: shown,
             code,
@@ -265,9 +287,63 @@ impl Pulumi {
     }
 }
 
-/// Reads a pipe line by line into the log (at debug level for machine-readable output),
-/// keeping the tail for the result.
-async fn capture(pipe: Option<impl AsyncRead + Unpin>, stream: &'static str, log: bool) -> String {
+/// What happens to a command's stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    /// Logged line by line, the tail kept for the result.
+    Logged,
+    /// Kept whole up to [`MAX_JSON_BYTES`], never logged: JSON that may hold secrets.
+    Private,
+}
+
+/// serde_json's message for a document that did not parse, reduced to its category and
+/// position: its data errors quote the offending value (`invalid type: string "hunter2"`).
+fn json_error(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Data => "JSON of an unexpected shape",
+        serde_json::error::Category::Eof => "JSON cut short",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+async fn read_stdout(pipe: Option<impl AsyncRead + Unpin>, capture: Capture) -> (String, bool) {
+    match capture {
+        Capture::Logged => (read_lines(pipe, "stdout", true).await, false),
+        Capture::Private => read_private(pipe, MAX_JSON_BYTES).await,
+    }
+}
+
+/// Reads a pipe whole, up to `limit` bytes (then drains the rest so the CLI is not blocked, and
+/// says it was cut). Nothing of it is logged.
+async fn read_private(pipe: Option<impl AsyncRead + Unpin>, limit: usize) -> (String, bool) {
+    let Some(mut pipe) = pipe else {
+        return (String::new(), false);
+    };
+    let mut kept = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut truncated = false;
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) if kept.len() + n <= limit => kept.extend_from_slice(&buf[..n]),
+            Ok(_) => truncated = true,
+            Err(e) => {
+                warn!(error = %e, "cannot read the pulumi command's output");
+                break;
+            }
+        }
+    }
+    (String::from_utf8_lossy(&kept).into_owned(), truncated)
+}
+
+/// Reads a pipe line by line into the log, keeping the tail for the result.
+async fn read_lines(
+    pipe: Option<impl AsyncRead + Unpin>,
+    stream: &'static str,
+    log: bool,
+) -> String {
     let Some(pipe) = pipe else {
         return String::new();
     };
@@ -600,6 +676,7 @@ mod tests {
         let out = Output {
             stdout: "lots\n".into(),
             stderr: "error: update failed\n".into(),
+            ..Output::default()
         };
         assert_eq!(failure_detail(&events, &out), "resource failed: boom");
         let none = failure_detail(&[], &out);
@@ -608,8 +685,38 @@ mod tests {
             stdout: String::new(),
             stderr: "I1125 09:33:20.1 log line\n{\"time\":\"x\",\"v\":9}\nerror: real problem\n"
                 .into(),
+            ..Output::default()
         };
         assert_eq!(failure_detail(&[], &verbose), "error: real problem");
+    }
+
+    #[test]
+    fn a_json_parse_error_never_quotes_the_output() {
+        let e = serde_json::from_str::<std::collections::HashMap<String, u32>>(
+            r#"{"password": "hunter2"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("hunter2"),
+            "serde_json does quote it"
+        );
+        let shown = json_error(&e);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.starts_with("JSON of an unexpected shape at line 1"),
+            "{shown}"
+        );
+        let cut = serde_json::from_str::<serde_json::Value>(r#"{"a": "s3cr"#).unwrap_err();
+        assert_eq!(json_error(&cut), "JSON cut short at line 1 column 11");
+    }
+
+    #[tokio::test]
+    async fn private_output_is_kept_whole_up_to_the_limit() {
+        let big = vec![b'x'; 3 << 20];
+        let (kept, cut) = read_private(Some(&big[..]), 4 << 20).await;
+        assert_eq!((kept.len(), cut), (3 << 20, false));
+        let (kept, cut) = read_private(Some(&big[..]), 1 << 20).await;
+        assert!(cut && kept.len() <= 1 << 20);
     }
 
     #[test]

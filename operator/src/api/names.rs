@@ -31,6 +31,9 @@ pub mod label {
     pub const INITIALIZED: &str = "auto.pulumi.com/initialized";
     /// Outputs Secret annotation: JSON array of the keys that are secret.
     pub const SECRET_OUTPUTS: &str = "pulumi.com/secrets";
+    /// Outputs Secret annotation: JSON object from each key that is not its output's own name
+    /// (the name is not a valid Secret key) to that name.
+    pub const OUTPUT_NAMES: &str = "pulumi.com/output-names";
     /// Set by the StatefulSet controller on its pods.
     pub const CONTROLLER_REVISION_HASH: &str = "controller-revision-hash";
 }

@@ -46,7 +46,8 @@ pub struct StackSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_repo: Option<String>,
     /// (Deprecated: use gitAuth.) Name of a Secret with git credentials: `sshPrivateKey`
-    /// (and optional `password`), `accessToken`, or `username` and `password`.
+    /// (and optional `password`), `accessToken`, or `username` and `password`; an optional
+    /// `knownHosts` key pins the SSH server's host keys (an addition over PKO).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_auth_secret: Option<String>,
     /// Credentials for `projectRepo`: one of SSH, access token, basic auth or a GitHub App.
@@ -261,6 +262,12 @@ pub struct SshAuth {
     /// Passphrase of the private key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<ResourceRef>,
+    /// The server's host keys, as OpenSSH `known_hosts` lines (hashed names and `[host]:port`
+    /// included), from a Secret. When set, both the operator's branch lookup and the
+    /// workspace pod's fetch refuse a server with any other key; when unset, any key is
+    /// accepted, as PKO does. An addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<ResourceRef>,
 }
 
 /// Basic-auth credentials.

@@ -194,6 +194,10 @@ pub struct GitAuth {
     /// Access token (basic auth with user `git`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<SecretKeySelector>,
+    /// The SSH server's host keys (OpenSSH `known_hosts` lines); any other key is refused.
+    /// An addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<SecretKeySelector>,
     /// GitHub App credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github_app: Option<GitHubAppAuth>,

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, OnceLock};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
@@ -62,6 +62,24 @@ where
         .modify(trim)
         .reflect(writer)
         .touched_objects()
+}
+
+/// Passes a watch's events through, calling `gone` with each object the watch reports
+/// deleted: memos keyed by an object must not outlive it, however it went (a reconcile may
+/// never see an object the garbage collector removed).
+pub fn on_delete<K, S>(
+    events: S,
+    gone: impl Fn(&K) + Send + 'static,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    K: Send,
+{
+    events.inspect(move |ev| {
+        if let Ok(watcher::Event::Delete(obj)) = ev {
+            gone(obj);
+        }
+    })
 }
 
 /// The cached copy of `name` in `ns`, if the store runs.
@@ -271,6 +289,28 @@ mod tests {
         sts.metadata.uid = Some("u1".into());
         sts.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
         assert!(!seen.still_applied(7, &sts));
+    }
+
+    #[tokio::test]
+    async fn deleted_objects_are_reported_so_their_memos_can_go() {
+        let mut gone_sts = StatefulSet::default();
+        gone_sts.metadata.name = Some("gone".into());
+        let mut kept = StatefulSet::default();
+        kept.metadata.name = Some("kept".into());
+        let events = futures::stream::iter(vec![
+            Ok(watcher::Event::Apply(kept.clone())),
+            Ok(watcher::Event::Delete(gone_sts)),
+            Ok(watcher::Event::Apply(kept)),
+        ]);
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&seen);
+        let passed: Vec<_> = on_delete(events, move |s: &StatefulSet| {
+            log.lock().unwrap().push(s.name_any());
+        })
+        .collect()
+        .await;
+        assert_eq!(passed.len(), 3, "every event passes through");
+        assert_eq!(*seen.lock().unwrap(), vec!["gone".to_string()]);
     }
 
     #[test]

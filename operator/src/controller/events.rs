@@ -160,7 +160,7 @@ impl Recorder {
     }
 
     /// Forgets the series of a deleted object's events.
-    pub async fn forget(&self, uid: &str) {
+    pub fn forget(&self, uid: &str) {
         if let Ok(mut seen) = self.shared.seen.lock() {
             seen.retain(|k, _| k.uid != uid);
         }

@@ -3,6 +3,12 @@
 //! generation) and served by the operator's HTTP server, so the workspace pod's `fetch flux`
 //! runs it like any Flux source. The archive is deterministic: the bytes served later always
 //! match the digest published now.
+//!
+//! The server answers from a watch-fed cache of Programs (a request never reaches the API
+//! server), and only to whoever knows the Program's uid, which is in the artifact URL: the
+//! URL is published in the Program's status, so exactly those who may read the Program may
+//! fetch it. Path segments are validated (DNS-1123 names, a UUID, a generation) before any
+//! lookup.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -14,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use sha2::{Digest, Sha256};
@@ -78,18 +85,18 @@ pub fn digest(bytes: &[u8]) -> String {
     )
 }
 
-pub fn artifact_path(ns: &str, name: &str, generation: i64) -> String {
-    format!("programs/{ns}/{name}/{generation}.tar.gz")
+pub fn artifact_path(ns: &str, name: &str, uid: &str, generation: i64) -> String {
+    format!("programs/{ns}/{name}/{uid}/{generation}.tar.gz")
 }
 
-pub fn artifact_url(base: &str, ns: &str, name: &str, generation: i64) -> String {
+pub fn artifact_url(base: &str, ns: &str, name: &str, uid: &str, generation: i64) -> String {
     let base = base.trim_end_matches('/');
     let base = if base.contains("://") {
         base.to_string()
     } else {
         format!("http://{base}")
     };
-    format!("{base}/programs/{ns}/{name}/{generation}")
+    format!("{base}/{}", artifact_path(ns, name, uid, generation))
 }
 
 pub async fn reconcile(p: Arc<Program>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -97,6 +104,7 @@ pub async fn reconcile(p: Arc<Program>, ctx: Arc<Context>) -> Result<Action, Err
     let ns = p.namespace().unwrap_or_default();
     let name = p.name_any();
     let generation = p.meta().generation.unwrap_or(0);
+    let uid = p.uid().unwrap_or_default();
     let bytes = pack(&p).map_err(|e| Error::Other(e.to_string()))?;
     let body = serde_json::json!({
         "apiVersion": "pulumi.com/v1",
@@ -104,8 +112,8 @@ pub async fn reconcile(p: Arc<Program>, ctx: Arc<Context>) -> Result<Action, Err
         "status": {
             "observedGeneration": generation,
             "artifact": {
-                "path": artifact_path(&ns, &name, generation),
-                "url": artifact_url(&ctx.program_base_url, &ns, &name, generation),
+                "path": artifact_path(&ns, &name, &uid, generation),
+                "url": artifact_url(&ctx.program_base_url, &ns, &name, &uid, generation),
                 "revision": generation.to_string(),
                 "digest": digest(&bytes),
                 "lastUpdateTime": super::now_rfc3339(),
@@ -154,33 +162,119 @@ pub async fn run(
         .await;
 }
 
-/// `GET /programs/<ns>/<name>/<generation>`: the Program's artifact, regenerated; 404 when the
-/// Program is gone or has moved to another generation (like a Flux artifact that was
-/// replaced).
-pub fn router(client: Client) -> axum::Router {
-    axum::Router::new()
-        .route(
-            "/programs/{ns}/{name}/{generation}",
-            axum::routing::get(serve),
-        )
-        .with_state(client)
+/// The Programs the server answers from: a watch of its own, started before leader election
+/// (every replica serves), trimmed of what packing does not read.
+pub fn served(client: Client) -> Store<Program> {
+    let (reader, writer) = reflector::store();
+    let stream = watcher(Api::<Program>::all(client), watcher::Config::default())
+        .default_backoff()
+        .modify(crate::controller::cache::slim)
+        .reflect(writer)
+        .for_each(|_| async {});
+    tokio::spawn(stream);
+    reader
 }
 
+/// `GET /programs/<ns>/<name>/<uid>/<generation>.tar.gz`: the Program's artifact, packed
+/// again; 404 when the Program is gone, is another object of that name, or has moved to
+/// another generation (like a Flux artifact that was replaced).
+pub fn router(programs: Store<Program>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/programs/{ns}/{name}/{uid}/{generation}",
+            axum::routing::get(serve),
+        )
+        .with_state(programs)
+}
+
+/// A request's path, checked before it is used for anything.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ArtifactRequest {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub generation: i64,
+}
+
+pub fn parse_request(
+    ns: &str,
+    name: &str,
+    uid: &str,
+    file: &str,
+) -> Result<ArtifactRequest, &'static str> {
+    if !is_dns_label(ns) {
+        return Err("the namespace is not a DNS-1123 label");
+    }
+    if !is_dns_subdomain(name) {
+        return Err("the name is not a DNS-1123 subdomain");
+    }
+    if !is_uuid(uid) {
+        return Err("the uid is not a UUID");
+    }
+    let generation = file
+        .strip_suffix(".tar.gz")
+        .unwrap_or(file)
+        .parse::<i64>()
+        .ok()
+        .filter(|g| *g > 0)
+        .ok_or("the generation must be a positive number")?;
+    Ok(ArtifactRequest {
+        namespace: ns.into(),
+        name: name.into(),
+        uid: uid.into(),
+        generation,
+    })
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// How long a request for a generation the cache has not seen yet waits for it: the status
+/// that published the URL can reach a workspace pod before the watch event reaches us.
+const CACHE_CATCH_UP: Duration = Duration::from_secs(5);
+
 async fn serve(
-    State(client): State<Client>,
-    Path((ns, name, generation)): Path<(String, String, String)>,
+    State(programs): State<Store<Program>>,
+    Path((ns, name, uid, file)): Path<(String, String, String, String)>,
 ) -> Response {
-    let Ok(generation) = generation.trim_end_matches(".tar.gz").parse::<i64>() else {
-        return (StatusCode::BAD_REQUEST, "the generation must be a number\n").into_response();
+    let req = match parse_request(&ns, &name, &uid, &file) {
+        Ok(r) => r,
+        Err(why) => return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
     };
-    let api: Api<Program> = Api::namespaced(client, &ns);
-    let program = match api.get_opt(&name).await {
-        Ok(Some(p)) if p.meta().generation == Some(generation) => p,
-        Ok(_) => return (StatusCode::NOT_FOUND, "no such program generation\n").into_response(),
-        Err(e) => {
-            warn!(error = %e, "cannot read the Program to serve");
-            return (StatusCode::SERVICE_UNAVAILABLE, "cannot read the Program\n").into_response();
+    let key = reflector::ObjectRef::new(&req.name).within(&req.namespace);
+    let deadline = tokio::time::Instant::now() + CACHE_CATCH_UP;
+    let program = loop {
+        let found = programs
+            .get(&key)
+            .filter(|p| p.uid().as_deref() == Some(req.uid.as_str()));
+        match found {
+            Some(p) if p.meta().generation == Some(req.generation) => break p,
+            Some(p)
+                if p.meta().generation.unwrap_or(0) < req.generation
+                    && tokio::time::Instant::now() < deadline => {}
+            _ => {
+                return (StatusCode::NOT_FOUND, "no such program generation\n").into_response();
+            }
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     match pack(&program) {
         Ok(bytes) => (
@@ -243,16 +337,80 @@ mod tests {
         assert!(entries.next().is_none());
     }
 
+    const UID: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+
     #[test]
-    fn urls_get_a_scheme_and_paths_name_the_generation() {
+    fn urls_get_a_scheme_and_paths_name_the_uid_and_generation() {
         assert_eq!(
-            artifact_url("pko.ns:80", "a", "b", 3),
-            "http://pko.ns:80/programs/a/b/3"
+            artifact_url("pko.ns:80", "a", "b", UID, 3),
+            format!("http://pko.ns:80/programs/a/b/{UID}/3.tar.gz")
         );
         assert_eq!(
-            artifact_url("https://x/", "a", "b", 1),
-            "https://x/programs/a/b/1"
+            artifact_url("https://x/", "a", "b", UID, 1),
+            format!("https://x/programs/a/b/{UID}/1.tar.gz")
         );
-        assert_eq!(artifact_path("a", "b", 3), "programs/a/b/3.tar.gz");
+        assert_eq!(
+            artifact_path("a", "b", UID, 3),
+            format!("programs/a/b/{UID}/3.tar.gz")
+        );
+        let url = artifact_url("h:1", "team-a", "web.app", UID, 7);
+        let path: Vec<&str> = url.rsplit('/').take(4).collect();
+        assert_eq!(
+            parse_request(path[3], path[2], path[1], path[0]),
+            Ok(ArtifactRequest {
+                namespace: "team-a".into(),
+                name: "web.app".into(),
+                uid: UID.into(),
+                generation: 7
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn only_the_program_with_that_uid_and_generation_is_served() {
+        let (reader, mut writer) = reflector::store::<Program>();
+        let mut p = program();
+        p.metadata.uid = Some(UID.into());
+        writer.apply_watcher_event(&watcher::Event::Apply(p.clone()));
+        let get = |ns: &str, uid: &str, file: &str| {
+            serve(
+                State(reader.clone()),
+                Path((ns.into(), "hello".into(), uid.into(), file.into())),
+            )
+        };
+        let ok = get("ns", UID, "3.tar.gz").await;
+        assert_eq!(ok.status(), StatusCode::OK);
+        let other_uid = "11111111-2222-3333-4444-555555555555";
+        assert_eq!(
+            get("ns", other_uid, "3.tar.gz").await.status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get("other", UID, "3.tar.gz").await.status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get("ns", UID, "2.tar.gz").await.status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(get("ns", UID, "x").await.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn request_paths_are_validated_before_any_lookup() {
+        let ok = |ns: &str, name: &str, uid: &str, file: &str| {
+            parse_request(ns, name, uid, file).is_ok()
+        };
+        assert!(ok("ns", "p", UID, "3.tar.gz"));
+        assert!(ok("ns", "p", UID, "3"));
+        assert!(!ok("..", "p", UID, "3"), "not a label");
+        assert!(!ok("ns/x", "p", UID, "3"));
+        assert!(!ok("NS", "p", UID, "3"));
+        assert!(!ok("ns", "p%2F..", UID, "3"));
+        assert!(!ok("ns", "-p", UID, "3"));
+        assert!(!ok("ns", &"a".repeat(254), UID, "3"));
+        assert!(!ok("ns", "p", "not-a-uid", "3"));
+        assert!(!ok("ns", "p", UID, "0"));
+        assert!(!ok("ns", "p", UID, "x.tar.gz"));
     }
 }

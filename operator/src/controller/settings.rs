@@ -23,6 +23,10 @@ pub struct Settings {
     pub fetch_image_pull_policy: String,
     /// `FLUX_MAX_UNTAR_SIZE_BYTES`, passed to `fetch flux` when set.
     pub flux_max_untar_size: Option<String>,
+    /// `sizeLimit` of the workspace pod's `share` emptyDir (`WORKSPACE_SHARE_SIZE_LIMIT`, a
+    /// Kubernetes quantity; `none` for no limit). A Stack's `workspaceTemplate` can set its own
+    /// by naming the `share` volume.
+    pub share_size_limit: Option<String>,
     /// Dial every workspace agent here instead of its pod IP (local runs: `localhost:50051`).
     pub workspace_localhost: Option<String>,
     /// The operator's namespace and service account (for the tokens it presents to agents).
@@ -36,6 +40,33 @@ pub enum SettingsError {
     PullPolicy { name: &'static str, value: String },
     #[error("FLUX_MAX_UNTAR_SIZE_BYTES={0:?} is not a number of bytes (or -1 for no limit)")]
     UntarSize(String),
+    #[error(
+        "WORKSPACE_SHARE_SIZE_LIMIT={0:?} is not a quantity; use e.g. 4Gi or 500Mi, or none for \
+         no limit"
+    )]
+    ShareSize(String),
+}
+
+/// What the share volume may hold unless configured otherwise: room for the agent, a program
+/// at the default untar limit and its installed dependencies many times over, yet bounded, so
+/// a workspace cannot fill its node's disk.
+pub const DEFAULT_SHARE_SIZE_LIMIT: &str = "4Gi";
+
+/// A Kubernetes quantity as users write them for sizes: digits, an optional fraction, an
+/// optional binary or decimal suffix.
+fn is_quantity(v: &str) -> bool {
+    let digits = v.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &v[digits.len()..];
+    let mut parts = digits.splitn(2, '.');
+    let whole = parts.next().unwrap_or("");
+    let frac = parts.next();
+    !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+        && matches!(
+            suffix,
+            "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "k" | "M" | "G" | "T" | "P" | "E"
+        )
 }
 
 impl Settings {
@@ -66,12 +97,19 @@ impl Settings {
         {
             return Err(SettingsError::UntarSize(v.clone()));
         }
+        let share_size_limit = match get("WORKSPACE_SHARE_SIZE_LIMIT") {
+            None => Some(DEFAULT_SHARE_SIZE_LIMIT.to_string()),
+            Some(v) if v.eq_ignore_ascii_case("none") => None,
+            Some(v) if is_quantity(&v) => Some(v),
+            Some(v) => return Err(SettingsError::ShareSize(v)),
+        };
         Ok(Settings {
             agent_image: get("AGENT_IMAGE").unwrap_or_else(|| DEFAULT_AGENT_IMAGE.into()),
             agent_image_pull_policy: policy("AGENT_IMAGE_PULL_POLICY")?,
             fetch_image: get("FETCH_IMAGE").unwrap_or_else(|| DEFAULT_FETCH_IMAGE.into()),
             fetch_image_pull_policy: policy("FETCH_IMAGE_PULL_POLICY")?,
             flux_max_untar_size: untar,
+            share_size_limit,
             workspace_localhost: get("WORKSPACE_LOCALHOST"),
             namespace: get("POD_NAMESPACE").unwrap_or_else(|| "pulumi-kubernetes-operator".into()),
             service_account: get("POD_SA_NAME").unwrap_or_else(|| "controller-manager".into()),
@@ -117,5 +155,28 @@ mod tests {
             Settings::from_vars(&vars(&[("FETCH_IMAGE_PULL_POLICY", "sometimes")])).unwrap_err();
         assert!(e.to_string().contains("FETCH_IMAGE_PULL_POLICY"), "{e}");
         assert!(Settings::from_vars(&vars(&[("FLUX_MAX_UNTAR_SIZE_BYTES", "lots")])).is_err());
+    }
+
+    #[test]
+    fn the_share_volume_is_bounded_unless_told_otherwise() {
+        assert_eq!(
+            Settings::default().share_size_limit.as_deref(),
+            Some(DEFAULT_SHARE_SIZE_LIMIT)
+        );
+        let limit = |v: &str| {
+            Settings::from_vars(&vars(&[("WORKSPACE_SHARE_SIZE_LIMIT", v)]))
+                .map(|s| s.share_size_limit)
+        };
+        assert_eq!(limit("500Mi"), Ok(Some("500Mi".into())));
+        assert_eq!(limit("1.5G"), Ok(Some("1.5G".into())));
+        assert_eq!(limit("2147483648"), Ok(Some("2147483648".into())));
+        assert_eq!(limit("None"), Ok(None));
+        for bad in ["lots", "4GB", "-1Gi", ".5Gi", "1.Gi", "Gi"] {
+            let e = limit(bad).unwrap_err();
+            assert!(
+                e.to_string().contains("WORKSPACE_SHARE_SIZE_LIMIT"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

@@ -86,6 +86,8 @@ impl Agent {
             .arg(&program)
             .args([
                 "--skip-install",
+                "--auth-mode",
+                "none",
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -23,6 +23,8 @@ pub enum Creds {
     Ssh {
         key: String,
         passphrase: Option<String>,
+        /// OpenSSH known_hosts text; None accepts any host key (as PKO).
+        known_hosts: Option<String>,
     },
 }
 
@@ -171,6 +173,7 @@ pub async fn credentials(
             return Ok(Creds::Ssh {
                 key,
                 passphrase: get("password").await?,
+                known_hosts: get("knownHosts").await?,
             });
         }
         if let Some(token) = get("accessToken").await? {
@@ -206,7 +209,15 @@ pub async fn credentials(
             Some(p) => Some(required(client, &ns, "spec.gitAuth.sshAuth.password", p).await?),
             None => None,
         };
-        return Ok(Creds::Ssh { key, passphrase });
+        let known_hosts = match &ssh.known_hosts {
+            Some(k) => Some(required(client, &ns, "spec.gitAuth.sshAuth.knownHosts", k).await?),
+            None => None,
+        };
+        return Ok(Creds::Ssh {
+            key,
+            passphrase,
+            known_hosts,
+        });
     }
     if let Some(t) = &auth.access_token {
         return Ok(Creds::Basic {
@@ -264,13 +275,33 @@ pub async fn credentials(
 /// (annotated tags are peeled to their commit).
 pub fn ls_remote(url: &str, creds: &Creds, reference: &str) -> Result<String, GitSourceError> {
     let shown = fetch::git::redact(url);
+    let ep = fetch::git::endpoint(url)
+        .map_err(|e| GitSourceError::Spec(format!("spec.projectRepo {shown:?}: {e}")))?;
+    let known_hosts = match creds {
+        Creds::Ssh {
+            known_hosts: Some(text),
+            ..
+        } => Some(fetch::git::KnownHosts::parse(text).map_err(|e| {
+            GitSourceError::Spec(format!(
+                "spec.gitAuth.sshAuth.knownHosts: {}",
+                e.to_string().replace("GIT_SSH_KNOWN_HOSTS ", "")
+            ))
+        })?),
+        _ => None,
+    };
     let mut remote = git2::Remote::create_detached(url).map_err(|e| {
         GitSourceError::Spec(format!("spec.projectRepo {shown:?}: {}", e.message()))
     })?;
     let mut cb = RemoteCallbacks::new();
     let mut attempts = 0;
     let creds_cb = creds.clone();
-    cb.credentials(move |_url, username, allowed| {
+    let cred_ep = ep.clone();
+    cb.credentials(move |asked, username, allowed| {
+        if !fetch::git::credentials_go_to(&cred_ep, asked) {
+            return Err(git2::Error::from_str(
+                "credentials are only sent to the host of spec.projectRepo (refusing a redirect elsewhere)",
+            ));
+        }
         attempts += 1;
         if attempts > 3 {
             return Err(git2::Error::from_str("authentication refused"));
@@ -281,7 +312,9 @@ pub fn ls_remote(url: &str, creds: &Creds, reference: &str) -> Result<String, Gi
             {
                 Cred::userpass_plaintext(username, password)
             }
-            Creds::Ssh { key, passphrase } => {
+            Creds::Ssh {
+                key, passphrase, ..
+            } => {
                 let user = username.unwrap_or("git");
                 if allowed.contains(CredentialType::USERNAME) {
                     Cred::username(user)
@@ -294,18 +327,35 @@ pub fn ls_remote(url: &str, creds: &Creds, reference: &str) -> Result<String, Gi
             )),
         }
     });
-    cb.certificate_check(|cert, _host| {
-        if cert.as_hostkey().is_some() {
-            // As PKO: SSH host keys are not verified for ls-remote; the fetch container verifies
-            // them when GIT_SSH_KNOWN_HOSTS is set.
-            return Ok(CertificateCheckStatus::CertificateOk);
+    // The commit deployed is chosen here: a host key the Stack pins is checked here too, not
+    // only by the fetch container, or a man in the middle could pick the commit.
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let refused_cb = std::sync::Arc::clone(&refused);
+    let port = ep.port;
+    cb.certificate_check(move |cert, host| {
+        let Some(key) = cert.as_hostkey().and_then(|h| h.hostkey()) else {
+            return Ok(CertificateCheckStatus::CertificatePassthrough);
+        };
+        match fetch::git::check_host_key(known_hosts.as_ref(), host, port, key) {
+            Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
+            Err(e) => {
+                if let Ok(mut r) = refused_cb.lock() {
+                    *r = Some(
+                        e.to_string()
+                            .replace("GIT_SSH_KNOWN_HOSTS", "spec.gitAuth.sshAuth.knownHosts"),
+                    );
+                }
+                Err(git2::Error::from_str("host key refused"))
+            }
         }
-        Ok(CertificateCheckStatus::CertificatePassthrough)
     });
     let mode = creds.mode();
     let conn = remote
         .connect_auth(Direction::Fetch, Some(cb), None)
         .map_err(|e| {
+            if let Some(why) = refused.lock().ok().and_then(|mut r| r.take()) {
+                return GitSourceError::Spec(format!("{shown}: {why}"));
+            }
             let msg = e.message().to_string();
             if e.code() == git2::ErrorCode::Auth
                 || msg.contains("401")

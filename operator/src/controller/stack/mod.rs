@@ -182,33 +182,6 @@ async fn set_finalizer(
     }
 }
 
-/// Our finalizer on an Update, owned by its own field manager so that removing it (an empty
-/// apply) leaves anyone else's alone.
-async fn update_finalizer(api: &Api<Update>, name: &str, present: bool) -> Result<(), kube::Error> {
-    let finalizers: Vec<&str> = if present {
-        vec![finalizer::STACK]
-    } else {
-        vec![]
-    };
-    let body = json!({
-        "apiVersion": "auto.pulumi.com/v1alpha1",
-        "kind": "Update",
-        "metadata": {"name": name, "finalizers": finalizers},
-    });
-    match api
-        .patch(
-            name,
-            &PatchParams::apply(field_manager::STACK_FINALIZER),
-            &Patch::Apply(&body),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 pub async fn reconcile(stack: Arc<Stack>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _measure = ctx.metrics.reconcile(CONTROLLER);
     match reconcile_from(&stack, &ctx).await {
@@ -231,10 +204,7 @@ async fn reconcile_from(stack: &Stack, ctx: &Context) -> Result<Action, Error> {
     let api: Api<Stack> = Api::namespaced(ctx.client.clone(), &ns);
     let deleting = stack.meta().deletion_timestamp.is_some();
     if deleting && !has_finalizer(stack) {
-        let uid = stack.uid().unwrap_or_default();
-        ctx.stack_events.forget(&uid).await;
-        ctx.statuses.forget(&uid);
-        ctx.applied.forget::<Workspace>(&ns, &name);
+        forget_stack(ctx, stack);
         return Ok(Action::await_change());
     }
     let mut resource_version = stack.resource_version();
@@ -279,7 +249,7 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Step<Action>, Error> {
                 absorb(run, &current, found.as_ref(), now).await?;
                 run.draft.current_update = None;
                 run.save().await?;
-                update_finalizer(&updates, &uname, false).await?;
+                update_ctl::hold(&updates, &uname, false).await?;
             }
         }
     }
@@ -383,7 +353,7 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Step<Action>, Error> {
         run.save().await?;
         return Err(e.into());
     }
-    if let Err(e) = update_finalizer(&update_api, &uname, true).await {
+    if let Err(e) = update_ctl::hold(&update_api, &uname, true).await {
         let _ = update_api.delete(&uname, &Default::default()).await;
         run.draft.current_update = None;
         run.save().await?;
@@ -528,7 +498,11 @@ async fn synced(
 
     if run.deleting {
         run.save().await?;
-        if last.state.as_deref() != Some(SUCCEEDED) {
+        // The finalizer goes only after a destroy succeeded: whatever `sync::decide` said,
+        // this path never lets a destroyOnFinalize Stack go without one.
+        let destroyed = last.state.as_deref() == Some(SUCCEEDED)
+            && last.update_type.as_deref() == Some("destroy");
+        if !destroyed {
             let wait =
                 sync::requeue_after(&run.current(), false, now).unwrap_or(Duration::from_secs(1));
             return Ok(Action::requeue(wait));
@@ -829,13 +803,17 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let (reader, writer) = reflector::store();
-    let stacks = watcher(
-        Api::<Stack>::all(client.clone()),
-        watcher::Config::default(),
+    let forget = Arc::clone(&ctx);
+    let stacks = cache::on_delete(
+        watcher(
+            Api::<Stack>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(crate::controller::cache::slim)
+        .reflect(writer),
+        move |s: &Stack| forget_stack(&forget, s),
     )
-    .default_backoff()
-    .modify(crate::controller::cache::slim)
-    .reflect(writer)
     .applied_objects()
     .predicate_filter(stack_trigger, Default::default());
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
@@ -886,6 +864,15 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
+}
+
+/// Drops what this process remembers of a Stack that is gone.
+fn forget_stack(ctx: &Context, s: &Stack) {
+    let uid = s.uid().unwrap_or_default();
+    ctx.stack_events.forget(&uid);
+    ctx.statuses.forget(&uid);
+    ctx.applied
+        .forget::<Workspace>(&s.namespace().unwrap_or_default(), &s.name_any());
 }
 
 /// `stacks_active` and `stacks_failing` from the Stack cache, every few seconds.

@@ -137,6 +137,13 @@ pub fn outputs(secret: &Secret) -> BTreeMap<String, Value> {
         .and_then(|a| a.get(label::SECRET_OUTPUTS))
         .and_then(|s| serde_json::from_str(s).ok())
         .unwrap_or_default();
+    let names: BTreeMap<String, String> = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(label::OUTPUT_NAMES))
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
     secret
         .data
         .iter()
@@ -148,7 +155,7 @@ pub fn outputs(secret: &Secret) -> BTreeMap<String, Value> {
                 serde_json::from_slice(&v.0)
                     .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&v.0).into_owned()))
             };
-            (k.clone(), value)
+            (names.get(k).cloned().unwrap_or_else(|| k.clone()), value)
         })
         .collect()
 }
@@ -248,5 +255,27 @@ mod tests {
         assert_eq!(out["pw"], json!("[secret]"));
         assert_eq!(out["n"], json!(3));
         assert_eq!(out["o"], json!({"a": [1]}));
+    }
+
+    #[test]
+    fn outputs_written_under_stand_in_keys_come_back_under_their_names() {
+        use crate::controller::update::outcome::outputs_secret;
+        use crate::proto as pb;
+        let value = |v: &str, secret| pb::OutputValue {
+            value: v.as_bytes().to_vec(),
+            secret,
+        };
+        let outputs = std::collections::HashMap::from([
+            ("a b".to_string(), value("1", false)),
+            ("a_b".to_string(), value("2", false)),
+            (".".to_string(), value("\"dot\"", true)),
+        ]);
+        let u = Update::new("u", Default::default());
+        let s = outputs_secret(&u, OwnerReference::default(), &outputs);
+        let back = self::outputs(&s);
+        assert_eq!(back.len(), 3);
+        assert_eq!(back["a b"], json!(1));
+        assert_eq!(back["a_b"], json!(2));
+        assert_eq!(back["."], json!("[secret]"));
     }
 }

@@ -146,6 +146,7 @@ pub fn workspace_git_auth(stack: &Stack) -> Result<Option<GitAuth>, SpecError> {
             password: Some(selector(secret, "password", true)),
             username: Some(selector(secret, "username", true)),
             token: Some(selector(secret, "accessToken", true)),
+            known_hosts: Some(selector(secret, "knownHosts", true)),
             github_app: None,
         }));
     }
@@ -167,6 +168,9 @@ pub fn workspace_git_auth(stack: &Stack) -> Result<Option<GitAuth>, SpecError> {
         )?);
         if let Some(p) = &ssh.password {
             out.password = Some(secret_only(&ns, "spec.gitAuth.sshAuth.password", p)?);
+        }
+        if let Some(k) = &ssh.known_hosts {
+            out.known_hosts = Some(secret_only(&ns, "spec.gitAuth.sshAuth.knownHosts", k)?);
         }
     } else if let Some(t) = access_token {
         out.token = Some(secret_only(&ns, "spec.gitAuth.accessToken", t)?);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -19,7 +19,8 @@ use tracing::{info, warn};
 
 use super::events::EventType;
 use super::{Context, Error, apply_status, connect, duration, workspace};
-use crate::api::names::{condition, event, field_manager, update_reason as reason};
+use crate::api::names::{condition, event, field_manager, finalizer, update_reason as reason};
+use crate::api::stack::Stack;
 use crate::api::update::{Update, UpdateType};
 use crate::api::workspace::Workspace;
 use crate::proto as pb;
@@ -162,6 +163,57 @@ pub async fn run_operation(
     }
 }
 
+/// The Stack controller's finalizer on an Update, which keeps a finished Update until its
+/// result is absorbed into the Stack. Owned by its own field manager, so that removing it (an
+/// empty apply) leaves anyone else's finalizers alone.
+pub async fn hold(api: &Api<Update>, name: &str, present: bool) -> Result<(), kube::Error> {
+    let finalizers: Vec<&str> = if present {
+        vec![finalizer::STACK]
+    } else {
+        vec![]
+    };
+    let body = serde_json::json!({
+        "apiVersion": "auto.pulumi.com/v1alpha1",
+        "kind": "Update",
+        "metadata": {"name": name, "finalizers": finalizers},
+    });
+    match api
+        .patch(
+            name,
+            &PatchParams::apply(field_manager::STACK_FINALIZER),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn held(u: &Update) -> bool {
+    u.finalizers().iter().any(|f| f == finalizer::STACK)
+}
+
+/// The Stack that will absorb this Update's result: its controller owner, if that Stack still
+/// exists under the same uid. A Stack deleted with its finalizers stripped, or deleted and
+/// created again under the same name, will never absorb it.
+async fn absorbing_stack(ctx: &Context, u: &Update) -> Result<Option<Stack>, Error> {
+    let Some(owner) = u
+        .owner_references()
+        .iter()
+        .find(|o| o.kind == "Stack" && o.controller == Some(true))
+    else {
+        return Ok(None);
+    };
+    let stacks: Api<Stack> =
+        Api::namespaced(ctx.client.clone(), &u.namespace().unwrap_or_default());
+    Ok(stacks
+        .get_opt(&owner.name)
+        .await?
+        .filter(|s| s.uid().as_deref() == Some(owner.uid.as_str())))
+}
+
 async fn save(api: &Api<Update>, name: &str, draft: &Draft) -> Result<(), Error> {
     apply_status(api, name, field_manager::UPDATE_STATUS, draft.body()).await?;
     Ok(())
@@ -177,6 +229,21 @@ pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Erro
         return Ok(Action::await_change());
     };
     let mut draft = Draft::new(&u);
+
+    // A deleted Update whose Stack is gone is released by itself: nobody else will.
+    if u.meta().deletion_timestamp.is_some()
+        && held(&u)
+        && !draft.conditions.is_true(condition::PROGRESSING)
+        && absorbing_stack(&ctx, &u).await?.is_none()
+    {
+        info!(update = %name, namespace = %ns, "the Stack of this deleted Update is gone; releasing its finalizer");
+        if !draft.conditions.is_true(condition::COMPLETE) {
+            draft.failed(reason::CANCELED, "the update was deleted before it ran");
+            save(&api, &name, &draft).await?;
+        }
+        hold(&api, &name, false).await?;
+        return Ok(Action::await_change());
+    }
 
     if draft.conditions.is_true(condition::COMPLETE) {
         return expire(&u, &ctx, &api, &draft).await;
@@ -365,10 +432,7 @@ async fn expire(
         .get(condition::COMPLETE)
         .map(|c| c.last_transition_time.0)
         .unwrap_or_else(jiff::Timestamp::now);
-    let elapsed = jiff::Timestamp::now().duration_since(done);
-    let remaining = jiff::SignedDuration::try_from(ttl).unwrap_or_default() - elapsed;
-    if remaining.is_positive() {
-        let wait = Duration::try_from(remaining).unwrap_or(Duration::from_secs(1));
+    if let Some(wait) = ttl_remaining(ttl, done, jiff::Timestamp::now()) {
         return Ok(Action::requeue(wait + Duration::from_millis(100)));
     }
     ctx.update_events
@@ -384,6 +448,15 @@ async fn expire(
         Err(e) => return Err(e.into()),
     }
     Ok(Action::await_change())
+}
+
+/// How long until a completed Update's TTL ends; `None` once it has. Saturating throughout:
+/// a TTL of years, a completion time in the future (clock skew) or far in the past never
+/// overflows.
+fn ttl_remaining(ttl: Duration, done: jiff::Timestamp, now: jiff::Timestamp) -> Option<Duration> {
+    let elapsed = Duration::try_from(now.duration_since(done)).unwrap_or(Duration::ZERO);
+    let remaining = ttl.saturating_sub(elapsed);
+    (!remaining.is_zero()).then_some(remaining)
 }
 
 fn error_policy(_u: Arc<Update>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -441,7 +514,8 @@ pub async fn run(
         .await;
 }
 
-/// Reconcile on a new generation, new owners, or completion (for the TTL).
+/// Reconcile on a new generation, new owners, completion (for the TTL), or deletion (to
+/// release an orphan).
 fn update_trigger(u: &Update) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -450,5 +524,31 @@ fn update_trigger(u: &Update) -> Option<u64> {
         o.uid.hash(&mut h);
     }
     is_complete(u).hash(&mut h);
+    u.metadata.deletion_timestamp.is_some().hash(&mut h);
     Some(h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ttl_countdown_never_overflows() {
+        let t = |s: i64| jiff::Timestamp::from_second(s).expect("t");
+        let h = Duration::from_secs(3600);
+        assert_eq!(
+            ttl_remaining(h, t(1_000), t(1_600)),
+            Some(Duration::from_secs(3000))
+        );
+        assert_eq!(ttl_remaining(h, t(1_000), t(1_000 + 3600)), None);
+        assert_eq!(ttl_remaining(h, t(1_000), t(9_000)), None);
+        // Completed "in the future" (skew): the whole TTL is left.
+        assert_eq!(ttl_remaining(h, t(9_000), t(1_000)), Some(h));
+        // Absurd values saturate instead of panicking.
+        assert!(ttl_remaining(Duration::MAX, t(0), t(1)).is_some());
+        assert_eq!(
+            ttl_remaining(h, jiff::Timestamp::MIN, jiff::Timestamp::MAX),
+            None
+        );
+    }
 }

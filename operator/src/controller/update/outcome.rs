@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use sha2::Digest as _;
 
 use crate::api::names::{condition, label, update_reason as reason};
 use crate::api::update::{Update, UpdateType};
@@ -168,17 +169,71 @@ pub fn rfc3339(t: &prost_types::Timestamp) -> String {
         .unwrap_or_default()
 }
 
-/// An output name as a Secret key: every character outside `[-._a-zA-Z0-9]` becomes `_`.
-pub fn secret_key(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+/// Whether `name` can be a Secret data key as it is: `[-._a-zA-Z0-9]+`, at most 253 bytes, and
+/// neither `.` nor `..`.
+pub fn is_secret_key(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+}
+
+/// The Secret key of each output: its own name when that is a valid key (as PKO writes them),
+/// else a readable stand-in made unique with a digest of the name (`db password` ->
+/// `db_password.1c8e0b9a`) and, should that be taken too, a counter. No two outputs ever share
+/// a key; the stand-ins' names are kept in [`label::OUTPUT_NAMES`] so the Stack shows the
+/// outputs under their own names.
+pub fn secret_keys<'a>(names: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, String> {
+    let mut names: Vec<&str> = names.into_iter().collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut taken: std::collections::BTreeSet<String> = names
+        .iter()
+        .filter(|n| is_secret_key(n))
+        .map(|n| n.to_string())
+        .collect();
+    let mut keys = BTreeMap::new();
+    for name in names {
+        if is_secret_key(name) {
+            keys.insert(name.to_string(), name.to_string());
+            continue;
+        }
+        let mut readable: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let mut cut = readable.len().min(200);
+        while !readable.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        readable.truncate(cut);
+        let digest = sha2::Sha256::digest(name.as_bytes());
+        let base = format!(
+            "{readable}.{}",
+            digest[..4]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let mut key = base.clone();
+        let mut n = 2;
+        while taken.contains(&key) {
+            key = format!("{base}-{n}");
+            n += 1;
+        }
+        taken.insert(key.clone());
+        keys.insert(name.to_string(), key);
+    }
+    keys
 }
 
 pub fn outputs_secret_name(update: &str) -> String {
@@ -192,16 +247,31 @@ pub fn outputs_secret(
     owner: OwnerReference,
     outputs: &HashMap<String, pb::OutputValue>,
 ) -> Secret {
+    let keys = secret_keys(outputs.keys().map(String::as_str));
     let mut data = BTreeMap::new();
-    let mut secret_keys = Vec::new();
-    for (k, v) in outputs {
-        let key = secret_key(k);
+    let mut secret = Vec::new();
+    let mut renamed = BTreeMap::new();
+    for (name, key) in &keys {
+        let v = &outputs[name];
         if v.secret {
-            secret_keys.push(key.clone());
+            secret.push(key.clone());
         }
-        data.insert(key, ByteString(v.value.clone()));
+        if name != key {
+            renamed.insert(key.clone(), name.clone());
+        }
+        data.insert(key.clone(), ByteString(v.value.clone()));
     }
-    secret_keys.sort();
+    secret.sort();
+    let mut annotations = BTreeMap::from([(
+        label::SECRET_OUTPUTS.to_string(),
+        serde_json::to_string(&secret).unwrap_or_else(|_| "[]".into()),
+    )]);
+    if !renamed.is_empty() {
+        annotations.insert(
+            label::OUTPUT_NAMES.to_string(),
+            serde_json::to_string(&renamed).unwrap_or_else(|_| "{}".into()),
+        );
+    }
     let name = u.metadata.name.clone().unwrap_or_default();
     Secret {
         metadata: ObjectMeta {
@@ -214,10 +284,7 @@ pub fn outputs_secret(
                 ),
                 (label::UPDATE_NAME.to_string(), name),
             ])),
-            annotations: Some(BTreeMap::from([(
-                label::SECRET_OUTPUTS.to_string(),
-                serde_json::to_string(&secret_keys).unwrap_or_else(|_| "[]".into()),
-            )])),
+            annotations: Some(annotations),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
@@ -285,16 +352,59 @@ mod tests {
         let s = outputs_secret(&update(), owner, &outputs);
         assert_eq!(s.metadata.name.as_deref(), Some("st-1a2b-stack-outputs"));
         assert_eq!(s.immutable, Some(true));
-        let data = s.data.expect("data");
-        assert_eq!(data["db_password"].0, b"\"pw\"");
-        assert!(data.contains_key("a_key") && data.contains_key("url"));
+        let keys = secret_keys(outputs.keys().map(String::as_str));
+        let (pw, ak) = (&keys["db password"], &keys["a/key"]);
+        assert!(
+            pw.starts_with("db_password.") && ak.starts_with("a_key."),
+            "{keys:?}"
+        );
+        let data = s.data.clone().expect("data");
+        assert_eq!(data[pw].0, b"\"pw\"");
+        assert!(data.contains_key(ak) && data.contains_key("url"));
+        let ann = s.metadata.annotations.clone().expect("ann");
+        let mut secret = vec![ak.clone(), pw.clone()];
+        secret.sort();
         assert_eq!(
-            s.metadata.annotations.expect("ann")[label::SECRET_OUTPUTS],
-            "[\"a_key\",\"db_password\"]"
+            ann[label::SECRET_OUTPUTS],
+            serde_json::to_string(&secret).unwrap()
+        );
+        let names: BTreeMap<String, String> =
+            serde_json::from_str(&ann[label::OUTPUT_NAMES]).expect("names");
+        assert_eq!(names[pw], "db password");
+        assert!(
+            !names.contains_key("url"),
+            "valid names are kept as they are"
         );
         assert_eq!(
             s.metadata.labels.expect("labels")[label::UPDATE_NAME],
             "st-1a2b"
+        );
+    }
+
+    #[test]
+    fn output_names_never_share_a_secret_key() {
+        let names = [
+            "a b",
+            "a_b",
+            ".",
+            "..",
+            "a_b.ae87c8f0",
+            "",
+            "x".repeat(300).as_str(),
+        ]
+        .map(String::from);
+        let keys = secret_keys(names.iter().map(String::as_str));
+        assert_eq!(keys.len(), names.len());
+        let distinct: std::collections::BTreeSet<&String> = keys.values().collect();
+        assert_eq!(distinct.len(), names.len(), "{keys:?}");
+        assert_eq!(keys["a_b"], "a_b", "a valid name is its own key");
+        for k in keys.values() {
+            assert!(is_secret_key(k), "{k:?} is a valid key");
+        }
+        assert_eq!(
+            keys,
+            secret_keys(names.iter().rev().map(String::as_str)),
+            "stable"
         );
     }
 

@@ -179,6 +179,7 @@ fn fetch_container(spec: &WorkspaceSpec, settings: &Settings) -> Option<Value> {
             env.extend(secret_env("GIT_USERNAME", &auth.username));
             env.extend(secret_env("GIT_PASSWORD", &auth.password));
             env.extend(secret_env("GIT_TOKEN", &auth.token));
+            env.extend(secret_env("GIT_SSH_KNOWN_HOSTS", &auth.known_hosts));
             if let Some(app) = &auth.github_app {
                 env.extend(secret_env("GIT_GITHUB_APP_ID", &app.app_id));
                 env.extend(secret_env(
@@ -262,6 +263,15 @@ pub fn agent_command(ws: &Workspace) -> Vec<String> {
     cmd
 }
 
+/// The `share` emptyDir: bounded by the operator's setting, so whatever lands there (an
+/// archive, installed dependencies) cannot fill the node's disk.
+fn share_volume(settings: &Settings) -> Value {
+    match &settings.share_size_limit {
+        Some(limit) => json!({"sizeLimit": limit}),
+        None => json!({}),
+    }
+}
+
 /// The pod template, before the user's `podTemplate` is merged in.
 fn base_pod_template(ws: &Workspace, spec: &WorkspaceSpec, settings: &Settings) -> Value {
     let restricted = spec.security_profile == Some(SecurityProfile::Restricted);
@@ -321,7 +331,7 @@ fn base_pod_template(ws: &Workspace, spec: &WorkspaceSpec, settings: &Settings) 
             "serviceAccountName": spec.service_account_name,
             "securityContext": security,
             "terminationGracePeriodSeconds": 600,
-            "volumes": [{"name": pod::SHARE_VOLUME, "emptyDir": {}}],
+            "volumes": [{"name": pod::SHARE_VOLUME, "emptyDir": share_volume(settings)}],
             "initContainers": init,
             "containers": containers,
         },

@@ -143,10 +143,7 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
     if ws.meta().deletion_timestamp.is_some() {
         draft.ready(FALSE, reason::DELETING, "Workspace is being deleted");
         draft.save(&ctx, &name, &ns);
-        ctx.statuses.forget(&draft.uid);
-        let obj_name = desired::object_name(&ws);
-        ctx.applied.forget::<StatefulSet>(&ns, &obj_name);
-        ctx.applied.forget::<Service>(&ns, &obj_name);
+        forget_workspace(&ctx, &ws);
         return Ok(Action::await_change());
     }
 
@@ -318,6 +315,17 @@ fn error_policy(_ws: Arc<Workspace>, err: &Error, ctx: Arc<Context>) -> Action {
     Action::requeue(Duration::from_secs(5))
 }
 
+/// Drops what this process remembers of a Workspace that is gone or going.
+fn forget_workspace(ctx: &Context, ws: &Workspace) {
+    let uid = ws.uid().unwrap_or_default();
+    let ns = ws.namespace().unwrap_or_default();
+    let obj_name = desired::object_name(ws);
+    ctx.statuses.forget(&uid);
+    ctx.workspace_events.forget(&uid);
+    ctx.applied.forget::<StatefulSet>(&ns, &obj_name);
+    ctx.applied.forget::<Service>(&ns, &obj_name);
+}
+
 /// Runs the controller until `shutdown` resolves (then lets running reconciles finish).
 pub async fn run(
     ctx: Arc<Context>,
@@ -327,13 +335,17 @@ pub async fn run(
     let client = ctx.client.clone();
     let selector = format!("{}={}", label::AUTO_COMPONENT, label::COMPONENT_WORKSPACE);
     let (reader, writer) = reflector::store();
-    let workspaces = watcher(
-        Api::<Workspace>::all(client.clone()),
-        watcher::Config::default(),
+    let forget = Arc::clone(&ctx);
+    let workspaces = cache::on_delete(
+        watcher(
+            Api::<Workspace>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(crate::controller::cache::slim)
+        .reflect(writer),
+        move |ws: &Workspace| forget_workspace(&forget, ws),
     )
-    .default_backoff()
-    .modify(crate::controller::cache::slim)
-    .reflect(writer)
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
     // The owned objects are kept in stores, so a reconcile reads them instead of asking, and

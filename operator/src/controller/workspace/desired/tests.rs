@@ -321,3 +321,50 @@ fn the_service_is_headless_with_template_labels_under_system_ones() {
     );
     assert_eq!(svc.metadata.annotations.as_ref().expect("ann")["a"], "b");
 }
+
+#[test]
+fn the_share_volume_is_size_limited_and_a_template_can_change_the_limit() {
+    let share = |p: &PodSpec| {
+        p.volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == pod::SHARE_VOLUME)
+            .and_then(|v| v.empty_dir.clone())
+            .expect("share emptyDir")
+    };
+    let limit = |p: &PodSpec| share(p).size_limit.map(|q| q.0);
+    assert_eq!(
+        limit(&pod_spec(&workspace(flux()))).as_deref(),
+        Some(crate::controller::settings::DEFAULT_SHARE_SIZE_LIMIT)
+    );
+    let unlimited = Settings {
+        share_size_limit: None,
+        ..Settings::default()
+    };
+    let p = statefulset(&workspace(flux()), &unlimited)
+        .expect("sts")
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("pod");
+    assert_eq!(limit(&p), None);
+    let ws = workspace(WorkspaceSpec {
+        pod_template: Some(EmbeddedPodTemplateSpec {
+            metadata: None,
+            spec: Some(PodSpec {
+                volumes: Some(vec![k8s_openapi::api::core::v1::Volume {
+                    name: pod::SHARE_VOLUME.into(),
+                    empty_dir: Some(k8s_openapi::api::core::v1::EmptyDirVolumeSource {
+                        size_limit: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+                            "20Gi".into(),
+                        )),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }),
+        ..flux()
+    });
+    assert_eq!(limit(&pod_spec(&ws)).as_deref(), Some("20Gi"));
+}
