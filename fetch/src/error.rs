@@ -9,23 +9,24 @@ use crate::digest::DigestError;
 use crate::flux::FluxError;
 use crate::git::GitError;
 use crate::git::github_app::GitHubAppError;
-use crate::unpack::UnpackError;
+use crate::unpack::{Cause, UnpackError};
 use crate::workspace::WorkspaceError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ExitKind {
-    /// A local failure: file system, permissions, out of space.
+    /// A local failure: file system, permissions, a full volume. A later attempt may pass.
     Internal = 1,
     /// Bad flags or environment: nothing was downloaded.
     Usage = 2,
-    /// The source could not be reached or kept failing.
+    /// The source could not be reached or kept failing, or --timeout passed (while downloading
+    /// or unpacking). A later attempt may pass.
     Network = 3,
     /// The artifact is gone (HTTP 404/410).
     NotFound = 4,
     /// The bytes are not what was asked for (digest mismatch).
     Verification = 5,
-    /// The archive is unsafe, corrupt, or over the size limit.
+    /// The archive is unsafe, corrupt, or over the size limit: the same artifact fails again.
     UnsafeArchive = 6,
     /// The source has no such `--dir`.
     MissingDir = 7,
@@ -64,10 +65,10 @@ impl Classify for WorkspaceError {
 
 impl Classify for UnpackError {
     fn exit_kind(&self) -> ExitKind {
-        if self.is_local() {
-            ExitKind::Internal
-        } else {
-            ExitKind::UnsafeArchive
+        match self.cause() {
+            Cause::Local => ExitKind::Internal,
+            Cause::Deadline => ExitKind::Network,
+            Cause::Archive => ExitKind::UnsafeArchive,
         }
     }
 }

@@ -135,18 +135,25 @@ pub enum UnpackError {
     )]
     LinksTooComplex,
     #[error(
-        "unpacking did not finish within the time limit ({}s, --timeout); the archive is \
-         unusually complex, or the volume is slow",
+        "downloading and unpacking did not finish within the time limit ({}s, --timeout); the \
+         download or the volume is slow (a later attempt may succeed), or raise --timeout",
         .after.as_secs()
     )]
     TimedOut { after: Duration },
     #[error("archive entry {name:?} conflicts with an earlier entry: {reason}")]
     Conflict { name: String, reason: String },
     #[error(
-        "the archive does not fit on the workspace volume: {path} could not be written ({source}); \
-         the volume is full or over its size limit"
+        "the workspace volume is full: {path} could not be written ({source}); free space on \
+         the node or raise the share volume's size (the operator's WORKSPACE_SHARE_SIZE_LIMIT); \
+         the pod's next attempt fetches again"
     )]
     NoSpace {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("archive entry {path} is larger than this file system allows for one file ({source})")]
+    FileTooLarge {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -168,19 +175,33 @@ pub enum UnpackError {
     },
 }
 
+/// Who a failure is owed to, which says whether trying again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The archive itself (unsafe, corrupt, too large): the same artifact fails again.
+    Archive,
+    /// The node or its volume (I/O error, a full volume): may pass on a later attempt.
+    Local,
+    /// The time limit: a slow download or volume; may pass on a later attempt.
+    Deadline,
+}
+
 impl UnpackError {
-    /// True when the failure is on the local file system rather than caused by the archive.
-    pub fn is_local(&self) -> bool {
-        matches!(self, UnpackError::Io { .. })
+    pub fn cause(&self) -> Cause {
+        match self {
+            UnpackError::Io { .. } | UnpackError::NoSpace { .. } => Cause::Local,
+            UnpackError::TimedOut { .. } => Cause::Deadline,
+            _ => Cause::Archive,
+        }
     }
 
     /// A write failure, told apart by whether the archive caused it: a name too long for the
-    /// file system, or content that does not fit on the volume, is the archive's doing.
+    /// file system, or one file larger than it allows, is the archive's doing; a full volume
+    /// is the node's (the archive's total is bounded by --max-untar-size).
     fn io(path: PathBuf, source: io::Error) -> UnpackError {
         match source.raw_os_error() {
-            Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => {
-                UnpackError::NoSpace { path, source }
-            }
+            Some(libc::ENOSPC | libc::EDQUOT) => UnpackError::NoSpace { path, source },
+            Some(libc::EFBIG) => UnpackError::FileTooLarge { path, source },
             Some(libc::ENAMETOOLONG | libc::EMLINK | libc::ELOOP) => {
                 UnpackError::BadName { path, source }
             }
@@ -429,6 +450,8 @@ impl<'a> Unpacker<'a> {
         let mut file = self.create_file(&path, shown, self.opts.modes.file_mode(mode))?;
         self.tree.insert(rel.as_path(), Kind::File, true);
         loop {
+            // A single large entry must not outlive the deadline either.
+            self.check_deadline()?;
             let n = match data.read(&mut self.buf) {
                 Ok(0) => break,
                 Ok(n) => n,

@@ -324,6 +324,11 @@ fn credentials_never_follow_a_redirect_to_another_host() {
         assert!(!run.stderr.contains("s3cret"), "{}", run.stderr);
         v.assert_nothing_left();
     }
+    assert!(
+        trap.requests_elsewhere() > 0,
+        "the client followed the redirect to {}",
+        trap.other_host
+    );
     assert_eq!(
         trap.credentials_seen_elsewhere(),
         Vec::<String>::new(),

@@ -100,6 +100,11 @@ fn credentials_never_follow_a_redirect_to_another_host() {
     let result = ls_remote(&trap.url, &creds, "main");
     assert!(result.is_err(), "{result:?}");
     assert!(!format!("{result:?}").contains("s3cret"));
+    assert!(
+        trap.requests_elsewhere() > 0,
+        "the client followed the redirect to {}",
+        trap.other_host
+    );
     assert_eq!(
         trap.credentials_seen_elsewhere(),
         Vec::<String>::new(),

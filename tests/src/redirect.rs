@@ -14,6 +14,7 @@ pub struct OffsiteRedirect {
     /// The host the redirect points at.
     pub other_host: String,
     seen: Arc<Mutex<Vec<String>>>,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl OffsiteRedirect {
@@ -22,8 +23,11 @@ impl OffsiteRedirect {
         let other_addr = other.local_addr()?;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&requests);
         thread::spawn(move || {
             for stream in other.incoming().flatten() {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let headers = read_head(&stream).1;
                 for h in headers {
                     if h.to_ascii_lowercase().starts_with("authorization:")
@@ -54,7 +58,14 @@ impl OffsiteRedirect {
             url: format!("http://{first_addr}/org/repo.git"),
             other_host: other_addr.to_string(),
             seen,
+            requests,
         })
+    }
+
+    /// How many requests reached the other host: a test that proves nothing was sent there
+    /// must first show that the client did follow the redirect.
+    pub fn requests_elsewhere(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The `Authorization` headers the other host received.

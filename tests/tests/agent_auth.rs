@@ -3,8 +3,11 @@
 
 mod support;
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use base64::Engine;
 
 use e2e::ControlPlane;
 use e2e::process::Process;
@@ -106,8 +109,18 @@ fn start_agent(
 }
 
 async fn call(port: u16, auth: Option<&str>) -> Result<String, tonic::Status> {
+    call_from(None, port, auth).await
+}
+
+/// A call from a chosen loopback address (the agent tells callers apart by address).
+async fn call_from(
+    from: Option<IpAddr>,
+    port: u16,
+    auth: Option<&str>,
+) -> Result<String, tonic::Status> {
     let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .expect("endpoint")
+        .local_address(from)
         .connect()
         .await
         .expect("connect");
@@ -121,6 +134,49 @@ async fn call(port: u16, auth: Option<&str>) -> Result<String, tonic::Status> {
         .pulumi_version(req)
         .await
         .map(|r| r.into_inner().version)
+}
+
+/// TokenReviews the apiserver has answered so far (all clients).
+async fn token_reviews(cp: &ControlPlane) -> f64 {
+    let req = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("metrics request");
+    let text = cp.client().request_text(req).await.expect("metrics");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("apiserver_request_total{")
+                && l.contains("resource=\"tokenreviews\"")
+                && l.contains("verb=\"POST\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A JWT with these claims and a signature nobody made.
+fn forged(claims: serde_json::Value) -> String {
+    let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    format!(
+        "{}.{}.{}",
+        enc(br#"{"alg":"RS256","kid":"forged"}"#),
+        enc(claims.to_string().as_bytes()),
+        enc(b"not a signature")
+    )
+}
+
+/// The claims of a real token.
+fn claims_of(token: &str) -> serde_json::Value {
+    let part = token.split('.').nth(1).expect("a JWT");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .expect("base64");
+    serde_json::from_slice(&raw).expect("claims")
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,14 +209,65 @@ async fn only_callers_with_the_audience_and_the_rpc_grant_get_through() {
     // Cached: a second call works without new reviews.
     assert!(call(port1, Some(&good)).await.is_ok());
 
+    // Tokens that cannot pass a review are refused without one: not a JWT, expired, or for
+    // another audience.
+    let issuer = claims_of(good.trim_start_matches("Bearer "))["iss"].clone();
+    assert!(
+        issuer.is_string(),
+        "service-account tokens name their issuer"
+    );
+    let later = now_unix() + 600;
+    let reviews = token_reviews(&cp).await;
     let none = call(port1, None).await.expect_err("no token");
     assert_eq!(none.code(), tonic::Code::Unauthenticated);
     let malformed = call(port1, Some("Bearer")).await.expect_err("malformed");
     assert_eq!(malformed.code(), tonic::Code::Unauthenticated);
-    let garbage = call(port1, Some("Bearer not-a-token"))
-        .await
-        .expect_err("garbage");
-    assert_eq!(garbage.code(), tonic::Code::Unauthenticated);
+    for junk in [
+        "not-a-token".to_string(),
+        forged(serde_json::json!({"aud": ["ws1.default"], "iss": issuer, "exp": 1000})),
+        forged(serde_json::json!({"aud": ["ws2.default"], "iss": issuer, "exp": later})),
+    ] {
+        let e = call(port1, Some(&format!("Bearer {junk}")))
+            .await
+            .expect_err("junk");
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    }
+    assert_eq!(
+        token_reviews(&cp).await,
+        reviews,
+        "no TokenReview was sent for tokens that cannot pass one"
+    );
+
+    // A flood of forgeries that do need a review (our audience and issuer, a bad signature)
+    // from one address spends that address's budget only: the operator's next token, from
+    // another address, still gets through.
+    let attacker: IpAddr = "127.0.0.2".parse().expect("ip");
+    let mut refused_unreviewed = 0;
+    for i in 0..30 {
+        let fake = forged(serde_json::json!({
+            "aud": ["ws1.default"], "iss": issuer, "exp": later, "sub": format!("system:serviceaccount:default:x{i}"),
+        }));
+        let e = call_from(Some(attacker), port1, Some(&format!("Bearer {fake}")))
+            .await
+            .expect_err("forged");
+        match e.code() {
+            tonic::Code::Unauthenticated => {}
+            tonic::Code::Unavailable => refused_unreviewed += 1,
+            other => panic!("{other:?}: {e:?}"),
+        }
+    }
+    assert!(
+        refused_unreviewed >= 5,
+        "the address ran out of reviews ({refused_unreviewed} refused unreviewed)"
+    );
+    let fresh = format!("Bearer {}", token(&cp, "operator", "ws1.default").await);
+    assert_ne!(fresh, good, "a token the agent has not seen");
+    assert_eq!(
+        call(port1, Some(&fresh))
+            .await
+            .expect("the operator is not locked out"),
+        "3.259.0"
+    );
 
     let wrong_audience = format!("Bearer {}", token(&cp, "operator", "ws2.default").await);
     let e = call(port1, Some(&wrong_audience))

@@ -158,28 +158,177 @@ fn every_exit_code_of_fetch_is_documented() {
     }
 }
 
+/// A directory of stand-ins for `go` (and optionally `mv`) to put first on PATH, so that
+/// build.sh's own logic runs without building anything. `go build` exits with `build_exit`;
+/// `go list -m -f {{.Dir}}` names a module directory holding one CRD; the rest succeed.
+fn stand_ins(build_exit: u8, failing_mv: bool) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("module");
+    fs::create_dir_all(module.join("config/crd/bases")).unwrap();
+    fs::write(
+        module.join("config/crd/bases/x.yaml"),
+        "kind: CustomResourceDefinition\n",
+    )
+    .unwrap();
+    let go = format!(
+        "#!/bin/sh\ncase \"$1\" in\n  build) exit {build_exit} ;;\n  list) echo '{}' ;;\nesac\nexit 0\n",
+        module.display()
+    );
+    let mut scripts = vec![("go", go)];
+    if failing_mv {
+        scripts.push((
+            "mv",
+            "#!/bin/sh\necho 'mv: cannot move' >&2\nexit 1\n".into(),
+        ));
+    }
+    for (name, body) in scripts {
+        let path = dir.path().join(name);
+        fs::write(&path, body).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+/// Runs build.sh with `args`, the stand-ins first on PATH and an empty cache.
+fn build_script(
+    stand_ins: &Path,
+    cache: &Path,
+    args: &[&str],
+    env: &[(&str, &Path)],
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(root().join("tests/tools/build.sh"))
+        .args(args)
+        .env("E2E_TOOLS_DIR", cache)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                stand_ins.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env_remove("PKO_SRC");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stamps(cache: &Path) -> Vec<PathBuf> {
+    walk(cache)
+        .into_iter()
+        .filter(|p| p.ends_with(".complete"))
+        .collect()
+}
+
 #[test]
-fn a_failed_tool_build_fails_the_script_and_is_never_cached() {
+fn a_tool_build_that_fails_midway_fails_the_script_and_is_never_cached() {
+    // build_flux runs `go build`, then `go list`, mkdir and cp: with the first failing and the
+    // others succeeding, only `set -e` inside the build stops the function.
+    let fakes = stand_ins(1, false);
     let cache = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("bash")
-        .arg(root().join("tests/tools/build.sh"))
-        .arg("pko")
-        .env("E2E_TOOLS_DIR", cache.path())
-        .env("PKO_SRC", cache.path().join("no-such-source"))
-        .output()
-        .unwrap();
+    let out = build_script(fakes.path(), cache.path(), &["flux"], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the build failed: {stderr}");
-    assert!(stderr.contains("BUILD FAILED"), "{stderr}");
+    assert!(
+        stderr.contains("flux") && stderr.contains("BUILD FAILED"),
+        "{stderr}"
+    );
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("PATH+="),
         "no tool directory is handed out"
     );
-    let stamps: Vec<_> = walk(cache.path())
-        .into_iter()
-        .filter(|p| p.ends_with(".complete"))
-        .collect();
-    assert!(stamps.is_empty(), "nothing is stamped complete: {stamps:?}");
+    assert!(
+        stamps(cache.path()).is_empty(),
+        "nothing is stamped complete"
+    );
+
+    // The same stand-ins with a working `go build`: the script's logic does cache it, so the
+    // failure above is the build's, not the harness's.
+    let ok = stand_ins(0, false);
+    let out = build_script(ok.path(), cache.path(), &["flux"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stamps(cache.path()).len(), 1);
+}
+
+#[test]
+fn a_failed_move_into_the_cache_fails_the_script() {
+    let fakes = stand_ins(0, true);
+    let cache = tempfile::tempdir().unwrap();
+    let out = build_script(fakes.path(), cache.path(), &["flux"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the stamping step failed: {stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("PATH+="),
+        "no tool directory is handed out"
+    );
+    assert!(
+        stamps(cache.path()).is_empty(),
+        "nothing is stamped complete"
+    );
+}
+
+#[test]
+fn pko_builds_from_different_sources_never_share_a_cache_entry() {
+    let fakes = stand_ins(0, false);
+    let cache = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let (a, b) = (src.path().join("a"), src.path().join("b"));
+    for (dir, body) in [(&a, "module a\n"), (&b, "module b\n")] {
+        fs::create_dir_all(dir.join("agent")).unwrap();
+        fs::write(dir.join("go.mod"), body).unwrap();
+    }
+    let archive = src.path().join("pko.tar.gz");
+    let tar = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&a)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let key = |from: &Path| {
+        let out = build_script(
+            fakes.path(),
+            cache.path(),
+            &["--dir", "pko"],
+            &[("PKO_SRC", from)],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (ka, kb, karchive) = (key(&a), key(&b), key(&archive));
+    assert_ne!(ka, kb, "two trees");
+    assert_ne!(ka, karchive, "a tree and an archive");
+    assert_eq!(ka, key(&a), "the same tree, the same entry");
+
+    let out = build_script(
+        fakes.path(),
+        cache.path(),
+        &["pko"],
+        &[("PKO_SRC", &src.path().join("no-such-source"))],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("PKO_SRC") && stderr.contains("neither a directory nor a file"),
+        "{stderr}"
+    );
+    assert!(
+        stamps(cache.path()).is_empty(),
+        "nothing is stamped complete"
+    );
 }
 
 #[test]

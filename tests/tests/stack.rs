@@ -745,12 +745,39 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
 
     // Deleting the git Stack destroys its resources first. Every state of its Updates is
     // recorded from a watch: once the Stack is gone, the garbage collector removes them in any
-    // order, so a list taken afterwards proves nothing.
+    // order, so a list taken afterwards proves nothing. A destroy that fails (the backend's
+    // stack is locked by "someone else") keeps the finalizer, and the Stack, until a destroy
+    // succeeds.
     let seen = UpdateLog::watch(&e.cp, "fromgit");
+    let lock = lock_stack(e.state.path(), "e2e-git", "fromgit");
     let api: Api<DynamicObject> = Api::namespaced_with(e.cp.client(), "default", &stacks());
     api.delete("fromgit", &Default::default())
         .await
         .expect("delete");
+    wait_for(
+        Duration::from_secs(180),
+        "the destroy to fail on the lock",
+        || async { seen.has("destroy", "failed").then_some(()) },
+    )
+    .await;
+    let kept = e
+        .wait_stack(
+            "fromgit",
+            Duration::from_secs(60),
+            "the failed destroy recorded",
+            |s| {
+                s["status"]["lastUpdate"]["type"] == "destroy"
+                    && s["status"]["lastUpdate"]["state"] == "failed"
+            },
+        )
+        .await;
+    assert!(
+        kept["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "finalizer.stack.pulumi.com")),
+        "a failed destroy keeps the finalizer: {kept:#}"
+    );
+    std::fs::remove_file(&lock).expect("unlock");
     wait_for(
         Duration::from_secs(240),
         "the Stack to be gone after its destroy",
@@ -779,6 +806,71 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
     let history: Value = serde_json::from_slice(&history.stdout).unwrap_or_default();
     assert_eq!(history[0]["kind"], "destroy", "{history:#}");
     assert_eq!(history[0]["result"], "succeeded", "{history:#}");
+
+    // A deleting Stack whose workspace cannot run the destroy (the stack name is refused by
+    // the CLI, so no lastUpdate ever exists) is not let go on a guess: it stays Stalled, says
+    // how to opt out, and goes once destroyOnFinalize is turned off.
+    let bad = json!({
+        "stack": "not a valid name!",
+        "projectRepo": git.url("gitsrc"),
+        "branch": "main",
+        "repoDir": "infra",
+        "gitAuth": {"accessToken": {"type": "Secret", "secret": {"name": "git-token", "key": "accessToken"}}},
+        "destroyOnFinalize": true,
+    });
+    e.cp.apply_yaml(&stack_yaml("badname", bad), "stack", "default")
+        .await
+        .expect("stack");
+    e.wait_stack(
+        "badname",
+        Duration::from_secs(180),
+        "a stalled workspace",
+        |s| condition(s, "Stalled").is_some_and(|c| c["reason"] == "WorkspaceFailed"),
+    )
+    .await;
+    api.delete("badname", &Default::default())
+        .await
+        .expect("delete");
+    let s = e
+        .wait_stack(
+            "badname",
+            Duration::from_secs(60),
+            "the blocked destroy explained",
+            |s| {
+                condition(s, "Stalled").is_some_and(|c| {
+                    c["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("destroyOnFinalize\":false"))
+                })
+            },
+        )
+        .await;
+    assert!(s["status"]["lastUpdate"].is_null(), "{s:#}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        e.stack("badname").await.is_some(),
+        "the finalizer stays without a destroy"
+    );
+    let events = events_for(&e.cp, "default", "Stack", "badname").await;
+    assert!(
+        events
+            .iter()
+            .any(|ev| ev.1 == "StackDestroyBlocked" && ev.2.contains("kubectl patch stack badname")),
+        "{events:?}"
+    );
+    api.patch(
+        "badname",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"destroyOnFinalize": false}})),
+    )
+    .await
+    .expect("opt out");
+    wait_for(
+        Duration::from_secs(60),
+        "the Stack to go once the user opted out",
+        || async { e.stack("badname").await.is_none().then_some(()) },
+    )
+    .await;
 
     // A Stack deleted with its finalizers stripped while an Update holds the Stack
     // controller's finalizer: nobody is left to absorb that Update, so it lets go by itself
@@ -877,9 +969,13 @@ impl UpdateLog {
     }
 
     fn succeeded(&self, kind: &str) -> bool {
+        self.has(kind, "succeeded")
+    }
+
+    fn has(&self, kind: &str, wanted: &str) -> bool {
         self.states()
             .iter()
-            .any(|(_, k, state)| k == kind && state == "succeeded")
+            .any(|(_, k, state)| k == kind && state == wanted)
     }
 }
 
@@ -887,6 +983,27 @@ impl Drop for UpdateLog {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Locks a stack in the file backend as another update would; returns the lock file.
+fn lock_stack(state: &Path, project: &str, stack: &str) -> std::path::PathBuf {
+    let locks = state.join(format!(".pulumi/locks/organization/{project}/{stack}"));
+    std::fs::create_dir_all(&locks).expect("locks");
+    let lock = locks.join("8a1e3c8e-0000-4000-8000-000000000007.json");
+    std::fs::write(
+        &lock,
+        r#"{"pid":7,"username":"someone","hostname":"elsewhere","timestamp":"2026-11-25T10:00:00Z"}"#,
+    )
+    .expect("lock");
+    // Created as root here; the workspace pods write there as uid 1000.
+    let chmod = std::process::Command::new("chmod")
+        .arg("-R")
+        .arg("a+rwX")
+        .arg(state.join(".pulumi"))
+        .status()
+        .expect("chmod");
+    assert!(chmod.success());
+    lock
 }
 
 fn read_checkpoint(state: &Path, project: &str, stack: &str) -> Value {

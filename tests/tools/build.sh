@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds the upstream programs the control-plane tests run against, from their Go modules:
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, Flux
-# source-controller, the Pulumi CLI with its YAML language host, and PKO's agent.
+# source-controller, the Pulumi CLI with its YAML language host, grpcurl and PKO's agent. Those
+# are what the tests use (tests/README.md says which test needs which); the wrappers for node
+# components (coredns, crictl, kube-router) are kept for the real-node tests but built only when
+# named, so a cold CI run does not pay for them.
 #
 # Each tool has a small wrapper module in tests/tools/<tool>/ (go.mod and go.sum only: the
 # replace lines upstream needs, and the pinned versions). No upstream source or binary is
@@ -12,7 +15,7 @@
 # The script is idempotent (a complete build is never redone) and says what it built and how
 # long it took. It prints the bin directories, one per line, on the last line prefixed "PATH+=".
 #
-#   tests/tools/build.sh                 build every tool
+#   tests/tools/build.sh                 build every tool the tests use ($ALL_TOOLS)
 #   tests/tools/build.sh k8s etcd        build some
 #   tests/tools/build.sh --update k8s    re-create a wrapper's go.mod/go.sum from the pins below
 #   tests/tools/build.sh --dir k8s       print where a tool's build is cached
@@ -37,7 +40,9 @@ KUBE_ROUTER_VERSION=v2.1.0
 # Flux and PKO pin go-digest to a commit with BLAKE3 support.
 GO_DIGEST_PIN=github.com/opencontainers/go-digest@v1.0.1-0.20220411205349-bde1400a84be
 
-ALL_TOOLS="k8s etcd flux pulumi grpcurl pko coredns crictl kube-router"
+# What the tests use; the others are built only when named.
+ALL_TOOLS="k8s etcd flux pulumi grpcurl pko"
+KNOWN_TOOLS="$ALL_TOOLS coredns crictl kube-router"
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${E2E_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pulumi-flux-operator/tools}
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly GOTOOLCHAIN=local
@@ -55,7 +60,7 @@ version_of() {
     coredns) echo "$COREDNS_VERSION" ;;
     crictl) echo "$CRICTL_VERSION" ;;
     kube-router) echo "$KUBE_ROUTER_VERSION" ;;
-    *) log "unknown tool $1 (known: $ALL_TOOLS)"; exit 2 ;;
+    *) log "unknown tool $1 (known: $KNOWN_TOOLS)"; exit 2 ;;
   esac
 }
 
@@ -134,7 +139,7 @@ update() {
 wrapper_digest() {
   local tool=$1
   {
-    if [ "$tool" = pko ]; then echo "$PKO_TARBALL_SHA256"; else cat "$HERE/$tool/go.mod" "$HERE/$tool/go.sum"; fi
+    if [ "$tool" = pko ]; then echo "$PKO_KEY"; else cat "$HERE/$tool/go.mod" "$HERE/$tool/go.sum"; fi
     declare -f "build_$tool"
   } | sha256sum | cut -c1-10
 }
@@ -152,8 +157,7 @@ k8s_ldflags() {
 build_k8s() {
   go build -trimpath -tags selinux,notest -ldflags "$(k8s_ldflags)" -o "$1/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
-    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
 }
 
 build_etcd() {
@@ -192,6 +196,41 @@ PKO_TARBALL_SHA256=7304af1aec4b9dd3c250b034309d26c0697c675165020442d8d1bdbcaf1ac
 PKO_TARBALL="$HERE/../../../shared/peers/pulumi-kubernetes-operator-$PKO_VERSION.tar.gz"
 PKO_REPO=https://github.com/pulumi/pulumi-kubernetes-operator
 
+# What identifies the PKO source the next build would use, so that builds from different trees
+# never share a cache entry: the checked tarball's sha256, a PKO_SRC archive's sha256, a
+# PKO_SRC directory's file digests, or the commit the tag names on GitHub (checked again after
+# the clone). Fails when the source cannot be identified.
+pko_source_digest() {
+  local sum commit
+  if [ -n "${PKO_SRC:-}" ]; then
+    if [ -d "$PKO_SRC" ]; then
+      sum=$(cd "$PKO_SRC" && find . -path ./.git -prune -o -type f -print0 | LC_ALL=C sort -z \
+        | xargs -0 -r sha256sum | sha256sum | cut -d' ' -f1)
+      echo "pko-src-dir:$sum"
+    elif [ -f "$PKO_SRC" ]; then
+      echo "pko-src-archive:$(sha256sum "$PKO_SRC" | cut -d' ' -f1)"
+    else
+      log "pko: PKO_SRC=$PKO_SRC is neither a directory nor a file"
+      return 1
+    fi
+  elif [ -f "$PKO_TARBALL" ]; then
+    # Only the pinned tarball is ever used (pko_source refuses any other), so its pin is its key.
+    echo "pko-tarball:$PKO_TARBALL_SHA256"
+  else
+    commit=$(pko_tag_commit) || return 1
+    echo "pko-git:$commit"
+  fi
+}
+
+# The commit $PKO_VERSION names in $PKO_REPO (the peeled tag).
+pko_tag_commit() {
+  local commit
+  commit=$(git ls-remote "$PKO_REPO" "refs/tags/$PKO_VERSION^{}" "refs/tags/$PKO_VERSION" \
+    | sort -k2 | tail -n1 | cut -f1)
+  [ -n "$commit" ] || { log "pko: $PKO_REPO has no tag $PKO_VERSION"; return 1; }
+  echo "$commit"
+}
+
 # Unpacks (or clones) PKO's tree into $1; fails when none of the sources works.
 pko_source() {
   local into=$1 sum
@@ -217,6 +256,13 @@ pko_source() {
   else
     log "pko: no PKO_SRC and no $PKO_TARBALL; cloning $PKO_REPO at $PKO_VERSION"
     git clone -q --depth 1 --branch "$PKO_VERSION" "$PKO_REPO" "$into"
+    # The cache key named the commit seen by ls-remote; a tag moved since is another source.
+    local want=${PKO_KEY#pko-git:} got
+    got=$(git -C "$into" rev-parse HEAD)
+    if [ "$got" != "$want" ]; then
+      log "pko: the clone of $PKO_VERSION is at $got, not $want as seen a moment ago; retry"
+      return 1
+    fi
   fi
   [ -f "$into/go.mod" ] && [ -d "$into/agent" ] || {
     log "pko: the source tree has no go.mod or agent/ (is it PKO's repository at $PKO_VERSION?)"
@@ -264,7 +310,12 @@ build() {
   fi
   # The cache key names the wrapper's content too: a wrapper that gains a binary or changes a
   # pin is a new build, never a stale one.
-  out="$CACHE/$tool-$version-$(wrapper_digest "$tool")"
+  local digest
+  if [ "$tool" = pko ]; then
+    PKO_KEY=$(pko_source_digest)
+  fi
+  digest=$(wrapper_digest "$tool")
+  out="$CACHE/$tool-$version-$digest"
   if [ -f "$out/.complete" ]; then
     log "$tool $version: cached in $out"
   else
@@ -289,18 +340,31 @@ build() {
       log "$tool $version: BUILD FAILED (exit $status; nothing cached)"
       exit 1
     fi
-    rm -rf "$out" && mv "$out.tmp" "$out" && touch "$out/.complete"
+    # Each step checked on its own: in an `a && b && c` list a failed `mv` would not end the
+    # script, and the directory would be handed out unstamped.
+    rm -rf "$out"
+    if ! mv "$out.tmp" "$out" || ! touch "$out/.complete"; then
+      rm -rf "$out.tmp" "$out"
+      log "$tool $version: cannot move the build into $out (nothing cached)"
+      exit 1
+    fi
     log "$tool $version: built in $(( $(date +%s) - start ))s"
   fi
   dirs+=("$out")
 }
 
 command -v go >/dev/null || { log "go is required (Go >= 1.26)"; exit 1; }
+PKO_KEY=
 mode=build
 if [ "${1:-}" = "--update" ]; then mode=update; shift; fi
 if [ "${1:-}" = "--dir" ]; then
   # Where a tool's build is (or would be) cached, without building it.
-  echo "$CACHE/$2-$(version_of "$2")-$(wrapper_digest "$2")"
+  version=$(version_of "$2")
+  if [ "$2" = pko ]; then
+    PKO_KEY=$(pko_source_digest)
+  fi
+  digest=$(wrapper_digest "$2")
+  echo "$CACHE/$2-$version-$digest"
   exit 0
 fi
 tools=("$@")

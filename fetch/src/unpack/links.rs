@@ -16,7 +16,9 @@
 //! does not exist is treated as a directory that could be created later, so `missing/../..`
 //! counts as climbing too. Work is bounded: a target longer than the kernel's `PATH_MAX` can
 //! never be created, one resolution takes at most [`MAX_STEPS`] components, and all of them
-//! together at most [`MAX_TOTAL_STEPS`], so a hostile archive costs linear time.
+//! together at most [`MAX_TOTAL_STEPS`], so a hostile archive costs linear time. A step is
+//! every component handled: each one walked, and each one a hop puts back to be walked (a
+//! 4 KiB target is ~2000 of them), so what the budget counts is what the work costs.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -173,13 +175,8 @@ impl Judge<'_> {
         };
         let (mut hops, mut steps) = (0usize, 0u32);
         while let Some(part) = pending.pop_front() {
-            steps += 1;
-            self.total += 1;
-            if self.total > MAX_TOTAL_STEPS {
-                return Err(PlanError::TooComplex);
-            }
-            if steps > MAX_STEPS {
-                return Ok(Err(Skip::TooComplex));
+            if let Err(why) = self.spend(&mut steps, 1)? {
+                return Ok(Err(why));
             }
             match part {
                 Part::Parent if missing > 0 => missing -= 1,
@@ -197,6 +194,10 @@ impl Judge<'_> {
                             }
                             match parts(&self.links[j].target) {
                                 Ok(next) => {
+                                    // Putting a target back costs as much as walking it.
+                                    if let Err(why) = self.spend(&mut steps, next.len())? {
+                                        return Ok(Err(why));
+                                    }
                                     for p in next.into_iter().rev() {
                                         pending.push_front(p);
                                     }
@@ -207,6 +208,19 @@ impl Judge<'_> {
                     },
                 },
             }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Charges `n` components to this link's budget (`steps`) and the archive's.
+    fn spend(&mut self, steps: &mut u32, n: usize) -> Result<Result<(), Skip>, PlanError> {
+        self.total = self.total.saturating_add(n as u64);
+        if self.total > MAX_TOTAL_STEPS {
+            return Err(PlanError::TooComplex);
+        }
+        *steps = steps.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+        if *steps > MAX_STEPS {
+            return Ok(Err(Skip::TooComplex));
         }
         Ok(Ok(()))
     }
@@ -386,6 +400,33 @@ mod tests {
         let mut many = declared(&[("hub", &"h/".repeat(2000))]);
         for i in 0..3000 {
             many.extend(declared(&[(&format!("x{i}"), "hub/../hub/../hub")]));
+        }
+        assert_eq!(plan(&mut tree, &many, None), Err(PlanError::TooComplex));
+    }
+
+    #[test]
+    fn what_a_hop_puts_back_is_counted_not_only_what_is_walked() {
+        // Each link of the chain walks one component (the next link) and puts back ~1500: the
+        // walk alone would stay far under the step limit until the 40-hop limit, while the
+        // work done grows with every component put back.
+        let tail = "x/".repeat(1500);
+        let mut pairs: Vec<(String, String)> = (0..41)
+            .map(|i| (format!("c{i}"), format!("c{}/{tail}", i + 1)))
+            .collect();
+        pairs.push(("l".into(), "c0".into()));
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let v = verdicts(&[], &[], &refs);
+        assert_eq!(v[41], Some(Skip::TooComplex), "{:?}", &v[38..]);
+
+        // And thousands of links into that chain exhaust the archive's budget instead of
+        // costing ~40 × 1500 components each.
+        let mut tree = Tree::default();
+        let mut many = declared(&refs[..41]);
+        for i in 0..3000 {
+            many.extend(declared(&[(&format!("l{i}"), "c0")]));
         }
         assert_eq!(plan(&mut tree, &many, None), Err(PlanError::TooComplex));
     }

@@ -19,6 +19,13 @@ pub enum Reply {
     Cut(Vec<u8>),
     /// Nothing at all until the client gives up.
     Silence,
+    /// 200 with the whole length promised, the body sent `chunk` bytes at a time with `pause`
+    /// between them: a slow network.
+    Trickle {
+        body: Vec<u8>,
+        chunk: usize,
+        pause: Duration,
+    },
 }
 
 /// A path's script: replies in order; the last one repeats.
@@ -131,6 +138,16 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
         Reply::Silence => {
             thread::sleep(Duration::from_secs(30));
             Ok(())
+        }
+        Reply::Trickle { body, chunk, pause } => {
+            write_response(&mut out, 200, None, b"", body.len()).and_then(|()| {
+                for part in body.chunks(chunk.max(1)) {
+                    out.write_all(part)?;
+                    out.flush()?;
+                    thread::sleep(pause);
+                }
+                Ok(())
+            })
         }
     };
 }

@@ -4,11 +4,19 @@
 //! `workspaces/rpc` subresource of this Workspace (SubjectAccessReview). Answers are cached
 //! briefly, keyed by a hash of the token (the token itself is never kept or logged); a token's
 //! verdict never outlives the token's own `exp`. The apiserver is protected from callers with
-//! junk: a bearer that is not a JWT, or whose `exp` has passed, is refused without a review,
-//! at most a few reviews run at once, and once many tokens in a row failed review, new tokens
-//! are refused for a short while instead of reviewed.
+//! junk, without letting them lock out anyone else:
+//! - a bearer that is not a JWT, whose `exp` has passed, or that is not for this workspace's
+//!   audience is refused without a review;
+//! - failed reviews are counted per caller address: an address with many recent failures has
+//!   its new tokens refused for a short while, other addresses are not affected;
+//! - at most a few reviews run at once, and only for tokens that name an issuer the apiserver
+//!   already verified, from an address with a clean record (the operator's, normally); anything
+//!   else shares one slot of its own, so junk never queues ahead of the operator. An issuer is
+//!   learned from a verified token, never assumed, so a cluster that changes issuers is not
+//!   locked out: its new tokens are reviewed in that slot and their issuer learned.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,12 +40,19 @@ const AUTHN_FAIL_TTL: Duration = Duration::from_secs(60);
 const AUTHZ_ALLOW_TTL: Duration = Duration::from_secs(300);
 const AUTHZ_DENY_TTL: Duration = Duration::from_secs(5);
 const CACHE_LIMIT: usize = 1024;
-/// TokenReviews in flight at once.
+/// TokenReviews in flight at once for callers with a clean record.
 const CONCURRENT_REVIEWS: usize = 4;
-/// After this many failed reviews within [`FAILURE_WINDOW`], new tokens are refused unreviewed
-/// until the window ends (tokens already known keep their cached verdict).
+/// ... and for callers whose tokens failed review recently, all of them together.
+const SUSPECT_REVIEWS: usize = 1;
+/// After this many failed reviews within [`FAILURE_WINDOW`] from one address, that address's new
+/// tokens are refused unreviewed until the window ends (tokens already known keep their cached
+/// verdict; other addresses are not affected).
 const FAILURES_PER_WINDOW: u32 = 20;
 const FAILURE_WINDOW: Duration = Duration::from_secs(10);
+/// Addresses whose failures are remembered; past it, the quiet ones are forgotten first.
+const PEER_LIMIT: usize = 4096;
+/// Verified issuers remembered (a cluster has one, two while it migrates).
+const MAX_ISSUERS: usize = 4;
 
 /// The identity a token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,10 +70,16 @@ pub enum Authenticator {
 }
 
 impl Authenticator {
-    pub async fn check(&self, metadata: &MetadataMap) -> Result<(), Status> {
+    pub async fn check<T>(&self, request: &tonic::Request<T>) -> Result<(), Status> {
         match self {
             Authenticator::None => Ok(()),
-            Authenticator::Kube(k) => k.check(metadata).await,
+            Authenticator::Kube(k) => {
+                // Unknown only without a TCP listener (never in `serve`): one shared budget.
+                let peer = request
+                    .remote_addr()
+                    .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+                k.check(request.metadata(), peer).await
+            }
         }
     }
 }
@@ -74,7 +95,10 @@ pub struct KubeAuth {
     authn: Cache<[u8; 32], Result<Identity, String>>,
     authz: Cache<[u8; 32], Result<(), String>>,
     reviews: Semaphore,
-    failures: Mutex<FailureWindow>,
+    suspect_reviews: Semaphore,
+    peers: Mutex<HashMap<IpAddr, FailureWindow>>,
+    /// The issuers of the tokens the apiserver verified.
+    issuers: Mutex<Vec<String>>,
     /// For the hint when the TokenReview API is refused.
     pod_service_account: String,
 }
@@ -117,36 +141,48 @@ impl KubeAuth {
             authn: Mutex::new(HashMap::new()),
             authz: Mutex::new(HashMap::new()),
             reviews: Semaphore::new(CONCURRENT_REVIEWS),
-            failures: Mutex::new(FailureWindow::default()),
+            suspect_reviews: Semaphore::new(SUSPECT_REVIEWS),
+            peers: Mutex::new(HashMap::new()),
+            issuers: Mutex::new(Vec::new()),
             pod_service_account,
         }
     }
 
-    async fn check(&self, metadata: &MetadataMap) -> Result<(), Status> {
+    async fn check(&self, metadata: &MetadataMap, peer: IpAddr) -> Result<(), Status> {
         let token = bearer(metadata)?;
-        let identity = self.authenticate(token).await?;
+        let identity = self.authenticate(token, peer).await?;
         self.authorize(&identity).await?;
         debug!(user = %identity.username, "call authorized");
         Ok(())
     }
 
-    async fn authenticate(&self, token: &str) -> Result<Identity, Status> {
+    async fn authenticate(&self, token: &str, peer: IpAddr) -> Result<Identity, Status> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(hit) = cached(&self.authn, &key) {
             return hit.map_err(Status::unauthenticated);
         }
-        let expires = jwt_expiry(token, now_unix()).map_err(Status::unauthenticated)?;
-        if self
-            .failures
-            .lock()
-            .is_ok_and(|mut f| f.saturated(Instant::now()))
-        {
+        let claims = Claims::read(token, now_unix()).map_err(Status::unauthenticated)?;
+        claims
+            .precheck(&self.audiences)
+            .map_err(Status::unauthenticated)?;
+        let record = self.peer_record(peer);
+        if record == PeerRecord::Saturated {
             return Err(Status::unavailable(
-                "too many invalid tokens were presented recently; try again in a few seconds",
+                "too many invalid tokens were presented from this address recently; try again in \
+                 a few seconds",
             ));
         }
-        let _permit = self
-            .reviews
+        let known_issuer = claims.issuer.as_ref().is_some_and(|iss| {
+            self.issuers
+                .lock()
+                .is_ok_and(|known| known.iter().any(|k| k == iss))
+        });
+        let pool = if record == PeerRecord::Clean && known_issuer {
+            &self.reviews
+        } else {
+            &self.suspect_reviews
+        };
+        let _permit = pool
             .acquire()
             .await
             .map_err(|_| Status::unavailable("the agent is shutting down"))?;
@@ -194,16 +230,63 @@ impl KubeAuth {
                 .unwrap_or_else(|| "unauthenticated".into())),
         };
         let ttl = if verdict.is_ok() {
-            // Never trust a verdict past the token's own expiry.
-            AUTHN_OK_TTL.min(expires)
-        } else {
-            if let Ok(mut f) = self.failures.lock() {
-                f.record(Instant::now());
+            // A verified token's issuer is the cluster's: its later tokens get the clean lane.
+            if let (Some(iss), Ok(mut known)) = (claims.issuer.clone(), self.issuers.lock())
+                && !known.contains(&iss)
+            {
+                if known.len() >= MAX_ISSUERS {
+                    known.remove(0);
+                }
+                known.push(iss);
             }
+            // Never trust a verdict past the token's own expiry.
+            AUTHN_OK_TTL.min(claims.expires_in)
+        } else {
+            self.record_failure(peer);
             AUTHN_FAIL_TTL
         };
         remember(&self.authn, key, ttl, verdict.clone());
         verdict.map_err(Status::unauthenticated)
+    }
+
+    fn peer_record(&self, peer: IpAddr) -> PeerRecord {
+        let Ok(mut peers) = self.peers.lock() else {
+            return PeerRecord::Clean;
+        };
+        let Some(w) = peers.get_mut(&peer) else {
+            return PeerRecord::Clean;
+        };
+        if w.saturated(Instant::now()) {
+            PeerRecord::Saturated
+        } else if w.failures > 0 {
+            PeerRecord::Suspect
+        } else {
+            PeerRecord::Clean
+        }
+    }
+
+    fn record_failure(&self, peer: IpAddr) {
+        let Ok(mut peers) = self.peers.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if peers.len() >= PEER_LIMIT && !peers.contains_key(&peer) {
+            peers.retain(|_, w| {
+                w.roll(now);
+                w.failures > 0
+            });
+            if peers.len() >= PEER_LIMIT {
+                // A flood from more addresses than the map holds: drop the oldest window.
+                if let Some(oldest) = peers
+                    .iter()
+                    .min_by_key(|(_, w)| w.started)
+                    .map(|(ip, _)| *ip)
+                {
+                    peers.remove(&oldest);
+                }
+            }
+        }
+        peers.entry(peer).or_default().record(now);
     }
 
     async fn authorize(&self, who: &Identity) -> Result<(), Status> {
@@ -293,7 +376,17 @@ impl Identity {
     }
 }
 
-/// Failed TokenReviews in the current window.
+/// Where a caller's address stands with its recent failed reviews.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerRecord {
+    Clean,
+    /// Some failures in the window: reviewed, in the suspects' slot.
+    Suspect,
+    /// The budget is spent: refused unreviewed until the window ends.
+    Saturated,
+}
+
+/// Failed TokenReviews of one address in the current window.
 #[derive(Debug, Default)]
 struct FailureWindow {
     started: Option<Instant>,
@@ -329,29 +422,68 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// How long a bearer may still be used, read from its (unverified) JWT claims; the apiserver
-/// verifies the signature. Something that is not a JWT, has no `exp`, or has expired is
-/// refused here, without asking the apiserver: service-account tokens always carry `exp`.
-fn jwt_expiry(token: &str, now: u64) -> Result<Duration, String> {
-    let mut parts = token.split('.');
-    let (Some(_header), Some(claims), Some(_sig), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err("the bearer token is not a JWT".into());
-    };
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(claims.trim_end_matches('='))
-        .map_err(|_| "the bearer token is not a JWT".to_string())?;
-    let claims: serde_json::Value =
-        serde_json::from_slice(&raw).map_err(|_| "the bearer token is not a JWT".to_string())?;
-    let exp = claims
-        .get("exp")
-        .and_then(serde_json::Value::as_u64)
-        .ok_or_else(|| "the bearer token has no expiry (exp)".to_string())?;
-    if exp <= now {
-        return Err("the bearer token has expired".into());
+/// What a bearer says of itself, read from its (unverified) JWT claims; the apiserver verifies
+/// the signature. Service-account tokens always carry `exp`, `aud` and `iss`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Claims {
+    /// How long the token may still be used.
+    expires_in: Duration,
+    audiences: Vec<String>,
+    issuer: Option<String>,
+}
+
+impl Claims {
+    /// Something that is not a JWT, has no `exp`, or has expired is refused here, without
+    /// asking the apiserver.
+    fn read(token: &str, now: u64) -> Result<Claims, String> {
+        let mut parts = token.split('.');
+        let (Some(_header), Some(claims), Some(_sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("the bearer token is not a JWT".into());
+        };
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims.trim_end_matches('='))
+            .map_err(|_| "the bearer token is not a JWT".to_string())?;
+        let claims: serde_json::Value = serde_json::from_slice(&raw)
+            .map_err(|_| "the bearer token is not a JWT".to_string())?;
+        let exp = claims
+            .get("exp")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| "the bearer token has no expiry (exp)".to_string())?;
+        if exp <= now {
+            return Err("the bearer token has expired".into());
+        }
+        // RFC 7519: `aud` is one string or an array of them.
+        let audiences = match claims.get("aud") {
+            Some(serde_json::Value::String(a)) => vec![a.clone()],
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Claims {
+            expires_in: Duration::from_secs(exp - now),
+            audiences,
+            issuer: claims
+                .get("iss")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string),
+        })
     }
-    Ok(Duration::from_secs(exp - now))
+
+    /// Refuses, without a review, a token that cannot pass one: not for one of `audiences`
+    /// (the review asks for them, so it would refuse the token too).
+    fn precheck(&self, audiences: &[String]) -> Result<(), String> {
+        if !self.audiences.iter().any(|a| audiences.contains(a)) {
+            return Err(format!(
+                "the bearer token is not for this workspace (audience {})",
+                audiences.join(", ")
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn is_forbidden(e: &kube::Error) -> bool {
@@ -447,18 +579,22 @@ mod tests {
         format!("{}.{}.sig", enc(r#"{"alg":"RS256"}"#), enc(claims))
     }
 
+    fn expiry(token: &str, now: u64) -> Result<Duration, String> {
+        Claims::read(token, now).map(|c| c.expires_in)
+    }
+
     #[test]
     fn a_token_is_trusted_no_longer_than_its_expiry() {
         assert_eq!(
-            jwt_expiry(&jwt(r#"{"exp":1100,"sub":"x"}"#), 1000),
+            expiry(&jwt(r#"{"exp":1100,"sub":"x"}"#), 1000),
             Ok(Duration::from_secs(100))
         );
         assert_eq!(
-            jwt_expiry(&jwt(r#"{"exp":900}"#), 1000),
+            expiry(&jwt(r#"{"exp":900}"#), 1000),
             Err("the bearer token has expired".into())
         );
         assert_eq!(
-            jwt_expiry(&jwt(r#"{"sub":"x"}"#), 1000),
+            expiry(&jwt(r#"{"sub":"x"}"#), 1000),
             Err("the bearer token has no expiry (exp)".into())
         );
         for junk in [
@@ -468,7 +604,27 @@ mod tests {
             "a.!!!.c",
             &format!("x.{}.y", "e30"),
         ] {
-            assert!(jwt_expiry(junk, 1000).is_err(), "{junk}");
+            assert!(expiry(junk, 1000).is_err(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn tokens_for_another_audience_are_refused_unreviewed() {
+        let ours = vec!["ws1.ns".to_string()];
+        let read = |claims: &str| Claims::read(&jwt(claims), 1000).expect("claims");
+        let one = read(r#"{"exp":2000,"aud":"ws1.ns","iss":"https://k8s"}"#);
+        assert_eq!(one.precheck(&ours), Ok(()));
+        assert_eq!(one.issuer.as_deref(), Some("https://k8s"));
+        let listed = read(r#"{"exp":2000,"aud":["api","ws1.ns"]}"#);
+        assert_eq!(listed.precheck(&ours), Ok(()));
+        assert_eq!(listed.issuer, None);
+        for other in [
+            r#"{"exp":2000,"aud":"ws2.ns","iss":"https://k8s"}"#,
+            r#"{"exp":2000,"aud":["api"],"iss":"https://k8s"}"#,
+            r#"{"exp":2000,"iss":"https://k8s"}"#,
+        ] {
+            let e = read(other).precheck(&ours).unwrap_err();
+            assert!(e.contains("not for this workspace"), "{other}: {e}");
         }
     }
 
@@ -496,6 +652,42 @@ mod tests {
             }
         }
         assert_eq!(base.cache_key(), base.clone().cache_key());
+    }
+
+    fn kube_auth() -> KubeAuth {
+        let config = kube::Config::new("https://127.0.0.1:1".parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        KubeAuth::new(client, vec!["ws.ns".into()], "ns".into(), "ws".into())
+    }
+
+    #[tokio::test]
+    async fn failures_close_the_door_for_their_own_address_only() {
+        let auth = kube_auth();
+        let junk: IpAddr = "10.0.0.66".parse().expect("ip");
+        let operator: IpAddr = "10.0.0.7".parse().expect("ip");
+        assert_eq!(auth.peer_record(junk), PeerRecord::Clean);
+        auth.record_failure(junk);
+        assert_eq!(auth.peer_record(junk), PeerRecord::Suspect);
+        for _ in 1..FAILURES_PER_WINDOW {
+            auth.record_failure(junk);
+        }
+        assert_eq!(auth.peer_record(junk), PeerRecord::Saturated);
+        assert_eq!(auth.peer_record(operator), PeerRecord::Clean);
+        // A saturated address is refused before any review or slot.
+        let token = jwt(&format!(r#"{{"exp":{},"aud":"ws.ns"}}"#, now_unix() + 600));
+        let e = auth.authenticate(&token, junk).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        assert!(e.message().contains("from this address"), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn the_failure_map_stays_bounded() {
+        let auth = kube_auth();
+        for i in 0..(PEER_LIMIT as u32 + 10) {
+            auth.record_failure(IpAddr::V4(Ipv4Addr::from(i)));
+        }
+        let len = auth.peers.lock().map(|p| p.len()).unwrap_or(0);
+        assert!(len <= PEER_LIMIT, "{len}");
     }
 
     #[test]

@@ -390,3 +390,24 @@ async fn shutdown_signal(children: Arc<Children>, limit: Duration) {
         std::process::exit(1);
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_is_checked_unless_the_command_line_says_otherwise() {
+        let cli = Cli::try_parse_from(["agent", "serve", "--workspace", "/share/workspace"])
+            .expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("serve");
+        };
+        assert_eq!(args.auth_mode, AuthMode::Kube);
+        let cli = Cli::try_parse_from(["agent", "serve", "-w", "/w", "--auth-mode", "none"])
+            .expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("serve");
+        };
+        assert_eq!(args.auth_mode, AuthMode::None);
+    }
+}

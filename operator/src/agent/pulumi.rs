@@ -26,6 +26,10 @@ const KEEP_OUTPUT_BYTES: usize = 1 << 20;
 const MAX_JSON_BYTES: usize = 400 << 20;
 /// How long a failure's explanation may be: it ends up in object status and events.
 const DETAIL_BYTES: usize = 2048;
+/// A failure's explanation when the CLI printed no diagnostic on stderr.
+const NO_DIAGNOSTICS: &str = "the CLI printed no error diagnostic on stderr; its standard \
+     output is in the log of the workspace pod's pulumi container at debug level only (set \
+     AGENT_LOG=debug on that container through the Stack's workspaceTemplate)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -290,7 +294,8 @@ impl Pulumi {
 /// What happens to a command's stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Capture {
-    /// Logged line by line, the tail kept for the result.
+    /// Logged line by line at debug level, the tail kept for the result (permalinks, known
+    /// failures); it never reaches a failure's message.
     Logged,
     /// Kept whole up to [`MAX_JSON_BYTES`], never logged: JSON that may hold secrets.
     Private,
@@ -310,7 +315,8 @@ fn json_error(e: &serde_json::Error) -> String {
 
 async fn read_stdout(pipe: Option<impl AsyncRead + Unpin>, capture: Capture) -> (String, bool) {
     match capture {
-        Capture::Logged => (read_lines(pipe, "stdout", true).await, false),
+        // stdout prints values (outputs, diffs, a program's own prints): debug only.
+        Capture::Logged => (read_lines(pipe, "stdout", false).await, false),
         Capture::Private => read_private(pipe, MAX_JSON_BYTES).await,
     }
 }
@@ -497,7 +503,9 @@ fn is_error_diagnostic(event: &serde_json::Value) -> bool {
 }
 
 /// Why a command failed, in a few lines a person can act on: the engine's error diagnostics
-/// when there are any, else the end of stderr, else the end of stdout.
+/// when there are any, else the end of stderr. Never stdout: it can print values (outputs,
+/// diffs, whatever the program prints), and this text reaches statuses and events that the
+/// view role can read.
 fn failure_detail(events: &[serde_json::Value], out: &Output) -> String {
     let diagnostics: Vec<String> = events
         .iter()
@@ -514,16 +522,11 @@ fn failure_detail(events: &[serde_json::Value], out: &Output) -> String {
             .lines()
             .filter(|l| !l.trim().is_empty() && !is_log_line(l))
             .collect();
-        let source: Vec<&str> = if err_lines.is_empty() {
-            out.stdout
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .collect()
-        } else {
-            err_lines
-        };
-        let start = source.len().saturating_sub(12);
-        source[start..].join("\n")
+        if err_lines.is_empty() {
+            return NO_DIAGNOSTICS.into();
+        }
+        let start = err_lines.len().saturating_sub(12);
+        err_lines[start..].join("\n")
     };
     truncate(&strip_color(&text), DETAIL_BYTES)
 }
@@ -688,6 +691,18 @@ mod tests {
             ..Output::default()
         };
         assert_eq!(failure_detail(&[], &verbose), "error: real problem");
+    }
+
+    #[test]
+    fn failure_detail_never_quotes_stdout() {
+        let out = Output {
+            stdout: "Outputs:\n    password: \"hunter2\"\n".into(),
+            stderr: "\n".into(),
+            ..Output::default()
+        };
+        let detail = failure_detail(&[], &out);
+        assert!(!detail.contains("hunter2"), "{detail}");
+        assert_eq!(detail, NO_DIAGNOSTICS);
     }
 
     #[test]

@@ -354,7 +354,7 @@ impl AutomationService for Arc<AgentServer> {
         &self,
         request: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResult>, Status> {
-        self.auth.check(request.metadata()).await?;
+        self.auth.check(&request).await?;
         let who: WhoAmI = self
             .pulumi
             .run_json(&args(&["whoami", "--json"]))
@@ -373,7 +373,7 @@ impl AutomationService for Arc<AgentServer> {
         &self,
         request: Request<pb::SelectStackRequest>,
     ) -> Result<Response<pb::SelectStackResult>, Status> {
-        self.auth.check(request.metadata()).await?;
+        self.auth.check(&request).await?;
         let r = request.into_inner();
         self.select(
             &r.stack_name,
@@ -390,7 +390,7 @@ impl AutomationService for Arc<AgentServer> {
         &self,
         request: Request<pb::InfoRequest>,
     ) -> Result<Response<pb::InfoResult>, Status> {
-        self.auth.check(request.metadata()).await?;
+        self.auth.check(&request).await?;
         Ok(Response::new(pb::InfoResult {
             summary: Some(self.summary().await?),
         }))
@@ -400,7 +400,7 @@ impl AutomationService for Arc<AgentServer> {
         &self,
         request: Request<pb::SetAllConfigRequest>,
     ) -> Result<Response<pb::SetAllConfigResult>, Status> {
-        self.auth.check(request.metadata()).await?;
+        self.auth.check(&request).await?;
         let stack = self.selected().await?;
         let items = request.into_inner().config;
         if items.is_empty() {
@@ -424,7 +424,7 @@ impl AutomationService for Arc<AgentServer> {
         &self,
         request: Request<pb::AddEnvironmentsRequest>,
     ) -> Result<Response<pb::AddEnvironmentsResult>, Status> {
-        self.auth.check(request.metadata()).await?;
+        self.auth.check(&request).await?;
         let stack = self.selected().await?;
         let envs = request.into_inner().environment;
         if envs.is_empty() {
@@ -444,7 +444,7 @@ impl AutomationService for Arc<AgentServer> {
         &self,
         request: Request<pb::InstallRequest>,
     ) -> Result<Response<pb::InstallResult>, Status> {
-        self.auth.check(request.metadata()).await?;
+        self.auth.check(&request).await?;
         self.pulumi
             .run(&args(&["install"]))
             .await
@@ -458,7 +458,7 @@ impl AutomationService for Arc<AgentServer> {
         &self,
         request: Request<pb::PreviewRequest>,
     ) -> Result<Response<Self::PreviewStream>, Status> {
-        self.auth.check(request.metadata()).await?;
+        self.auth.check(&request).await?;
         self.refuse_when_stopping()?;
         let stack = self.selected().await?;
         let r = request.into_inner();
@@ -494,7 +494,7 @@ impl AutomationService for Arc<AgentServer> {
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<Self::RefreshStream>, Status> {
-        self.auth.check(request.metadata()).await?;
+        self.auth.check(&request).await?;
         self.refuse_when_stopping()?;
         let stack = self.selected().await?;
         let argv = operation::refresh(request.get_ref(), &stack, &self.pulumi.debug_args());
@@ -528,7 +528,7 @@ impl AutomationService for Arc<AgentServer> {
         &self,
         request: Request<pb::UpRequest>,
     ) -> Result<Response<Self::UpStream>, Status> {
-        self.auth.check(request.metadata()).await?;
+        self.auth.check(&request).await?;
         self.refuse_when_stopping()?;
         let stack = self.selected().await?;
         let argv = operation::up(request.get_ref(), &stack, &self.pulumi.debug_args());
@@ -566,7 +566,7 @@ impl AutomationService for Arc<AgentServer> {
         &self,
         request: Request<pb::DestroyRequest>,
     ) -> Result<Response<Self::DestroyStream>, Status> {
-        self.auth.check(request.metadata()).await?;
+        self.auth.check(&request).await?;
         self.refuse_when_stopping()?;
         let stack = self.selected().await?;
         let remove = request.get_ref().remove.unwrap_or(false);
@@ -617,7 +617,7 @@ impl AutomationService for Arc<AgentServer> {
         &self,
         request: Request<pb::PulumiVersionRequest>,
     ) -> Result<Response<pb::PulumiVersionResult>, Status> {
-        self.auth.check(request.metadata()).await?;
+        self.auth.check(&request).await?;
         let out = self
             .pulumi
             .run(&args(&["version"]))

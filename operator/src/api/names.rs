@@ -130,6 +130,8 @@ pub mod event {
     pub const STACK_OUTPUT_RETRIEVAL_FAILURE: &str = "StackOutputRetrievalFailure";
     pub const STACK_UPDATE_DETECTED: &str = "StackUpdateDetected";
     pub const STACK_NOT_FOUND: &str = "StackNotFound";
+    /// Not in PKO: a deleting `destroyOnFinalize` Stack whose workspace cannot run the destroy.
+    pub const STACK_DESTROY_BLOCKED: &str = "StackDestroyBlocked";
     /// Emitted after every successful update, whatever its type (PKO's name).
     pub const STACK_CREATED: &str = "StackCreated";
     pub const STACK_DESTROYED: &str = "StackDestroyed";

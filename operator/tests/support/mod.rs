@@ -106,6 +106,9 @@ impl Agent {
             )
             .env("PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION", "true")
             .env_remove("PULUMI_CONFIG_PASSPHRASE")
+            // The level the operator runs agents at (no AGENT_LOG in the pod): what the tests
+            // see logged is what a cluster would.
+            .env_remove("AGENT_LOG")
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
             .stderr(out);

@@ -537,19 +537,35 @@ async fn workspace_not_ready(run: &mut Run<'_>, ws: &Workspace) -> Result<Action
             .get(condition::STALLED)
             .filter(|c| c.status == "True")
     {
-        if run.deleting && run.draft.last_update.is_none() {
-            run.draft.ready();
-            run.save().await?;
-            set_finalizer(&run.api, run.stack, run.resource_version.as_deref(), false).await?;
-            return Ok(Action::await_change());
-        }
         let why = if stalled.reason == workspace_reason::INCOMPATIBLE_CONFIGURATION {
             reason::PULUMI_VERSION_TOO_LOW
         } else {
             reason::WORKSPACE_FAILED
         };
-        run.draft
-            .stalled(why, &format!("{}: {}", stalled.reason, stalled.message));
+        let mut message = format!("{}: {}", stalled.reason, stalled.message);
+        if run.deleting {
+            // No destroy can run, and nothing proves the stack has no resources (an adopted
+            // stack, or one whose status was lost, has some without any lastUpdate here): the
+            // finalizer stays until the workspace works or the user lets the Stack go.
+            message = format!(
+                "the Stack is being deleted with destroyOnFinalize, but its workspace cannot run \
+                 the destroy ({message}). Fix the workspace and the destroy runs; or, to delete \
+                 the Stack without destroying its resources: kubectl patch stack {name} -n {ns} \
+                 --type=merge -p '{{\"spec\":{{\"destroyOnFinalize\":false}}}}'",
+                name = run.name,
+                ns = run.ns,
+            );
+            if run
+                .draft
+                .conditions
+                .get(condition::STALLED)
+                .map(|c| c.message.as_str())
+                != Some(message.as_str())
+            {
+                run.event(EventType::Warning, event::STACK_DESTROY_BLOCKED, &message);
+            }
+        }
+        run.draft.stalled(why, &message);
         run.save().await?;
         return Ok(Action::await_change());
     }
