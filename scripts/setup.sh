@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 
 # The control plane runs pods in network namespaces (iproute2) under bubblewrap and serves git
 # over smart HTTP (git http-backend); `fetch git` is tested against a real sshd, with keys from
-# ssh-keygen and openssl.
+# ssh-keygen and openssl. Our images are built with buildah from the Dockerfiles and served by a
+# loopback registry (docker-registry).
 missing=()
 for pair in bwrap:bubblewrap ip:iproute2 git:git setpriv:util-linux /usr/sbin/sshd:openssh-server \
-  ssh-keygen:openssh-client openssl:openssl; do
+  ssh-keygen:openssh-client openssl:openssl buildah:buildah docker-registry:docker-registry; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

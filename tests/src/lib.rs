@@ -5,11 +5,13 @@
 
 pub mod control_plane;
 pub mod git_server;
+pub mod images;
 pub mod kubelet;
 pub mod net;
 pub mod pki;
 pub mod process;
 pub mod redirect;
+pub mod registry;
 pub mod schema_check;
 pub mod source_controller;
 pub mod sshd;

@@ -223,6 +223,18 @@ fn stamps(cache: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The script failed, handed out no tool directory and stamped nothing; returns its stderr.
+fn assert_failed_and_uncached(out: &std::process::Output, cache: &Path) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the script fails: {stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("PATH+="),
+        "no tool directory is handed out"
+    );
+    assert!(stamps(cache).is_empty(), "nothing is stamped complete");
+    stderr
+}
+
 #[test]
 fn a_tool_build_that_fails_midway_fails_the_script_and_is_never_cached() {
     // build_flux runs `go build`, then `go list`, mkdir and cp: with the first failing and the
@@ -230,19 +242,10 @@ fn a_tool_build_that_fails_midway_fails_the_script_and_is_never_cached() {
     let fakes = stand_ins(1, false);
     let cache = tempfile::tempdir().unwrap();
     let out = build_script(fakes.path(), cache.path(), &["flux"], &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the build failed: {stderr}");
+    let stderr = assert_failed_and_uncached(&out, cache.path());
     assert!(
         stderr.contains("flux") && stderr.contains("BUILD FAILED"),
         "{stderr}"
-    );
-    assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("PATH+="),
-        "no tool directory is handed out"
-    );
-    assert!(
-        stamps(cache.path()).is_empty(),
-        "nothing is stamped complete"
     );
 
     // The same stand-ins with a working `go build`: the script's logic does cache it, so the
@@ -262,16 +265,8 @@ fn a_failed_move_into_the_cache_fails_the_script() {
     let fakes = stand_ins(0, true);
     let cache = tempfile::tempdir().unwrap();
     let out = build_script(fakes.path(), cache.path(), &["flux"], &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the stamping step failed: {stderr}");
-    assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("PATH+="),
-        "no tool directory is handed out"
-    );
-    assert!(
-        stamps(cache.path()).is_empty(),
-        "nothing is stamped complete"
-    );
+    let stderr = assert_failed_and_uncached(&out, cache.path());
+    assert!(stderr.contains("cannot move the build"), "{stderr}");
 }
 
 #[test]
@@ -319,15 +314,10 @@ fn pko_builds_from_different_sources_never_share_a_cache_entry() {
         &["pko"],
         &[("PKO_SRC", &src.path().join("no-such-source"))],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = assert_failed_and_uncached(&out, cache.path());
     assert!(
         stderr.contains("PKO_SRC") && stderr.contains("neither a directory nor a file"),
         "{stderr}"
-    );
-    assert!(
-        stamps(cache.path()).is_empty(),
-        "nothing is stamped complete"
     );
 }
 

@@ -698,7 +698,7 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
         "gitAuth": {"accessToken": {"type": "Secret", "secret": {"name": "git-token", "key": "accessToken"}}},
         "destroyOnFinalize": true,
     });
-    e.cp.apply_yaml(&stack_yaml("fromgit", spec), "stack", "default")
+    e.cp.apply_yaml(&stack_yaml("fromgit", spec.clone()), "stack", "default")
         .await
         .expect("stack");
     let s = e.wait_ready("fromgit").await;
@@ -810,14 +810,8 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
     // A deleting Stack whose workspace cannot run the destroy (the stack name is refused by
     // the CLI, so no lastUpdate ever exists) is not let go on a guess: it stays Stalled, says
     // how to opt out, and goes once destroyOnFinalize is turned off.
-    let bad = json!({
-        "stack": "not a valid name!",
-        "projectRepo": git.url("gitsrc"),
-        "branch": "main",
-        "repoDir": "infra",
-        "gitAuth": {"accessToken": {"type": "Secret", "secret": {"name": "git-token", "key": "accessToken"}}},
-        "destroyOnFinalize": true,
-    });
+    let mut bad = spec.clone();
+    bad["stack"] = json!("not a valid name!");
     e.cp.apply_yaml(&stack_yaml("badname", bad), "stack", "default")
         .await
         .expect("stack");

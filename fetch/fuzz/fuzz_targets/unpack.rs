@@ -31,7 +31,10 @@ fn dirs() -> &'static Dirs {
 fuzz_target!(|data: &[u8]| {
     static N: AtomicU64 = AtomicU64::new(0);
     let d = dirs();
-    let root = d.base.join("roots").join(N.fetch_add(1, Ordering::Relaxed).to_string());
+    let root = d
+        .base
+        .join("roots")
+        .join(N.fetch_add(1, Ordering::Relaxed).to_string());
     std::fs::create_dir_all(&root).unwrap();
     // The first byte picks the input shape: raw bytes (as served), or a tar the fuzzer wrote
     // that we gzip, so the tar rules get exercised rather than the gzip header check alone.
@@ -132,8 +135,8 @@ fn resolves_inside(root: &Path, link: &Path) -> bool {
             Part::Name(n) => {
                 at.push(n);
                 let here = at.iter().fold(root.to_path_buf(), |p, c| p.join(c));
-                let is_link = std::fs::symlink_metadata(&here)
-                    .is_ok_and(|md| md.file_type().is_symlink());
+                let is_link =
+                    std::fs::symlink_metadata(&here).is_ok_and(|md| md.file_type().is_symlink());
                 if is_link {
                     hops += 1;
                     if hops > 40 {
