@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 # The control plane runs pods in network namespaces (iproute2) under bubblewrap and serves git
 # over smart HTTP (git http-backend); `fetch git` is tested against a real sshd, with keys from
 # ssh-keygen and openssl. Our images are built with buildah from the Dockerfiles and served by a
-# loopback registry (docker-registry).
+# loopback registry (docker-registry); the test images take a static busybox as their shell and
+# a pause binary built with gcc -static.
 missing=()
 for pair in bwrap:bubblewrap ip:iproute2 git:git setpriv:util-linux /usr/sbin/sshd:openssh-server \
-  ssh-keygen:openssh-client openssl:openssl buildah:buildah docker-registry:docker-registry; do
+  ssh-keygen:openssh-client openssl:openssl buildah:buildah docker-registry:docker-registry \
+  /bin/busybox:busybox-static gcc:gcc; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -14,13 +14,15 @@ use crate::registry::Registry;
 
 /// The CA bundle put into the images (Debian's, as the Dockerfiles' build stage has it).
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Debian's static busybox (package busybox-static), the shell of the Pulumi test image.
+const BUSYBOX: &str = "/bin/busybox";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImagesError {
     #[error("building the static image binaries failed (exit {code:?}):\n{stderr}")]
     Cargo { code: Option<i32>, stderr: String },
     #[error("`{command}` failed (exit {code:?}):\n{stderr}")]
-    Buildah {
+    Failed {
         command: String,
         code: Option<i32>,
         stderr: String,
@@ -84,7 +86,7 @@ impl Buildah {
             .output()
             .map_err(|e| ImagesError::Spawn("buildah".into(), e))?;
         if !out.status.success() {
-            return Err(ImagesError::Buildah {
+            return Err(ImagesError::Failed {
                 command: format!("buildah {}", args.join(" ")),
                 code: out.status.code(),
                 stderr: tail_text(&String::from_utf8_lossy(&out.stderr), 30),
@@ -93,38 +95,34 @@ impl Buildah {
         Ok(out)
     }
 
-    /// Builds `dockerfile`'s `prebuilt` stage from a context holding `files` (source path,
-    /// name in the context) and pushes it to `registry` as `name:tag`; returns the pushed
-    /// reference.
+    /// A fresh, empty build context for the image `name`.
+    fn context(&self, name: &str) -> Result<PathBuf, ImagesError> {
+        let context = self.dir.join("contexts").join(name);
+        let _ = std::fs::remove_dir_all(&context);
+        std::fs::create_dir_all(&context).map_err(|e| ImagesError::Io(context.clone(), e))?;
+        Ok(context)
+    }
+
+    /// Builds `dockerfile` (its `target` stage, if given) from `context` and pushes it to
+    /// `registry` as `name:tag`; returns the pushed reference.
     pub fn build_and_push(
         &self,
         registry: &Registry,
         dockerfile: &Path,
-        files: &[(PathBuf, &str)],
+        target: Option<&str>,
+        context: &Path,
         name: &str,
         tag: &str,
     ) -> Result<String, ImagesError> {
-        let context = self.dir.join("contexts").join(name);
-        let _ = std::fs::remove_dir_all(&context);
-        std::fs::create_dir_all(&context).map_err(|e| ImagesError::Io(context.clone(), e))?;
-        for (from, to) in files {
-            std::fs::copy(from, context.join(to)).map_err(|e| ImagesError::Io(from.clone(), e))?;
-        }
         let local = format!("localhost/{name}:{tag}");
         let dockerfile = dockerfile.display().to_string();
         let context = context.display().to_string();
-        self.run(&[
-            "bud",
-            "--pull=never",
-            "--target",
-            "prebuilt",
-            "--layers=false",
-            "-f",
-            &dockerfile,
-            "-t",
-            &local,
-            &context,
-        ])?;
+        let mut args = vec!["bud", "--pull=never", "--layers=false", "-f", &dockerfile];
+        if let Some(t) = target {
+            args.extend(["--target", t]);
+        }
+        args.extend(["-t", &local, &context]);
+        self.run(&args)?;
         let remote = registry.image(name, tag);
         self.run(&[
             "push",
@@ -154,10 +152,109 @@ fn ours(
     binaries: &[&str],
 ) -> Result<String, ImagesError> {
     let bins = static_binaries()?;
-    let mut files: Vec<(PathBuf, &str)> = binaries.iter().map(|b| (bins.join(b), *b)).collect();
-    files.push((PathBuf::from(CA_BUNDLE), "ca-certificates.crt"));
+    let context = buildah.context(name)?;
+    for b in binaries {
+        copy(&bins.join(b), &context.join(b))?;
+    }
+    copy(Path::new(CA_BUNDLE), &context.join("ca-certificates.crt"))?;
     let dockerfile = crate::control_plane::repo_root().join(format!("Dockerfile.{name}"));
-    buildah.build_and_push(registry, &dockerfile, &files, name, "e2e")
+    buildah.build_and_push(
+        registry,
+        &dockerfile,
+        Some("prebuilt"),
+        &context,
+        name,
+        "e2e",
+    )
+}
+
+/// The test nodes' sandbox image (`tests/images/pause`), its binary built by `gcc -static`.
+pub fn pause_image(buildah: &Buildah, registry: &Registry) -> Result<String, ImagesError> {
+    let here = crate::control_plane::repo_root().join("tests/images/pause");
+    let context = buildah.context("pause")?;
+    let gcc = Command::new("gcc")
+        .args(["-static", "-Os", "-Wall", "-Werror", "-o"])
+        .arg(context.join("pause"))
+        .arg(here.join("pause.c"))
+        .output()
+        .map_err(|e| ImagesError::Spawn("gcc".into(), e))?;
+    if !gcc.status.success() {
+        return Err(ImagesError::Failed {
+            command: "gcc -static pause.c".into(),
+            code: gcc.status.code(),
+            stderr: String::from_utf8_lossy(&gcc.stderr).into_owned(),
+        });
+    }
+    buildah.build_and_push(
+        registry,
+        &here.join("Dockerfile"),
+        None,
+        &context,
+        "pause",
+        "e2e",
+    )
+}
+
+/// A Pulumi workspace image (`tests/images/pulumi`): the CLI and YAML host from
+/// `pulumi_dir` (tests/tools/build.sh), busybox (Debian's static build) as the shell.
+pub fn pulumi_image(
+    buildah: &Buildah,
+    registry: &Registry,
+    pulumi_dir: &Path,
+) -> Result<String, ImagesError> {
+    use std::os::unix::fs::PermissionsExt;
+    let here = crate::control_plane::repo_root().join("tests/images/pulumi");
+    let context = buildah.context("pulumi")?;
+    let root = context.join("rootfs");
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| ImagesError::Io(p, e)
+    };
+    for d in ["pulumi/bin", "bin", "etc/ssl/certs", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).map_err(io(&root.join(d)))?;
+    }
+    std::fs::create_dir_all(context.join("home")).map_err(io(&context))?;
+    for b in ["pulumi", "pulumi-language-yaml"] {
+        copy(&pulumi_dir.join(b), &root.join("pulumi/bin").join(b))?;
+    }
+    copy(Path::new(BUSYBOX), &root.join("bin/busybox"))?;
+    // Every applet as a link, as `busybox --install -s` would make them.
+    let list = Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .map_err(|e| ImagesError::Spawn(BUSYBOX.into(), e))?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let link = root.join("bin").join(applet);
+        if applet != "busybox" && !link.exists() {
+            std::os::unix::fs::symlink("busybox", &link).map_err(io(&link))?;
+        }
+    }
+    copy(
+        Path::new(CA_BUNDLE),
+        &root.join("etc/ssl/certs/ca-certificates.crt"),
+    )?;
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\npulumi:x:1000:1000:pulumi:/home/pulumi:/bin/sh\n",
+    )
+    .map_err(io(&root))?;
+    std::fs::write(root.join("etc/group"), "root:x:0:\npulumi:x:1000:\n").map_err(io(&root))?;
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+        .map_err(io(&root.join("tmp")))?;
+    buildah.build_and_push(
+        registry,
+        &here.join("Dockerfile"),
+        None,
+        &context,
+        "pulumi",
+        "e2e",
+    )
+}
+
+fn copy(from: &Path, to: &Path) -> Result<(), ImagesError> {
+    std::fs::copy(from, to)
+        .map(drop)
+        .map_err(|e| ImagesError::Io(from.to_path_buf(), e))
 }
 
 fn tail_text(s: &str, n: usize) -> String {

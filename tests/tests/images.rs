@@ -15,11 +15,13 @@ use serde_json::Value;
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json";
 
-/// An image as the registry serves it: its config and its files (path -> content), layers
-/// applied in order.
+/// An image as the registry serves it: its config and its files (path -> content), symlinks
+/// (path -> target) and every entry's mode and owner, layers applied in order.
 struct Pulled {
     config: Value,
     files: BTreeMap<String, Vec<u8>>,
+    links: BTreeMap<String, String>,
+    owners: BTreeMap<String, (u32, u64)>,
     entries: Vec<String>,
 }
 
@@ -51,6 +53,8 @@ fn pull(registry: &Registry, reference: &str) -> Pulled {
     let config: Value =
         serde_json::from_slice(&blob(&manifest["config"]["digest"])).expect("config JSON");
     let mut files = BTreeMap::new();
+    let mut links = BTreeMap::new();
+    let mut owners = BTreeMap::new();
     let mut entries = Vec::new();
     for layer in manifest["layers"].as_array().expect("layers") {
         let data = blob(&layer["digest"]);
@@ -70,7 +74,15 @@ fn pull(registry: &Registry, reference: &str) -> Pulled {
                 .trim_start_matches("./")
                 .to_string();
             entries.push(path.clone());
-            if entry.header().entry_type().is_file() {
+            let header = entry.header();
+            owners.insert(
+                path.trim_end_matches('/').to_string(),
+                (header.mode().expect("mode"), header.uid().expect("uid")),
+            );
+            if header.entry_type().is_symlink() {
+                let target = entry.link_name().expect("link").expect("a target");
+                links.insert(path.clone(), target.to_string_lossy().into_owned());
+            } else if entry.header().entry_type().is_file() {
                 let mut content = Vec::new();
                 entry.read_to_end(&mut content).expect("content");
                 files.insert(path, content);
@@ -80,6 +92,8 @@ fn pull(registry: &Registry, reference: &str) -> Pulled {
     Pulled {
         config,
         files,
+        links,
+        owners,
         entries,
     }
 }
@@ -106,14 +120,33 @@ fn run_in(image: &Pulled, root: &Path, argv: &[&str]) -> std::process::Output {
         std::fs::write(&at, content).expect("file");
         std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755)).expect("mode");
     }
-    std::process::Command::new("bwrap")
-        .arg("--bind")
-        .arg(root)
-        .arg("/")
-        .args(["--proc", "/proc", "--dev", "/dev", "--unshare-all", "--"])
-        .args(argv)
-        .output()
-        .expect("bwrap")
+    for (path, target) in &image.links {
+        let at = root.join(path);
+        std::fs::create_dir_all(at.parent().expect("parent")).expect("dir");
+        let _ = std::fs::remove_file(&at);
+        std::os::unix::fs::symlink(target, &at).expect("symlink");
+    }
+    let mut cmd = std::process::Command::new("bwrap");
+    cmd.arg("--bind").arg(root).arg("/");
+    cmd.args([
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--unshare-all",
+    ]);
+    for kv in image.config["config"]["Env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some((k, v)) = kv.as_str().and_then(|kv| kv.split_once('=')) {
+            cmd.args(["--setenv", k, v]);
+        }
+    }
+    cmd.arg("--").args(argv).output().expect("bwrap")
 }
 
 #[test]
@@ -189,4 +222,106 @@ fn our_images_hold_static_binaries_and_a_ca_bundle_and_no_shell() {
             );
         }
     }
+}
+
+#[test]
+fn the_test_images_are_shaped_like_the_ones_they_stand_for() {
+    let dir = tempfile::tempdir().expect("dir");
+    let registry = Registry::start(dir.path()).expect("registry");
+    let buildah = Buildah::new(dir.path()).expect("buildah");
+
+    // pause: one static binary that exits at once on SIGTERM, as registry.k8s.io/pause.
+    let pause = pull(
+        &registry,
+        &images::pause_image(&buildah, &registry).expect("pause image"),
+    );
+    assert_eq!(pause.config["config"]["User"], "65535:65535");
+    assert_eq!(
+        pause.config["config"]["Entrypoint"],
+        serde_json::json!(["/pause"])
+    );
+    assert_eq!(pause.files.keys().collect::<Vec<_>>(), ["pause"]);
+    assert!(is_static_elf(&pause.files["pause"]));
+    let bin = dir.path().join("pause-bin");
+    std::fs::write(&bin, &pause.files["pause"]).expect("write");
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("mode");
+    let mut child = std::process::Command::new(&bin)
+        .spawn()
+        .expect("pause runs");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "pause keeps running"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pause ends on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+
+    // pulumi: the CLI and YAML host, a shell, user 1000, a writable /tmp and home.
+    let pulumi_dir = e2e::tools::dirs(&["pulumi"]).expect("pulumi built");
+    let reference =
+        images::pulumi_image(&buildah, &registry, &pulumi_dir[0]).expect("pulumi image");
+    let image = pull(&registry, &reference);
+    let c = &image.config["config"];
+    assert_eq!(c["User"], "1000:1000");
+    let env: Vec<&str> = c["Env"]
+        .as_array()
+        .expect("Env")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(env.contains(&"PATH=/pulumi/bin:/bin"), "{env:?}");
+    assert!(env.contains(&"HOME=/home/pulumi"), "{env:?}");
+    for bin in [
+        "pulumi/bin/pulumi",
+        "pulumi/bin/pulumi-language-yaml",
+        "bin/busybox",
+    ] {
+        assert!(is_static_elf(&image.files[bin]), "{bin} is static");
+    }
+    assert_eq!(
+        image.links.get("bin/sh").map(String::as_str),
+        Some("busybox")
+    );
+    assert_eq!(
+        image.owners.get("tmp").map(|(mode, _)| mode & 0o7777),
+        Some(0o1777),
+        "/tmp is writable by everyone, sticky"
+    );
+    assert_eq!(
+        image.owners.get("home/pulumi").map(|(_, uid)| *uid),
+        Some(1000),
+        "the home directory belongs to the user"
+    );
+    assert!(
+        String::from_utf8_lossy(&image.files["etc/passwd"]).contains("pulumi:x:1000:1000"),
+        "user 1000 has a name"
+    );
+    let out = run_in(
+        &image,
+        &dir.path().join("rootfs-pulumi"),
+        &[
+            "/bin/sh",
+            "-c",
+            "pulumi version && pulumi-language-yaml --help >/dev/null 2>&1; echo shell-ok",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("v3.259.0") && stdout.contains("shell-ok"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
