@@ -300,22 +300,28 @@ build_grpcurl() {
     github.com/fullstorydev/grpcurl/cmd/grpcurl
 }
 
-# Builds one tool unless its complete build is cached; appends its directory to `dirs`. Any
-# failure ends the script (non-zero) and leaves no stamp, so a failed build is never cached.
-build() {
-  local tool=$1 version out start
+# Sets `version` and `out` (where the tool's build is, or would be, cached) in the caller's
+# scope; for pko also PKO_KEY, which its build checks a clone against. Not called in `$(...)`
+# for that reason. The cache key names the wrapper's content too: a wrapper that gains a binary
+# or changes a pin is a new build, never a stale one.
+locate() {
+  local tool=$1 digest
   version=$(version_of "$tool")
-  if [ "$tool" != pko ] && [ ! -f "$HERE/$tool/go.mod" ]; then
-    update "$tool"
-  fi
-  # The cache key names the wrapper's content too: a wrapper that gains a binary or changes a
-  # pin is a new build, never a stale one.
-  local digest
   if [ "$tool" = pko ]; then
     PKO_KEY=$(pko_source_digest)
   fi
   digest=$(wrapper_digest "$tool")
   out="$CACHE/$tool-$version-$digest"
+}
+
+# Builds one tool unless its complete build is cached; appends its directory to `dirs`. Any
+# failure ends the script (non-zero) and leaves no stamp, so a failed build is never cached.
+build() {
+  local tool=$1 version out start
+  if [ "$tool" != pko ] && [ ! -f "$HERE/$tool/go.mod" ]; then
+    update "$tool"
+  fi
+  locate "$tool"
   if [ -f "$out/.complete" ]; then
     log "$tool $version: cached in $out"
   else
@@ -359,12 +365,8 @@ mode=build
 if [ "${1:-}" = "--update" ]; then mode=update; shift; fi
 if [ "${1:-}" = "--dir" ]; then
   # Where a tool's build is (or would be) cached, without building it.
-  version=$(version_of "$2")
-  if [ "$2" = pko ]; then
-    PKO_KEY=$(pko_source_digest)
-  fi
-  digest=$(wrapper_digest "$2")
-  echo "$CACHE/$2-$version-$digest"
+  locate "$2"
+  echo "$out"
   exit 0
 fi
 tools=("$@")
