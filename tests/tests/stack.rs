@@ -109,6 +109,16 @@ impl Env {
         }
     }
 
+    /// Waits until the Stack no longer exists.
+    async fn wait_gone(&self, name: &str, limit: Duration, when: &str) {
+        wait_for(
+            limit,
+            &format!("Stack {name} to be gone {when}"),
+            || async { self.stack(name).await.is_none().then_some(()) },
+        )
+        .await;
+    }
+
     async fn wait_ready(&self, name: &str) -> Value {
         self.wait_stack(name, Duration::from_secs(240), "Ready", |s| {
             condition(s, "Ready").is_some_and(|c| c["status"] == "True")
@@ -359,24 +369,7 @@ async fn failures_back_off_the_annotation_retries_at_once_and_locks_are_explaine
         "{}",
         String::from_utf8_lossy(&init.stderr)
     );
-    let locks = e
-        .state
-        .path()
-        .join(".pulumi/locks/organization/e2e-locked/locked");
-    std::fs::create_dir_all(&locks).expect("locks");
-    std::fs::write(
-        locks.join("8a1e3c8e-0000-4000-8000-000000000003.json"),
-        r#"{"pid":7,"username":"someone","hostname":"elsewhere","timestamp":"2026-11-25T10:00:00Z"}"#,
-    )
-    .expect("lock");
-    // Created as root here; the workspace pods write there as uid 1000.
-    let chmod = std::process::Command::new("chmod")
-        .arg("-R")
-        .arg("a+rwX")
-        .arg(e.state.path().join(".pulumi"))
-        .status()
-        .expect("chmod");
-    assert!(chmod.success());
+    lock_stack(e.state.path(), "e2e-locked", "locked");
 
     let mut broken = flux_ref("stackfail", "broken");
     broken["retryMaxBackoffDurationSeconds"] = json!(20);
@@ -778,12 +771,8 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
         "a failed destroy keeps the finalizer: {kept:#}"
     );
     std::fs::remove_file(&lock).expect("unlock");
-    wait_for(
-        Duration::from_secs(240),
-        "the Stack to be gone after its destroy",
-        || async { e.stack("fromgit").await.is_none().then_some(()) },
-    )
-    .await;
+    e.wait_gone("fromgit", Duration::from_secs(240), "after its destroy")
+        .await;
     let destroyed = seen.succeeded("destroy");
     assert!(
         destroyed,
@@ -859,10 +848,10 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
     )
     .await
     .expect("opt out");
-    wait_for(
+    e.wait_gone(
+        "badname",
         Duration::from_secs(60),
-        "the Stack to go once the user opted out",
-        || async { e.stack("badname").await.is_none().then_some(()) },
+        "once the user opted out",
     )
     .await;
 
