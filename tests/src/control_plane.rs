@@ -66,6 +66,16 @@ pub enum Error {
     },
 }
 
+/// How to start a control plane; the default is what the tests on the test kubelet use.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The address real nodes reach the apiserver at (a [`crate::node::NodeNetwork`]'s
+    /// gateway): put into the serving certificate and advertised as the endpoint of the
+    /// `kubernetes` Service, so that pods on those nodes reach the apiserver at its ClusterIP
+    /// through kube-proxy, as in a cluster.
+    pub advertise: Option<Ipv4Addr>,
+}
+
 /// The running control plane. Dropping it stops every process (SIGTERM, then SIGKILL) and removes
 /// its directory unless `E2E_KEEP` is set.
 pub struct ControlPlane {
@@ -76,6 +86,7 @@ pub struct ControlPlane {
     apiserver: Process,
     etcd: Process,
     url: String,
+    port: u16,
     kubeconfig: PathBuf,
     client: Client,
     tool_dirs: Vec<PathBuf>,
@@ -105,6 +116,11 @@ impl ControlPlane {
     /// kube-controller-manager and kube-scheduler, and waits until the apiserver is ready and
     /// the `default` namespace has its service account.
     pub async fn start() -> Result<ControlPlane, Error> {
+        Self::start_with(Options::default()).await
+    }
+
+    /// [`ControlPlane::start`] with [`Options`].
+    pub async fn start_with(options: Options) -> Result<ControlPlane, Error> {
         let tool_dirs = tools::dirs(&["k8s", "etcd"])?;
         let keep = std::env::var_os("E2E_KEEP").is_some();
         let path = tempfile::Builder::new()
@@ -122,13 +138,15 @@ impl ControlPlane {
         // address goes into the serving certificate.
         let network = Arc::new(PodNetwork::create()?);
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut ips = vec![
+            loopback,
+            IpAddr::V4(network.gateway()),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        ];
+        ips.extend(options.advertise.map(IpAddr::V4));
         let pki = Pki::create(
             &root.join("pki"),
-            &[
-                loopback,
-                IpAddr::V4(network.gateway()),
-                IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-            ],
+            &ips,
             &[
                 "localhost",
                 "kubernetes",
@@ -187,10 +205,29 @@ impl ControlPlane {
                 "--service-account-signing-key-file={}",
                 pki.sa_key.display()
             ))
-            // No kube-proxy and no real kubelets: nothing reaches the advertise address, but it
-            // must not be loopback (the `kubernetes` Endpoints would fail validation).
-            .arg("--endpoint-reconciler-type=none")
+            // Logs and exec go to a real node's kubelet at its InternalIP (its name resolves
+            // nowhere), with a client certificate the kubelet checks against the CA.
+            .arg("--kubelet-preferred-address-types=InternalIP")
+            .arg(format!(
+                "--kubelet-client-certificate={}",
+                pki.kubelet_client_cert.display()
+            ))
+            .arg(format!(
+                "--kubelet-client-key={}",
+                pki.kubelet_client_key.display()
+            ))
             .arg("--v=1");
+        match options.advertise {
+            Some(ip) => {
+                api_cmd.arg(format!("--advertise-address={ip}"));
+            }
+            None => {
+                // No kube-proxy and no real kubelets: nothing reaches the advertise address,
+                // but it must not be loopback (the `kubernetes` Endpoints would fail
+                // validation).
+                api_cmd.arg("--endpoint-reconciler-type=none");
+            }
+        }
         let mut apiserver = Process::spawn("kube-apiserver", api_cmd, &logs)?;
 
         let kubeconfig = root.join("kubeconfig");
@@ -233,6 +270,7 @@ impl ControlPlane {
             apiserver,
             etcd,
             url,
+            port,
             kubeconfig,
             client,
             tool_dirs,
@@ -267,6 +305,17 @@ impl ControlPlane {
 
     pub fn dir(&self) -> &Path {
         &self.dir.path
+    }
+
+    /// The apiserver's URL at another of its addresses (it listens on all), e.g. a node
+    /// network's gateway.
+    pub fn url_at(&self, ip: Ipv4Addr) -> String {
+        format!("https://{ip}:{}", self.port)
+    }
+
+    /// The PKI: the CA, and client certificates for real nodes' components.
+    pub fn pki(&self) -> &Pki {
+        &self.pki
     }
 
     pub fn ca_pem(&self) -> &str {

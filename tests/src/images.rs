@@ -217,18 +217,7 @@ pub fn pulumi_image(
     for b in ["pulumi", "pulumi-language-yaml"] {
         copy(&pulumi_dir.join(b), &root.join("pulumi/bin").join(b))?;
     }
-    copy(Path::new(BUSYBOX), &root.join("bin/busybox"))?;
-    // Every applet as a link, as `busybox --install -s` would make them.
-    let list = Command::new(BUSYBOX)
-        .arg("--list")
-        .output()
-        .map_err(|e| ImagesError::Spawn(BUSYBOX.into(), e))?;
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        let link = root.join("bin").join(applet);
-        if applet != "busybox" && !link.exists() {
-            std::os::unix::fs::symlink("busybox", &link).map_err(io(&link))?;
-        }
-    }
+    busybox_into(&root)?;
     copy(
         Path::new(CA_BUNDLE),
         &root.join("etc/ssl/certs/ca-certificates.crt"),
@@ -249,6 +238,53 @@ pub fn pulumi_image(
         "pulumi",
         "e2e",
     )
+}
+
+/// A small busybox image (`tests/images/busybox`) for checks on the nodes themselves.
+pub fn busybox_image(buildah: &Buildah, registry: &Registry) -> Result<String, ImagesError> {
+    let here = crate::control_plane::repo_root().join("tests/images/busybox");
+    let context = buildah.context("busybox")?;
+    let root = context.join("rootfs");
+    busybox_into(&root)?;
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh
+user:x:1000:1000:user:/tmp:/bin/sh
+",
+    )
+    .map_err(|e| ImagesError::Io(root.clone(), e))?;
+    buildah.build_and_push(
+        registry,
+        &here.join("Dockerfile"),
+        None,
+        &context,
+        "busybox",
+        "e2e",
+    )
+}
+
+/// Debian's static busybox as `<root>/bin/busybox`, every applet a link to it (as `busybox
+/// --install -s` would make them), and an empty `<root>/etc`.
+fn busybox_into(root: &Path) -> Result<(), ImagesError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| ImagesError::Io(p, e)
+    };
+    for d in ["bin", "etc"] {
+        std::fs::create_dir_all(root.join(d)).map_err(io(&root.join(d)))?;
+    }
+    copy(Path::new(BUSYBOX), &root.join("bin/busybox"))?;
+    let list = Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .map_err(|e| ImagesError::Spawn(BUSYBOX.into(), e))?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let link = root.join("bin").join(applet);
+        if applet != "busybox" && !link.exists() {
+            std::os::unix::fs::symlink("busybox", &link).map_err(io(&link))?;
+        }
+    }
+    Ok(())
 }
 
 fn copy(from: &Path, to: &Path) -> Result<(), ImagesError> {

@@ -1,6 +1,8 @@
 //! The control plane's own PKI, made fresh for every run: a CA, the apiserver's serving
-//! certificate, an admin client certificate (`system:masters`), and the service-account
-//! signing key, so TokenRequest and TokenReview work as in a real cluster.
+//! certificate, an admin client certificate (`system:masters`), the apiserver's client
+//! certificate for kubelets (logs, exec), and the service-account signing key, so TokenRequest
+//! and TokenReview work as in a real cluster. Further client certificates (a real node's
+//! kubelet and kube-proxy) are issued on demand.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -30,12 +32,27 @@ pub struct Pki {
     pub serving_key: PathBuf,
     pub admin_cert: PathBuf,
     pub admin_key: PathBuf,
+    /// What the apiserver presents to kubelets (`--kubelet-client-certificate`).
+    pub kubelet_client_cert: PathBuf,
+    pub kubelet_client_key: PathBuf,
     pub sa_key: PathBuf,
     pub sa_pub: PathBuf,
     /// PEM contents, for the kubeconfig.
     pub ca_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// What signs further certificates ([`Pki::client`]).
+    ca_params: CertificateParams,
+    ca_key_pem: String,
+}
+
+/// A client certificate issued by [`Pki::client`]: files and PEM contents.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 fn make<T>(what: &'static str, r: Result<T, rcgen::Error>) -> Result<T, PkiError> {
@@ -70,7 +87,8 @@ impl Pki {
             KeyUsagePurpose::DigitalSignature,
         ];
         let ca_cert = make("CA", ca.self_signed(&ca_key))?;
-        let issuer = Issuer::new(ca, ca_key);
+        let ca_key_pem = ca_key.serialize_pem();
+        let issuer = Issuer::new(ca.clone(), ca_key);
 
         let serving_key = make("serving key", KeyPair::generate())?;
         let mut serving = make("serving cert", CertificateParams::new(Vec::<String>::new()))?;
@@ -90,6 +108,13 @@ impl Pki {
         admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let admin_cert = make("admin cert", admin.signed_by(&admin_key, &issuer))?;
 
+        // system:masters: the kubelets authorize it for logs, exec and port-forward.
+        let (kc_cert, kc_key) = client_pair(
+            &issuer,
+            "kube-apiserver-kubelet-client",
+            Some("system:masters"),
+        )?;
+
         let sa = make("service-account key", KeyPair::generate())?;
 
         Ok(Pki {
@@ -98,11 +123,54 @@ impl Pki {
             serving_key: write("apiserver.key", &serving_key.serialize_pem())?,
             admin_cert: write("admin.crt", &admin_cert.pem())?,
             admin_key: write("admin.key", &admin_key.serialize_pem())?,
+            kubelet_client_cert: write("apiserver-kubelet-client.crt", &kc_cert)?,
+            kubelet_client_key: write("apiserver-kubelet-client.key", &kc_key)?,
             sa_key: write("sa.key", &sa.serialize_pem())?,
             sa_pub: write("sa.pub", &sa.public_key_pem())?,
             ca_pem: ca_cert.pem(),
             admin_cert_pem: admin_cert.pem(),
             admin_key_pem: admin_key.serialize_pem(),
+            ca_params: ca,
+            ca_key_pem,
         })
     }
+
+    /// Issues a client certificate for user `cn` in group `org`, written as `<stem>.crt` and
+    /// `<stem>.key` in `dir`.
+    pub fn client(
+        &self,
+        dir: &Path,
+        stem: &str,
+        cn: &str,
+        org: Option<&str>,
+    ) -> Result<ClientCert, PkiError> {
+        let ca_key = make("CA key", KeyPair::from_pem(&self.ca_key_pem))?;
+        let issuer = Issuer::new(self.ca_params.clone(), ca_key);
+        let (cert_pem, key_pem) = client_pair(&issuer, cn, org)?;
+        let write = |file: String, body: &str| -> Result<PathBuf, PkiError> {
+            let p = dir.join(file);
+            fs::write(&p, body).map_err(|e| PkiError::Write(p.clone(), e))?;
+            Ok(p)
+        };
+        Ok(ClientCert {
+            cert: write(format!("{stem}.crt"), &cert_pem)?,
+            key: write(format!("{stem}.key"), &key_pem)?,
+            cert_pem,
+            key_pem,
+        })
+    }
+}
+
+/// A client certificate (PEM) and its key (PEM) for `cn` in `org`.
+fn client_pair(
+    issuer: &Issuer<'_, KeyPair>,
+    cn: &str,
+    org: Option<&str>,
+) -> Result<(String, String), PkiError> {
+    let key = make("client key", KeyPair::generate())?;
+    let mut params = make("client cert", CertificateParams::new(Vec::<String>::new()))?;
+    params.distinguished_name = name(cn, org);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = make("client cert", params.signed_by(&key, issuer))?;
+    Ok((cert.pem(), key.serialize_pem()))
 }

@@ -2,7 +2,7 @@
 //! its storage in the test's directory: where the images built from our Dockerfiles are pushed
 //! and where a node pulls them from, by fully qualified names.
 
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,19 +23,25 @@ pub enum RegistryError {
 }
 
 pub struct Registry {
-    /// `127.0.0.1:<port>`: the host part of image names.
+    /// `<ip>:<port>`: the host part of image names.
     addr: String,
     _process: Process,
 }
 
 impl Registry {
-    /// Starts a registry with its storage and log under `dir`.
+    /// Starts a registry on loopback with its storage and log under `dir`.
     pub fn start(dir: &Path) -> Result<Registry, RegistryError> {
+        Self::start_on(dir, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// Starts a registry listening on `ip` (a real node pulls from the node network's
+    /// gateway: loopback is the node's own), with its storage and log under `dir`.
+    pub fn start_on(dir: &Path, ip: IpAddr) -> Result<Registry, RegistryError> {
         let root = dir.join("registry");
         std::fs::create_dir_all(root.join("storage"))
             .map_err(|e| RegistryError::Dir(root.clone(), e))?;
         let port = crate::process::free_port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = std::net::SocketAddr::new(ip, port).to_string();
         let config = root.join("config.yml");
         std::fs::write(
             &config,

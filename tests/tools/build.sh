@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Builds the upstream programs the control-plane tests run against, from their Go modules:
-# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, Flux
-# source-controller, the Pulumi CLI with its YAML language host, grpcurl and PKO's agent. Those
-# are what the tests use (tests/README.md says which test needs which); the wrappers for node
-# components (coredns, crictl, kube-router) are kept for the real-node tests but built only when
-# named, so a cold CI run does not pay for them.
+# Builds the upstream programs the tests run against, from their Go modules: kube-apiserver,
+# kube-controller-manager, kube-scheduler, kubectl, the kubelet and kube-proxy of the real nodes
+# (tool `node`), etcd, Flux source-controller, the Pulumi CLI with its YAML language host,
+# grpcurl and PKO's agent. Those are what the tests use (tests/README.md says which test needs
+# which); the wrappers for other node components (coredns, crictl, kube-router) are kept for the
+# later real-node steps but built only when named, so a cold CI run does not pay for them.
 #
 # Each tool has a small wrapper module in tests/tools/<tool>/ (go.mod and go.sum only: the
 # replace lines upstream needs, and the pinned versions). No upstream source or binary is
@@ -41,7 +41,7 @@ KUBE_ROUTER_VERSION=v2.1.0
 GO_DIGEST_PIN=github.com/opencontainers/go-digest@v1.0.1-0.20220411205349-bde1400a84be
 
 # What the tests use; the others are built only when named.
-ALL_TOOLS="k8s etcd flux pulumi grpcurl pko"
+ALL_TOOLS="k8s node etcd flux pulumi grpcurl pko"
 KNOWN_TOOLS="$ALL_TOOLS coredns crictl kube-router"
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${E2E_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pulumi-flux-operator/tools}
@@ -51,7 +51,7 @@ log() { printf '[tools] %s\n' "$*" >&2; }
 
 version_of() {
   case $1 in
-    k8s) echo "$K8S_VERSION" ;;
+    k8s|node) echo "$K8S_VERSION" ;;
     etcd) echo "$ETCD_VERSION" ;;
     flux) echo "$FLUX_SOURCE_VERSION" ;;
     pulumi) echo "$PULUMI_VERSION-yaml-$PULUMI_YAML_VERSION" ;;
@@ -135,11 +135,22 @@ update() {
 
 # --- builds ---------------------------------------------------------------------------------
 
+# The wrapper module a tool builds from: the node binaries come from the same Kubernetes pin as
+# the control plane, so they share its module (and a cold build compiles the shared packages
+# once), but are cached apart so that the control plane's cache stays valid without them.
+wrapper_of() {
+  case $1 in
+    node) echo k8s ;;
+    *) echo "$1" ;;
+  esac
+}
+
 # A short digest of what decides a tool's build: its wrapper module and its build function.
 wrapper_digest() {
-  local tool=$1
+  local tool=$1 wrapper
+  wrapper=$(wrapper_of "$tool")
   {
-    if [ "$tool" = pko ]; then echo "$PKO_KEY"; else cat "$HERE/$tool/go.mod" "$HERE/$tool/go.sum"; fi
+    if [ "$tool" = pko ]; then echo "$PKO_KEY"; else cat "$HERE/$wrapper/go.mod" "$HERE/$wrapper/go.sum"; fi
     declare -f "build_$tool"
   } | sha256sum | cut -c1-10
 }
@@ -158,6 +169,13 @@ build_k8s() {
   go build -trimpath -tags selinux,notest -ldflags "$(k8s_ldflags)" -o "$1/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+}
+
+# What a real node runs besides containerd (tests/src/node.rs): built with the control plane's
+# version stamp, since the kubelet reports it and the apiserver checks the skew.
+build_node() {
+  go build -trimpath -tags selinux,notest -ldflags "$(k8s_ldflags)" -o "$1/" \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
 }
 
 build_etcd() {
@@ -318,8 +336,8 @@ locate() {
 # failure ends the script (non-zero) and leaves no stamp, so a failed build is never cached.
 build() {
   local tool=$1 version out start
-  if [ "$tool" != pko ] && [ ! -f "$HERE/$tool/go.mod" ]; then
-    update "$tool"
+  if [ "$tool" != pko ] && [ ! -f "$HERE/$(wrapper_of "$tool")/go.mod" ]; then
+    update "$(wrapper_of "$tool")"
   fi
   locate "$tool"
   if [ -f "$out/.complete" ]; then
@@ -336,7 +354,7 @@ build() {
     (
       set -e
       cd "$HERE"
-      [ "$tool" = pko ] || cd "$tool"
+      [ "$tool" = pko ] || cd "$(wrapper_of "$tool")"
       "build_$tool" "$out.tmp"
     )
     status=$?
@@ -376,7 +394,7 @@ total_start=$(date +%s)
 dirs=()
 for t in "${tools[@]}"; do
   version_of "$t" >/dev/null
-  if [ "$mode" = update ]; then update "$t"; else build "$t"; fi
+  if [ "$mode" = update ]; then update "$(wrapper_of "$t")"; else build "$t"; fi
 done
 [ "$mode" = update ] && exit 0
 log "all done in $(( $(date +%s) - total_start ))s"
