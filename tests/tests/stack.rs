@@ -17,7 +17,7 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use support::operator::{self, BACKEND, PASSPHRASE, PULUMI_IMAGE, WORKSPACE_SA};
-use support::{FluxFixture, condition, events_for, get_json, stacks, updates, wait_for};
+use support::{FluxFixture, UpdateLog, condition, events_for, get_json, stacks, updates, wait_for};
 
 fn program(project: &str, greeting: &str) -> String {
     format!(
@@ -899,73 +899,6 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
         },
     )
     .await;
-}
-
-/// Every state the Updates of one Stack pass through, from a watch.
-struct UpdateLog {
-    states: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl UpdateLog {
-    fn watch(cp: &ControlPlane, stack: &str) -> UpdateLog {
-        use futures::StreamExt;
-        use kube::runtime::watcher;
-        let api: Api<DynamicObject> = Api::namespaced_with(cp.client(), "default", &updates());
-        let cfg = watcher::Config::default().labels(&format!("pulumi.com/stack-name={stack}"));
-        let states = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = std::sync::Arc::clone(&states);
-        let task = tokio::spawn(async move {
-            let mut events = std::pin::pin!(watcher::watcher(api, cfg));
-            while let Some(ev) = events.next().await {
-                let objs = match ev {
-                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => vec![o],
-                    _ => continue,
-                };
-                for o in objs {
-                    let v = serde_json::to_value(&o).unwrap_or_default();
-                    let state = if condition(&v, "Complete").is_some_and(|c| c["status"] == "True")
-                    {
-                        if condition(&v, "Failed").is_some_and(|c| c["status"] == "True") {
-                            "failed"
-                        } else {
-                            "succeeded"
-                        }
-                    } else {
-                        "pending"
-                    };
-                    if let Ok(mut l) = log.lock() {
-                        l.push((
-                            v["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                            v["spec"]["type"].as_str().unwrap_or("").to_string(),
-                            state.to_string(),
-                        ));
-                    }
-                }
-            }
-        });
-        UpdateLog { states, task }
-    }
-
-    fn states(&self) -> Vec<(String, String, String)> {
-        self.states.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    fn succeeded(&self, kind: &str) -> bool {
-        self.has(kind, "succeeded")
-    }
-
-    fn has(&self, kind: &str, wanted: &str) -> bool {
-        self.states()
-            .iter()
-            .any(|(_, k, state)| k == kind && state == wanted)
-    }
-}
-
-impl Drop for UpdateLog {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// Locks a stack in the file backend as another update would; returns the lock file.

@@ -161,8 +161,13 @@ fn git_repositories(cp: &ControlPlane) -> Api<DynamicObject> {
 
 impl FluxFixture {
     pub async fn start(cp: &ControlPlane, name: &str) -> FluxFixture {
+        Self::start_on(cp, name, cp.network().gateway()).await
+    }
+
+    /// With source-controller's artifact server on `gateway` (where pods reach the host).
+    pub async fn start_on(cp: &ControlPlane, name: &str, gateway: Ipv4Addr) -> FluxFixture {
         cp.install_flux_crds().await.expect("Flux CRDs install");
-        let gateway = IpAddr::V4(cp.network().gateway());
+        let gateway = IpAddr::V4(gateway);
         let source_controller = SourceController::start(cp, gateway)
             .await
             .expect("source-controller starts");
@@ -244,6 +249,7 @@ impl FluxFixture {
 }
 
 pub mod operator;
+pub mod real_node;
 
 /// Events about an object (kind, name) in `ns`, oldest first: (type, reason, note).
 pub async fn events_for(
@@ -318,4 +324,71 @@ pub fn condition(obj: &Value, type_: &str) -> Option<Value> {
         .iter()
         .find(|c| c["type"] == type_)
         .cloned()
+}
+
+/// Every state the Updates of one Stack pass through, from a watch.
+pub struct UpdateLog {
+    states: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl UpdateLog {
+    pub fn watch(cp: &ControlPlane, stack: &str) -> UpdateLog {
+        use futures::StreamExt;
+        use kube::runtime::watcher;
+        let api: Api<DynamicObject> = Api::namespaced_with(cp.client(), "default", &updates());
+        let cfg = watcher::Config::default().labels(&format!("pulumi.com/stack-name={stack}"));
+        let states = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&states);
+        let task = tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher::watcher(api, cfg));
+            while let Some(ev) = events.next().await {
+                let objs = match ev {
+                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => vec![o],
+                    _ => continue,
+                };
+                for o in objs {
+                    let v = serde_json::to_value(&o).unwrap_or_default();
+                    let state = if condition(&v, "Complete").is_some_and(|c| c["status"] == "True")
+                    {
+                        if condition(&v, "Failed").is_some_and(|c| c["status"] == "True") {
+                            "failed"
+                        } else {
+                            "succeeded"
+                        }
+                    } else {
+                        "pending"
+                    };
+                    if let Ok(mut l) = log.lock() {
+                        l.push((
+                            v["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                            v["spec"]["type"].as_str().unwrap_or("").to_string(),
+                            state.to_string(),
+                        ));
+                    }
+                }
+            }
+        });
+        UpdateLog { states, task }
+    }
+
+    pub fn states(&self) -> Vec<(String, String, String)> {
+        self.states.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn succeeded(&self, kind: &str) -> bool {
+        self.has(kind, "succeeded")
+    }
+
+    pub fn has(&self, kind: &str, wanted: &str) -> bool {
+        self.states()
+            .iter()
+            .any(|(_, k, state)| k == kind && state == wanted)
+    }
+}
+
+impl Drop for UpdateLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -158,7 +158,17 @@ pub async fn kubelet(cp: &ControlPlane, state: &Path) -> Kubelet {
 
 /// Starts the operator process and waits until it is ready.
 pub async fn start(cp: &ControlPlane, kubeconfig: &Path, extra_env: &[(&str, &str)]) -> Operator {
-    let gateway = IpAddr::V4(cp.network().gateway());
+    start_on(cp, kubeconfig, extra_env, cp.network().gateway()).await
+}
+
+/// [`start`] with the program file server on `gateway` (where pods reach the host).
+pub async fn start_on(
+    cp: &ControlPlane,
+    kubeconfig: &Path,
+    extra_env: &[(&str, &str)],
+    gateway: std::net::Ipv4Addr,
+) -> Operator {
+    let gateway = IpAddr::V4(gateway);
     let program_port = e2e::process::free_port();
     let program_addr = format!("{gateway}:{program_port}");
     let health = e2e::process::free_port();
