@@ -1,11 +1,14 @@
-//! The main job (`bash scripts/demo.sh`): a Stack reaching Ready from a Flux source, live.
+//! The main job (`bash scripts/demo.sh`): a Stack reaching Ready from a Flux source, live, with
+//! its workspace pod running as real containers on a real node.
 //!
-//! Starts the local control plane (etcd, kube-apiserver, controller-manager, scheduler), Flux's
-//! source-controller with a git repository on loopback, the operator under its own RBAC
-//! (config/rbac) and the test kubelet; applies the flux-source sample of config/samples
-//! (pointed at the local repository and the local Pulumi image), prints the events as they
-//! happen, then the Stack's status, the workspace pod's log and a new commit rolling out.
-//! `DEMO_KEEP=1` leaves everything running for kubectl until Ctrl-C.
+//! Starts the local control plane (etcd, kube-apiserver, controller-manager, scheduler), a real
+//! node (containerd, runc, the kubelet, kube-proxy) pulling from a loopback registry that holds
+//! our images built from our Dockerfiles and a Pulumi image, Flux's source-controller with a git
+//! repository on loopback, and the operator under its own RBAC (config/rbac) as a host process;
+//! applies the flux-source sample of config/samples (pointed at the local repository and the
+//! registry's Pulumi image), prints the events as they happen, then the Stack's status, the
+//! workspace pod's logs and a new commit rolling out. `DEMO_KEEP=1` leaves everything running
+//! for kubectl until Ctrl-C.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -17,7 +20,7 @@ use e2e::ControlPlane;
 use e2e::control_plane::{documents, repo_root};
 use serde_json::{Value, json};
 
-use support::operator::{self, PULUMI_IMAGE};
+use support::real_node::RealCluster;
 use support::{FluxFixture, condition, get_json, stacks};
 
 const PROGRAM_DIR: &str = "random-yaml";
@@ -33,8 +36,9 @@ fn step(s: &str) {
     println!("\n\x1b[1m== {s}\x1b[0m");
 }
 
-/// The flux-source sample Stack, with its source and image made local.
-fn sample_stack(source: &str) -> (String, Value) {
+/// The flux-source sample Stack, with its source and image made local (the sample's
+/// emptyDir for the file backend stays).
+fn sample_stack(source: &str, image: &str) -> (String, Value) {
     let path = repo_root().join("config/samples/flux_source_stack.yaml");
     let text = std::fs::read_to_string(&path).expect("config/samples/flux_source_stack.yaml");
     let mut stack = documents(&text, "flux_source_stack.yaml")
@@ -43,7 +47,7 @@ fn sample_stack(source: &str) -> (String, Value) {
         .find(|d| d["kind"] == "Stack")
         .expect("a Stack in the sample");
     stack["spec"]["fluxSource"]["sourceRef"]["name"] = json!(source);
-    stack["spec"]["workspaceTemplate"] = json!({"spec": {"image": PULUMI_IMAGE}});
+    stack["spec"]["workspaceTemplate"]["spec"]["image"] = json!(image);
     let name = stack["metadata"]["name"]
         .as_str()
         .expect("name")
@@ -106,52 +110,60 @@ async fn wait_ready(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    step("local control plane: etcd, kube-apiserver, controller-manager, scheduler");
-    let cp = ControlPlane::start().await.expect("control plane starts");
-    println!("  apiserver {}", cp.url());
+    step("a local cluster: etcd, kube-apiserver, controller-manager, scheduler, and a real node");
+    println!("  building our images from Dockerfile.fetch and Dockerfile.operator (buildah)");
+    let rc = RealCluster::start().await;
+    println!("  apiserver {}", rc.cp.url());
+    println!(
+        "  node {} ({}): containerd, runc, kubelet, kube-proxy",
+        rc.node.name(),
+        rc.node.ip()
+    );
+    println!("  registry {}:", rc.registry.addr());
+    for image in [&rc.images.fetch, &rc.images.operator, &rc.images.pulumi] {
+        println!("    {image}");
+    }
 
     step("Flux: source-controller, and a git repository with a Pulumi YAML program");
-    let fx = FluxFixture::start(&cp, "demo").await;
+    let fx = FluxFixture::start_on(&rc.cp, "demo", rc.network.gateway()).await;
     let path = format!("{PROGRAM_DIR}/Pulumi.yaml");
     let first = fx
         .repo
         .commit(&[(&path, &program("hello from Flux"))], "a program")
         .expect("commit");
-    fx.apply_git_repository(&cp).await;
-    let artifact = fx.wait_revision(&cp, &first).await;
+    fx.apply_git_repository(&rc.cp).await;
+    let artifact = fx.wait_revision(&rc.cp, &first).await;
     println!(
         "  GitRepository demo: artifact {} ({})",
         artifact["revision"], artifact["digest"]
     );
 
-    step("the operator (CRDs, config/rbac, its own service account) and a test kubelet");
-    let kubeconfig = operator::install(&cp).await;
-    let state = tempfile::tempdir().expect("state dir");
-    let kubelet = operator::kubelet(&cp, state.path()).await;
-    let op = operator::start(&cp, &kubeconfig, &[]).await;
+    step("the operator (CRDs, config/rbac, its own service account), with our images");
+    let (op, _kubeconfig) = rc.start_operator().await;
     println!(
         "  operator ready (log: {})",
         op.process.log_path().display()
     );
 
-    let (name, stack) = sample_stack("demo");
+    let (name, stack) = sample_stack("demo", &rc.images.pulumi);
     step(&format!(
         "applying the sample Stack {name} (config/samples/flux_source_stack.yaml)"
     ));
     println!("{}", serde_yaml::to_string(&stack).unwrap_or_default());
-    cp.apply_yaml(
-        &serde_json::to_string(&stack).expect("json"),
-        "stack",
-        "default",
-    )
-    .await
-    .expect("apply the Stack");
+    rc.cp
+        .apply_yaml(
+            &serde_json::to_string(&stack).expect("json"),
+            "stack",
+            "default",
+        )
+        .await
+        .expect("apply the Stack");
 
     step("events, as `kubectl get events` shows them");
     let mut seen = HashSet::new();
     let started = Instant::now();
     let s = wait_ready(
-        &cp,
+        &rc.cp,
         &name,
         &mut seen,
         artifact["revision"].as_str().unwrap_or(""),
@@ -164,24 +176,32 @@ async fn main() {
     let status = &s["status"];
     println!("  lastUpdate: {}", status["lastUpdate"]);
     println!("  outputs:    {}", status["outputs"]);
-    let log = kubelet
-        .logs("default", &format!("{name}-workspace-0"), "pulumi")
-        .await;
-    println!("\n  the pulumi container's log (tail):");
-    let lines: Vec<&str> = log.lines().collect();
-    for l in &lines[lines.len().saturating_sub(8)..] {
-        println!("    {l}");
+    let pod = format!("{name}-workspace-0");
+    for (container, lines) in [("fetch", 3), ("pulumi", 8)] {
+        println!("\n  $ kubectl logs {pod} -c {container} | tail -{lines}");
+        let log = rc
+            .kubectl(&["logs", &pod, "-c", container])
+            .unwrap_or_else(|e| e);
+        let all: Vec<&str> = log.lines().collect();
+        for l in &all[all.len().saturating_sub(lines)..] {
+            println!("    {l}");
+        }
     }
+    println!("\n  $ kubectl get pods -o wide");
+    print_indented(
+        &rc.kubectl(&["get", "pods", "-o", "wide"])
+            .unwrap_or_else(|e| e),
+    );
 
     step("a new commit: source-controller publishes a new revision, the Stack follows");
     let second = fx
         .repo
         .commit(&[(&path, &program("hello again"))], "a new greeting")
         .expect("commit");
-    fx.request_reconcile(&cp).await;
-    let artifact = fx.wait_revision(&cp, &second).await;
+    fx.request_reconcile(&rc.cp).await;
+    let artifact = fx.wait_revision(&rc.cp, &second).await;
     let s = wait_ready(
-        &cp,
+        &rc.cp,
         &name,
         &mut seen,
         artifact["revision"].as_str().unwrap_or(""),
@@ -191,12 +211,25 @@ async fn main() {
 
     if std::env::var("DEMO_KEEP").is_ok_and(|v| v == "1") {
         step("left running: Ctrl-C to stop");
-        let kubectl = cp.tool("kubectl").expect("kubectl");
-        println!("  export KUBECONFIG={}", cp.kubeconfig().display());
-        println!("  {} get stacks,workspaces,updates,pods", kubectl.display());
+        let kubectl = rc.cp.tool("kubectl").expect("kubectl");
+        println!("  export KUBECONFIG={}", rc.cp.kubeconfig().display());
+        println!(
+            "  export PATH={}:$PATH",
+            kubectl.parent().expect("dir").display()
+        );
+        println!("  kubectl get stacks,workspaces,updates");
+        println!("  kubectl get pods -A -o wide");
+        println!("  kubectl logs {pod} -c fetch");
+        println!("  kubectl exec {pod} -c pulumi -- sh -c 'pulumi version'");
         let _ = tokio::signal::ctrl_c().await;
     }
     drop(op);
-    drop(kubelet);
     drop(fx);
+    drop(rc);
+}
+
+fn print_indented(text: &str) {
+    for l in text.lines() {
+        println!("    {l}");
+    }
 }
