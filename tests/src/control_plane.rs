@@ -58,6 +58,12 @@ pub enum Error {
     Json(String, #[source] serde_json::Error),
     #[error("{0}: document has no apiVersion/kind")]
     NoKind(String),
+    #[error("`kubectl {args}` failed ({status}): {stderr}")]
+    Kubectl {
+        args: String,
+        status: String,
+        stderr: String,
+    },
     #[error("{what} was refused by the apiserver")]
     Api {
         what: String,
@@ -335,6 +341,23 @@ impl ControlPlane {
     /// The path of a built upstream tool, e.g. `kubectl`.
     pub fn tool(&self, name: &str) -> Result<PathBuf, Error> {
         Ok(tools::find(&self.tool_dirs, name)?)
+    }
+
+    /// Runs `kubectl` as the cluster admin; its stdout, or an error with its stderr.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, Error> {
+        let out = Command::new(self.tool("kubectl")?)
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args)
+            .output()
+            .map_err(|e| Error::Read(PathBuf::from("kubectl"), e))?;
+        if !out.status.success() {
+            return Err(Error::Kubectl {
+                args: args.join(" "),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Each control-plane process with its pid (for benchmarks that read `/proc`).

@@ -240,6 +240,48 @@ pub fn pulumi_image(
     )
 }
 
+/// Flux's source-controller (`tests/images/source-controller`) from the binary in `flux_dir`
+/// (tests/tools/build.sh, tool flux).
+pub fn source_controller_image(
+    buildah: &Buildah,
+    registry: &Registry,
+    flux_dir: &Path,
+) -> Result<String, ImagesError> {
+    upstream(buildah, registry, "source-controller", flux_dir)
+}
+
+/// CoreDNS (`tests/images/coredns`) from the binary in `coredns_dir` (tool coredns).
+pub fn coredns_image(
+    buildah: &Buildah,
+    registry: &Registry,
+    coredns_dir: &Path,
+) -> Result<String, ImagesError> {
+    upstream(buildah, registry, "coredns", coredns_dir)
+}
+
+/// `tests/images/<name>` from the upstream binary `<dir>/<name>` and the CA bundle.
+fn upstream(
+    buildah: &Buildah,
+    registry: &Registry,
+    name: &str,
+    dir: &Path,
+) -> Result<String, ImagesError> {
+    let here = crate::control_plane::repo_root()
+        .join("tests/images")
+        .join(name);
+    let context = buildah.context(name)?;
+    copy(&dir.join(name), &context.join(name))?;
+    copy(Path::new(CA_BUNDLE), &context.join("ca-certificates.crt"))?;
+    buildah.build_and_push(
+        registry,
+        &here.join("Dockerfile"),
+        None,
+        &context,
+        name,
+        "e2e",
+    )
+}
+
 /// A small busybox image (`tests/images/busybox`) for checks on the nodes themselves.
 pub fn busybox_image(buildah: &Buildah, registry: &Registry) -> Result<String, ImagesError> {
     let here = crate::control_plane::repo_root().join("tests/images/busybox");

@@ -6,6 +6,7 @@
 pub mod control_plane;
 pub mod git_server;
 pub mod images;
+pub mod in_cluster;
 pub mod kubelet;
 pub mod net;
 pub mod node;

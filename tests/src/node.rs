@@ -530,27 +530,13 @@ impl Node {
                 if ready {
                     return Ok(pod);
                 }
-                let statuses = status
-                    .init_container_statuses
-                    .iter()
-                    .flatten()
-                    .chain(status.container_statuses.iter().flatten());
-                for cs in statuses {
-                    let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
-                        continue;
-                    };
-                    let reason = waiting.reason.clone().unwrap_or_default();
-                    if matches!(
-                        reason.as_str(),
-                        "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName"
-                    ) {
-                        return Err(NodeError::PodFailed {
-                            pod: format!("{namespace}/{name}"),
-                            reason: format!("container {}: {reason}", cs.name),
-                            message: waiting.message.clone().unwrap_or_default(),
-                            detail: self.pod_detail(client, namespace, name).await,
-                        });
-                    }
+                if let Some((container, reason, message)) = image_failure(&pod) {
+                    return Err(NodeError::PodFailed {
+                        pod: format!("{namespace}/{name}"),
+                        reason: format!("container {container}: {reason}"),
+                        message,
+                        detail: self.pod_detail(client, namespace, name).await,
+                    });
                 }
                 last = format!("phase {}", status.phase.unwrap_or_else(|| "unknown".into()));
             }
@@ -561,6 +547,31 @@ impl Node {
             secs: limit.as_secs(),
             detail: self.pod_detail(client, namespace, name).await,
         })
+    }
+
+    /// Why a pod selected by `selector` in `namespace` cannot get an image, with its state and
+    /// events; None while none of them has such a failure.
+    pub async fn pull_failure(
+        &self,
+        client: &Client,
+        namespace: &str,
+        selector: &str,
+    ) -> Option<String> {
+        let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default().labels(selector))
+            .await
+            .ok()?;
+        for pod in pods.items {
+            if let Some((container, reason, message)) = image_failure(&pod) {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let detail = self.pod_detail(client, namespace, &name).await;
+                return Some(format!(
+                    "pod {namespace}/{name} cannot start: container {container}: {reason}: \
+                     {message}{detail}"
+                ));
+            }
+        }
+        None
     }
 
     /// The pod's container states and events, then the node's logs.
@@ -600,6 +611,18 @@ impl Node {
         }
         out.push_str(&self.diagnose());
         out
+    }
+
+    /// The images of the containers containerd runs for the kubelet (`ctr containers ls`): the
+    /// node's own view, to check against the API's.
+    pub fn container_images(&self) -> Result<Vec<String>, NodeError> {
+        let out = self.ctr(&["containers", "ls"])?;
+        Ok(out
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+            .collect())
     }
 
     fn ctr(&self, args: &[&str]) -> Result<String, NodeError> {
@@ -762,6 +785,32 @@ fn kubelet_config(node: &Node, ca: &Path, pod_logs: &Path) -> String {
         pod_logs = pod_logs.display(),
         ca = ca.display(),
     )
+}
+
+/// A container of `pod` waiting because its image cannot be pulled: (container, reason,
+/// message).
+fn image_failure(pod: &Pod) -> Option<(String, String, String)> {
+    let status = pod.status.as_ref()?;
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .find_map(|cs| {
+            let waiting = cs.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.clone().unwrap_or_default();
+            matches!(
+                reason.as_str(),
+                "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName"
+            )
+            .then(|| {
+                (
+                    cs.name.clone(),
+                    reason,
+                    waiting.message.clone().unwrap_or_default(),
+                )
+            })
+        })
 }
 
 /// Pids of processes whose command line contains `needle`.

@@ -2,9 +2,10 @@
 # Builds the upstream programs the tests run against, from their Go modules: kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubectl, the kubelet and kube-proxy of the real nodes
 # (tool `node`), etcd, Flux source-controller, the Pulumi CLI with its YAML language host,
-# grpcurl and PKO's agent. Those are what the tests use (tests/README.md says which test needs
-# which); the wrappers for other node components (coredns, crictl, kube-router) are kept for the
-# later real-node steps but built only when named, so a cold CI run does not pay for them.
+# grpcurl, PKO's agent and CoreDNS (the real nodes' cluster DNS). Those are what the tests use
+# (tests/README.md says which test needs which); the wrappers for other node components
+# (crictl, kube-router) are kept for the later real-node steps but built only when named, so a
+# cold CI run does not pay for them.
 #
 # Each tool has a small wrapper module in tests/tools/<tool>/ (go.mod and go.sum only: the
 # replace lines upstream needs, and the pinned versions). No upstream source or binary is
@@ -41,8 +42,8 @@ KUBE_ROUTER_VERSION=v2.1.0
 GO_DIGEST_PIN=github.com/opencontainers/go-digest@v1.0.1-0.20220411205349-bde1400a84be
 
 # What the tests use; the others are built only when named.
-ALL_TOOLS="k8s node etcd flux pulumi grpcurl pko"
-KNOWN_TOOLS="$ALL_TOOLS coredns crictl kube-router"
+ALL_TOOLS="k8s node etcd flux pulumi grpcurl pko coredns"
+KNOWN_TOOLS="$ALL_TOOLS crictl kube-router"
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${E2E_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pulumi-flux-operator/tools}
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly GOTOOLCHAIN=local
@@ -185,10 +186,14 @@ build_etcd() {
 build_flux() {
   go build -trimpath -tags netgo,osusergo,static_build -o "$1/source-controller" \
     github.com/fluxcd/source-controller
-  # The CRDs ship in the module zip.
+  # The CRDs and the kustomize config (what users install, tests/src/in_cluster.rs) ship in
+  # the module zip.
   local src
   src=$(go list -m -f '{{.Dir}}' github.com/fluxcd/source-controller)
   mkdir -p "$1/crds" && cp "$src"/config/crd/bases/*.yaml "$1/crds/" && chmod u+w "$1"/crds/*
+  mkdir -p "$1/config"
+  cp -r "$src"/config/crd "$src"/config/rbac "$src"/config/manager "$src"/config/default "$1/config/"
+  chmod -R u+w "$1/config"
 }
 
 build_pulumi() {

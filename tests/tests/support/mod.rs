@@ -142,7 +142,10 @@ pub fn process_running(needle: &str) -> bool {
 /// source-controller on the pod network's gateway, a git server with basic auth, one repository
 /// and the Secret a GitRepository needs to read it.
 pub struct FluxFixture {
-    pub source_controller: SourceController,
+    /// None when source-controller runs in the cluster (`FluxFixture::in_cluster`).
+    pub source_controller: Option<SourceController>,
+    /// For the in-cluster source-controller's logs.
+    kubectl: Option<(PathBuf, PathBuf)>,
     pub git: GitServer,
     pub repo: Repo,
     pub name: String,
@@ -171,12 +174,29 @@ impl FluxFixture {
         let source_controller = SourceController::start(cp, gateway)
             .await
             .expect("source-controller starts");
+        let mut fx = Self::with_git(cp, name, IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+        fx.source_controller = Some(source_controller);
+        fx
+    }
+
+    /// For source-controller running in the cluster (e2e::in_cluster): the git server listens
+    /// on `gateway`, where its pod reaches the host.
+    pub async fn in_cluster(cp: &ControlPlane, name: &str, gateway: Ipv4Addr) -> FluxFixture {
+        let mut fx = Self::with_git(cp, name, IpAddr::V4(gateway)).await;
+        fx.kubectl = Some((
+            cp.tool("kubectl").expect("kubectl"),
+            cp.kubeconfig().to_path_buf(),
+        ));
+        fx
+    }
+
+    /// The git server on `ip` with one repository, and the Secret to read it.
+    async fn with_git(cp: &ControlPlane, name: &str, ip: IpAddr) -> FluxFixture {
         let creds = Credentials {
             username: "flux".into(),
             password: format!("pw-{name}"),
         };
-        let git = GitServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), creds.clone())
-            .expect("git server starts");
+        let git = GitServer::start(ip, creds.clone()).expect("git server starts");
         let repo = git.create_repo(name).expect("repository");
         let secret = format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-auth}}\n\
@@ -187,7 +207,8 @@ impl FluxFixture {
             .await
             .expect("secret");
         FluxFixture {
-            source_controller,
+            source_controller: None,
+            kubectl: None,
             git,
             repo,
             name: name.into(),
@@ -206,6 +227,28 @@ impl FluxFixture {
         cp.apply_yaml(&yaml, "GitRepository", "default")
             .await
             .expect("GitRepository applies");
+    }
+
+    /// source-controller's log: the host process's, or the in-cluster Deployment's (tail).
+    pub fn source_controller_log(&self) -> String {
+        if let Some(sc) = &self.source_controller {
+            return sc.log();
+        }
+        let Some((kubectl, kubeconfig)) = &self.kubectl else {
+            return String::new();
+        };
+        std::process::Command::new(kubectl)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args([
+                "logs",
+                "-n",
+                "flux-system",
+                "deploy/source-controller",
+                "--tail=40",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
     }
 
     /// What `flux reconcile source git` does: bump the requestedAt annotation.
@@ -241,7 +284,7 @@ impl FluxFixture {
                 Instant::now() < deadline,
                 "GitRepository {} never reached {want}; status: {status:#}\nsource-controller:\n{}",
                 self.name,
-                self.source_controller.log()
+                self.source_controller_log()
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

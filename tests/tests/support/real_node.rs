@@ -10,6 +10,7 @@ use std::time::Duration;
 use e2e::ControlPlane;
 use e2e::control_plane::Options;
 use e2e::images::{self, Buildah};
+use e2e::in_cluster;
 use e2e::node::{Node, NodeConfig, NodeNetwork};
 use e2e::registry::Registry;
 
@@ -70,6 +71,59 @@ impl RealCluster {
             cp,
             network,
         }
+    }
+
+    /// CoreDNS (as `kube-dns`), Flux's source-controller (in `flux-system`) and this operator
+    /// (`config/default`) in the cluster, as users install them, from images built here and
+    /// pushed to the cluster's registry.
+    pub async fn install_in_cluster(&mut self) {
+        let buildah = Buildah::new(self.cp.dir()).expect("buildah");
+        let dir_of = |tool: &str, binary: &str| {
+            let dirs = e2e::tools::dirs(&[tool]).expect("tool built");
+            e2e::tools::find(&dirs, binary)
+                .expect("binary")
+                .parent()
+                .expect("dir")
+                .to_path_buf()
+        };
+        let flux_dir = dir_of("flux", "source-controller");
+        let coredns =
+            images::coredns_image(&buildah, &self.registry, &dir_of("coredns", "coredns"))
+                .expect("coredns image");
+        let source_controller =
+            images::source_controller_image(&buildah, &self.registry, &flux_dir)
+                .expect("source-controller image");
+        in_cluster::install_coredns(&self.cp, &mut self.node, &coredns)
+            .await
+            .unwrap_or_else(|e| panic!("CoreDNS: {e}"));
+        in_cluster::install_source_controller(
+            &self.cp,
+            &mut self.node,
+            &flux_dir,
+            &source_controller,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("source-controller: {e}"));
+        in_cluster::install_operator(
+            &self.cp,
+            &mut self.node,
+            &self.images.operator,
+            &self.images.fetch,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("operator: {e}"));
+    }
+
+    /// The in-cluster operator's log (tail).
+    pub fn operator_log(&self) -> String {
+        self.kubectl(&[
+            "logs",
+            "-n",
+            in_cluster::OPERATOR_NAMESPACE,
+            "deploy/controller-manager",
+            "--tail=60",
+        ])
+        .unwrap_or_else(|e| e)
     }
 
     /// Installs the operator (CRDs, config/rbac, the workspace service account) and starts it
