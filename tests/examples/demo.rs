@@ -3,9 +3,10 @@
 //!
 //! Starts the local control plane (etcd, kube-apiserver, controller-manager, scheduler), a real
 //! node (containerd, runc, the kubelet, kube-proxy) pulling from a loopback registry that holds
-//! our images built from our Dockerfiles and a Pulumi image, Flux's source-controller with a git
-//! repository on loopback, and the operator under its own RBAC (config/rbac) as a host process;
-//! applies the flux-source sample of config/samples (pointed at the local repository and the
+//! our images built from our Dockerfiles and a Pulumi image; installs CoreDNS, Flux's
+//! source-controller (its own kustomize config) and this operator (`kubectl apply
+//! --server-side -k config/default`, the registry's images) in the cluster; serves a git
+//! repository on the node network; applies the flux-source sample of config/samples (pointed at the local repository and the
 //! registry's Pulumi image), prints the events as they happen, then the Stack's status, the
 //! workspace pod's logs and a new commit rolling out. `DEMO_KEEP=1` leaves everything running
 //! for kubectl until Ctrl-C.
@@ -112,7 +113,7 @@ async fn wait_ready(
 async fn main() {
     step("a local cluster: etcd, kube-apiserver, controller-manager, scheduler, and a real node");
     println!("  building our images from Dockerfile.fetch and Dockerfile.operator (buildah)");
-    let rc = RealCluster::start().await;
+    let mut rc = RealCluster::start().await;
     println!("  apiserver {}", rc.cp.url());
     println!(
         "  node {} ({}): containerd, runc, kubelet, kube-proxy",
@@ -124,8 +125,16 @@ async fn main() {
         println!("    {image}");
     }
 
-    step("Flux: source-controller, and a git repository with a Pulumi YAML program");
-    let fx = FluxFixture::start_on(&rc.cp, "demo", rc.network.gateway()).await;
+    step("installed as users install: CoreDNS, Flux's source-controller, this operator");
+    rc.install_in_cluster().await;
+    println!("  CoreDNS as kube-dns (kube-system)");
+    println!("  source-controller: its own config/default, in flux-system");
+    println!(
+        "  this operator: kubectl apply --server-side -k config/default (images: the registry's)"
+    );
+
+    step("Flux: a git repository with a Pulumi YAML program");
+    let fx = FluxFixture::in_cluster(&rc.cp, "demo", rc.network.gateway()).await;
     let path = format!("{PROGRAM_DIR}/Pulumi.yaml");
     let first = fx
         .repo
@@ -136,13 +145,6 @@ async fn main() {
     println!(
         "  GitRepository demo: artifact {} ({})",
         artifact["revision"], artifact["digest"]
-    );
-
-    step("the operator (CRDs, config/rbac, its own service account), with our images");
-    let (op, _kubeconfig) = rc.start_operator().await;
-    println!(
-        "  operator ready (log: {})",
-        op.process.log_path().display()
     );
 
     let (name, stack) = sample_stack("demo", &rc.images.pulumi);
@@ -187,9 +189,9 @@ async fn main() {
             println!("    {l}");
         }
     }
-    println!("\n  $ kubectl get pods -o wide");
+    println!("\n  $ kubectl get pods -A -o wide");
     print_indented(
-        &rc.kubectl(&["get", "pods", "-o", "wide"])
+        &rc.kubectl(&["get", "pods", "-A", "-o", "wide"])
             .unwrap_or_else(|e| e),
     );
 
@@ -223,7 +225,6 @@ async fn main() {
         println!("  kubectl exec {pod} -c pulumi -- sh -c 'pulumi version'");
         let _ = tokio::signal::ctrl_c().await;
     }
-    drop(op);
     drop(fx);
     drop(rc);
 }
