@@ -613,6 +613,18 @@ impl Node {
         out
     }
 
+    /// The pid containerd knows for the container `id` (`containerd://<id>` as a pod's status
+    /// has it, or the bare id): None when it has no such task.
+    pub fn task_pid(&self, id: &str) -> Result<Option<u32>, NodeError> {
+        let id = id.strip_prefix("containerd://").unwrap_or(id);
+        let out = self.ctr(&["tasks", "ls"])?;
+        Ok(out.lines().skip(1).find_map(|l| {
+            let mut cols = l.split_whitespace();
+            (cols.next()? == id).then_some(())?;
+            cols.next()?.parse().ok()
+        }))
+    }
+
     /// The images of the containers containerd runs for the kubelet (`ctr containers ls`): the
     /// node's own view, to check against the API's.
     pub fn container_images(&self) -> Result<Vec<String>, NodeError> {

@@ -1,6 +1,6 @@
 //! Proof that the harness is real: our CRDs and samples on a real apiserver, a real
 //! source-controller making artifacts from the harness's git server, and a workspace-shaped pod
-//! on the test kubelet whose init container is the real `fetch`.
+//! on a real node whose init container is our `fetch` image.
 
 mod support;
 
@@ -11,6 +11,7 @@ use e2e::ControlPlane;
 use e2e::control_plane::{repo_root, yaml_files};
 use kube::api::Api;
 
+use support::real_node::RealCluster;
 use support::{FluxFixture, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,8 +135,9 @@ async fn git_repository_gets_an_artifact_and_follows_new_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workspace_shaped_pod_fetches_the_artifact_and_reports_fetch_failures() {
-    let cp = ControlPlane::start().await.expect("control plane starts");
-    let fx = FluxFixture::start(&cp, "podfetch").await;
+    let mut rc = RealCluster::start().await;
+    let fx = FluxFixture::start_on(&rc.cp, "podfetch", rc.network.gateway()).await;
+    let cp = &rc.cp;
     let sha = fx
         .repo
         .commit(
@@ -146,15 +148,23 @@ async fn workspace_shaped_pod_fetches_the_artifact_and_reports_fetch_failures() 
             "program",
         )
         .expect("commit");
-    fx.apply_git_repository(&cp).await;
-    let artifact = fx.wait_revision(&cp, &sha).await;
+    fx.apply_git_repository(cp).await;
+    let artifact = fx.wait_revision(cp, &sha).await;
     let url = artifact["url"].as_str().expect("url").to_string();
     let digest = artifact["digest"].as_str().expect("digest").to_string();
 
-    let kubelet = support::start_kubelet(&cp).await;
+    // The main container is the Pulumi image's shell (busybox, UID 1000).
+    let (fetch_image, shell_image) = (rc.images.fetch.clone(), rc.images.pulumi.clone());
     let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(cp.client(), "default");
 
-    let good = support::workspace_pod("fetch-ok", &url, &digest, "infra");
+    let good = support::workspace_pod_with(
+        "fetch-ok",
+        &url,
+        &digest,
+        "infra",
+        &fetch_image,
+        &shell_image,
+    );
     pods.create(&Default::default(), &good)
         .await
         .expect("pod created");
@@ -168,8 +178,12 @@ async fn workspace_shaped_pod_fetches_the_artifact_and_reports_fetch_failures() 
     })
     .await;
     let status = pod.status.clone().expect("status");
-    let logs = kubelet.logs("default", "fetch-ok", "pulumi").await;
-    let fetch_logs = kubelet.logs("default", "fetch-ok", "fetch").await;
+    let logs = rc
+        .kubectl(&["logs", "fetch-ok", "-c", "pulumi"])
+        .unwrap_or_else(|e| e);
+    let fetch_logs = rc
+        .kubectl(&["logs", "fetch-ok", "-c", "fetch"])
+        .unwrap_or_else(|e| e);
     assert_eq!(
         status.phase.as_deref(),
         Some("Succeeded"),
@@ -180,8 +194,8 @@ async fn workspace_shaped_pod_fetches_the_artifact_and_reports_fetch_failures() 
             .pod_ip
             .as_deref()
             .unwrap_or("")
-            .starts_with("10.244."),
-        "{status:?}"
+            .starts_with(rc.node.pod_subnet().trim_end_matches("0/24")),
+        "a pod IP of the node's subnet: {status:?}"
     );
     let init = &status
         .init_container_statuses
@@ -202,7 +216,14 @@ async fn workspace_shaped_pod_fetches_the_artifact_and_reports_fetch_failures() 
     );
 
     let wrong = format!("sha256:{}", "0".repeat(64));
-    let bad = support::workspace_pod("fetch-bad-digest", &url, &wrong, "infra");
+    let bad = support::workspace_pod_with(
+        "fetch-bad-digest",
+        &url,
+        &wrong,
+        "infra",
+        &fetch_image,
+        &shell_image,
+    );
     pods.create(&Default::default(), &bad)
         .await
         .expect("pod created");
@@ -248,18 +269,31 @@ async fn workspace_shaped_pod_fetches_the_artifact_and_reports_fetch_failures() 
     );
 
     // Deleting a pod kills its processes and the kubelet finishes the delete.
-    let sleeper = support::sleeper_pod("sleeper");
+    let sleeper = support::sleeper_pod_with("sleeper", &shell_image);
     pods.create(&Default::default(), &sleeper)
         .await
         .expect("pod created");
-    wait_for(Duration::from_secs(60), "sleeper running", || {
+    let container = wait_for(Duration::from_secs(60), "sleeper running", || {
         let pods = pods.clone();
         async move {
             let p = pods.get("sleeper").await.ok()?;
-            (p.status?.phase? == "Running").then_some(())
+            let status = p.status?;
+            (status.phase.as_deref()? == "Running").then_some(())?;
+            status.container_statuses?.first()?.container_id.clone()
         }
     })
     .await;
+    // The sleeper's own process, as containerd knows it (other nodes on this machine run
+    // containers too: a command-line search would see theirs).
+    let pid = rc
+        .node
+        .task_pid(&container)
+        .expect("ctr tasks ls")
+        .expect("the sleeper's task");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} of the running sleeper"
+    );
     pods.delete("sleeper", &Default::default())
         .await
         .expect("delete");
@@ -269,10 +303,9 @@ async fn workspace_shaped_pod_fetches_the_artifact_and_reports_fetch_failures() 
     })
     .await;
     assert!(
-        !support::process_running("sleep 3600"),
-        "the sleeper's process must be gone after the delete"
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the sleeper's process ({pid}) must be gone after the delete"
     );
-    drop(kubelet);
     drop(fx);
-    drop(cp);
+    rc.node.stop();
 }

@@ -81,6 +81,18 @@ pub async fn start_kubelet(cp: &ControlPlane) -> Kubelet {
 /// A pod shaped like a workspace pod: `fetch flux` as init container into the shared
 /// emptyDir, then a main container working in /share/workspace, non-root.
 pub fn workspace_pod(name: &str, url: &str, digest: &str, dir: &str) -> Pod {
+    workspace_pod_with(name, url, digest, dir, FETCH_IMAGE, SHELL_IMAGE)
+}
+
+/// [`workspace_pod`] with the images given (a real node's, from its registry).
+pub fn workspace_pod_with(
+    name: &str,
+    url: &str,
+    digest: &str,
+    dir: &str,
+    fetch_image: &str,
+    shell_image: &str,
+) -> Pod {
     let mounts = json!([{"name": "share", "mountPath": "/share"}]);
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -91,7 +103,7 @@ pub fn workspace_pod(name: &str, url: &str, digest: &str, dir: &str) -> Pod {
             "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 1000},
             "volumes": [{"name": "share", "emptyDir": {}}],
             "initContainers": [{
-                "name": "fetch", "image": FETCH_IMAGE,
+                "name": "fetch", "image": fetch_image,
                 "args": ["flux", "--target-dir", "/share/source", "--dir", "$(FLUX_DIR)",
                          "--link", "/share/workspace"],
                 "env": [{"name": "FLUX_URL", "value": url},
@@ -100,7 +112,7 @@ pub fn workspace_pod(name: &str, url: &str, digest: &str, dir: &str) -> Pod {
                 "volumeMounts": mounts,
             }],
             "containers": [{
-                "name": "pulumi", "image": SHELL_IMAGE,
+                "name": "pulumi", "image": shell_image,
                 "command": ["sh", "-c", "id; ls -a; cat Pulumi.yaml"],
                 "workingDir": "/share/workspace",
                 "volumeMounts": mounts,
@@ -111,12 +123,16 @@ pub fn workspace_pod(name: &str, url: &str, digest: &str, dir: &str) -> Pod {
 }
 
 pub fn sleeper_pod(name: &str) -> Pod {
+    sleeper_pod_with(name, SHELL_IMAGE)
+}
+
+pub fn sleeper_pod_with(name: &str, image: &str) -> Pod {
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name},
         "spec": {
             "terminationGracePeriodSeconds": 3,
-            "containers": [{"name": "main", "image": SHELL_IMAGE,
+            "containers": [{"name": "main", "image": image,
                             "command": ["sleep", "3619"]}],
         },
     }))
