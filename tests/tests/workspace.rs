@@ -1,9 +1,12 @@
 //! The Workspace and Update controllers on the local control plane, with the operator running
-//! under its own RBAC, real Flux source-controller artifacts, the test kubelet running the
-//! workspace pods (our `fetch` and agent, the real Pulumi CLI).
+//! under its own RBAC, real Flux source-controller artifacts, and a real node running the
+//! workspace pods from the registry's images (our `fetch` and agent, the real Pulumi CLI). The
+//! file backend is a host directory mounted into the pulumi container (hostPath), so the test
+//! can gate a program and look at the stack's locks.
 
 mod support;
 
+use std::path::Path;
 use std::time::Duration;
 
 use e2e::ControlPlane;
@@ -11,7 +14,8 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::{Value, json};
 
-use support::operator::{self, BACKEND, PASSPHRASE, PULUMI_IMAGE, WORKSPACE_SA};
+use support::operator::{self, BACKEND, PASSPHRASE, WORKSPACE_SA};
+use support::real_node::RealCluster;
 use support::{FluxFixture, condition, events_for, get_json, updates, wait_for, workspaces};
 
 const GOOD: &str = "name: e2e-app
@@ -44,14 +48,36 @@ resources:
 
 const GATED: &str = "name: e2e-gated\nruntime: yaml\nvariables:\n  gate:\n    fn::readFile: /state/gate\noutputs:\n  gate: ${gate}\n";
 
-fn workspace_yaml(name: &str, url: &str, digest: &str, dir: &str, config: Value) -> String {
+/// A host directory the pulumi container mounts at /state (the backend), writable by its user.
+fn shared_state() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let state = tempfile::tempdir().expect("state");
+    std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod state");
+    state
+}
+
+fn workspace_yaml(
+    name: &str,
+    (image, state): (&str, &Path),
+    url: &str,
+    digest: &str,
+    dir: &str,
+    config: Value,
+) -> String {
     let ws = json!({
         "apiVersion": "auto.pulumi.com/v1alpha1",
         "kind": "Workspace",
         "metadata": {"name": name},
         "spec": {
             "serviceAccountName": WORKSPACE_SA,
-            "image": PULUMI_IMAGE,
+            "image": image,
+            "podTemplate": {"spec": {
+                "containers": [{"name": "pulumi",
+                                "volumeMounts": [{"name": "state", "mountPath": "/state"}]}],
+                "volumes": [{"name": "state",
+                             "hostPath": {"path": state, "type": "Directory"}}],
+            }},
             "flux": {"url": url, "digest": digest, "dir": dir},
             "env": [
                 {"name": "PULUMI_BACKEND_URL", "value": BACKEND},
@@ -74,12 +100,8 @@ fn update_yaml(name: &str, workspace: &str, kind: &str) -> String {
     .expect("json")
 }
 
-async fn wait_ready(
-    cp: &ControlPlane,
-    name: &str,
-    op: &operator::Operator,
-    kubelet: &e2e::kubelet::Kubelet,
-) -> Value {
+async fn wait_ready(rc: &RealCluster, name: &str, op: &operator::Operator) -> Value {
+    let cp = &rc.cp;
     let pods: Api<Pod> = Api::namespaced(cp.client(), "default");
     let pod = format!("{name}-workspace-0");
     let mut last = Value::Null;
@@ -107,8 +129,10 @@ async fn wait_ready(
                 .ok()
                 .flatten()
                 .and_then(|p| p.status),
-            kubelet.logs("default", &pod, "fetch").await,
-            kubelet.logs("default", &pod, "pulumi").await,
+            rc.kubectl(&["logs", &pod, "-c", "fetch"])
+                .unwrap_or_else(|e| e),
+            rc.kubectl(&["logs", &pod, "-c", "pulumi"])
+                .unwrap_or_else(|e| e),
             e2e::process::tail(op.process.log_path(), 60)
         ),
     }
@@ -138,32 +162,32 @@ async fn wait_complete(cp: &ControlPlane, name: &str, op: &operator::Operator) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flux_workspace_initializes_once_and_runs_updates_with_outputs() {
-    let cp = ControlPlane::start().await.expect("control plane starts");
-    let kubeconfig = operator::install(&cp).await;
-    let fx = FluxFixture::start(&cp, "wsgood").await;
+    let rc = RealCluster::start().await;
+    let cp = &rc.cp;
+    let fx = FluxFixture::start_on(cp, "wsgood", rc.network.gateway()).await;
     let sha = fx
         .repo
         .commit(&[("app/Pulumi.yaml", GOOD)], "program")
         .expect("commit");
-    fx.apply_git_repository(&cp).await;
-    let artifact = fx.wait_revision(&cp, &sha).await;
+    fx.apply_git_repository(cp).await;
+    let artifact = fx.wait_revision(cp, &sha).await;
     let (url, digest) = (
         artifact["url"].as_str().expect("url"),
         artifact["digest"].as_str().expect("digest"),
     );
-    let state = tempfile::tempdir().expect("state");
-    let kubelet = operator::kubelet(&cp, state.path()).await;
-    let op = operator::start(&cp, &kubeconfig, &[]).await;
+    let state = shared_state();
+    let (op, _) = rc.start_operator().await;
+    let pod_env = (rc.images.pulumi.as_str(), state.path());
 
     let config = json!([{"key": "greeting", "value": "hello"}, {"key": "tags", "value": {"owner": "team-a"}}]);
     cp.apply_yaml(
-        &workspace_yaml("app", url, digest, "app", config),
+        &workspace_yaml("app", pod_env, url, digest, "app", config),
         "ws",
         "default",
     )
     .await
     .expect("workspace");
-    let ws = wait_ready(&cp, "app", &op, &kubelet).await;
+    let ws = wait_ready(&rc, "app", &op).await;
     assert_eq!(ws["status"]["pulumiVersion"], "3.259.0");
     assert_eq!(ws["status"]["address"], "app-workspace.default:50051");
     let pods: Api<Pod> = Api::namespaced(cp.client(), "default");
@@ -186,7 +210,7 @@ async fn a_flux_workspace_initializes_once_and_runs_updates_with_outputs() {
         })
         .unwrap_or_default();
     assert_eq!(containers, ["bootstrap", "fetch", "pulumi"]);
-    let events = events_for(&cp, "default", "Workspace", "app").await;
+    let events = events_for(cp, "default", "Workspace", "app").await;
     let initialized: Vec<_> = events.iter().filter(|e| e.1 == "Initialized").collect();
     assert_eq!(initialized.len(), 1, "initialized once: {events:?}");
     assert_eq!(
@@ -197,7 +221,7 @@ async fn a_flux_workspace_initializes_once_and_runs_updates_with_outputs() {
     cp.apply_yaml(&update_yaml("app-up-1", "app", "up"), "update", "default")
         .await
         .expect("update");
-    let u = wait_complete(&cp, "app-up-1", &op).await;
+    let u = wait_complete(cp, "app-up-1", &op).await;
     assert_eq!(
         condition(&u, "Failed").expect("Failed")["reason"],
         "UpdateSucceeded",
@@ -234,7 +258,7 @@ async fn a_flux_workspace_initializes_once_and_runs_updates_with_outputs() {
             .map(String::as_str),
         Some("[\"password\"]")
     );
-    let events = events_for(&cp, "default", "Workspace", "app").await;
+    let events = events_for(cp, "default", "Workspace", "app").await;
     assert!(
         events
             .iter()
@@ -250,13 +274,13 @@ async fn a_flux_workspace_initializes_once_and_runs_updates_with_outputs() {
     )
     .await
     .expect("preview");
-    let p = wait_complete(&cp, "app-preview-1", &op).await;
+    let p = wait_complete(cp, "app-preview-1", &op).await;
     assert_eq!(
         condition(&p, "Failed").expect("Failed")["reason"],
         "UpdateSucceeded",
         "{p:#}"
     );
-    let events = events_for(&cp, "default", "Workspace", "app").await;
+    let events = events_for(cp, "default", "Workspace", "app").await;
     assert_eq!(
         events.iter().filter(|e| e.1 == "Initialized").count(),
         1,
@@ -281,14 +305,13 @@ async fn a_flux_workspace_initializes_once_and_runs_updates_with_outputs() {
         "{}",
         metrics.1
     );
-    drop(kubelet);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_install_and_program_failures_each_say_what_went_wrong() {
-    let cp = ControlPlane::start().await.expect("control plane starts");
-    let kubeconfig = operator::install(&cp).await;
-    let fx = FluxFixture::start(&cp, "wsbad").await;
+    let rc = RealCluster::start().await;
+    let cp = &rc.cp;
+    let fx = FluxFixture::start_on(cp, "wsbad", rc.network.gateway()).await;
     let sha = fx
         .repo
         .commit(
@@ -299,33 +322,40 @@ async fn fetch_install_and_program_failures_each_say_what_went_wrong() {
             "programs",
         )
         .expect("commit");
-    fx.apply_git_repository(&cp).await;
-    let artifact = fx.wait_revision(&cp, &sha).await;
+    fx.apply_git_repository(cp).await;
+    let artifact = fx.wait_revision(cp, &sha).await;
     let (url, digest) = (
         artifact["url"].as_str().expect("url"),
         artifact["digest"].as_str().expect("digest"),
     );
-    let state = tempfile::tempdir().expect("state");
-    let kubelet = operator::kubelet(&cp, state.path()).await;
-    let op = operator::start(&cp, &kubeconfig, &[]).await;
+    let state = shared_state();
+    let (op, _) = rc.start_operator().await;
+    let pod_env = (rc.images.pulumi.as_str(), state.path());
 
     let wrong = format!("sha256:{}", "0".repeat(64));
     cp.apply_yaml(
-        &workspace_yaml("baddigest", url, &wrong, "broken", json!([])),
+        &workspace_yaml("baddigest", pod_env, url, &wrong, "broken", json!([])),
         "ws",
         "default",
     )
     .await
     .expect("ws");
     cp.apply_yaml(
-        &workspace_yaml("uninstallable", url, digest, "uninstallable", json!([])),
+        &workspace_yaml(
+            "uninstallable",
+            pod_env,
+            url,
+            digest,
+            "uninstallable",
+            json!([]),
+        ),
         "ws",
         "default",
     )
     .await
     .expect("ws");
     cp.apply_yaml(
-        &workspace_yaml("broken", url, digest, "broken", json!([])),
+        &workspace_yaml("broken", pod_env, url, digest, "broken", json!([])),
         "ws",
         "default",
     )
@@ -336,7 +366,7 @@ async fn fetch_install_and_program_failures_each_say_what_went_wrong() {
         Duration::from_secs(120),
         "baddigest to report FetchFailed",
         || async {
-            let ws = get_json(&cp, &workspaces(), "default", "baddigest").await?;
+            let ws = get_json(cp, &workspaces(), "default", "baddigest").await?;
             (condition(&ws, "Ready")?["reason"] == "FetchFailed").then_some(ws)
         },
     )
@@ -349,7 +379,7 @@ async fn fetch_install_and_program_failures_each_say_what_went_wrong() {
         msg.contains("digest") && msg.contains("000000000000"),
         "the fetch container's own words: {msg}"
     );
-    let events = events_for(&cp, "default", "Workspace", "baddigest").await;
+    let events = events_for(cp, "default", "Workspace", "baddigest").await;
     assert!(
         events
             .iter()
@@ -361,7 +391,7 @@ async fn fetch_install_and_program_failures_each_say_what_went_wrong() {
         Duration::from_secs(180),
         "uninstallable to stall",
         || async {
-            let ws = get_json(&cp, &workspaces(), "default", "uninstallable").await?;
+            let ws = get_json(cp, &workspaces(), "default", "uninstallable").await?;
             (condition(&ws, "Stalled")?["reason"] == "InstallationFailed").then_some(ws)
         },
     )
@@ -370,14 +400,14 @@ async fn fetch_install_and_program_failures_each_say_what_went_wrong() {
         condition(&ws, "Ready").expect("Ready")["reason"],
         "InstallationFailed"
     );
-    let events = events_for(&cp, "default", "Workspace", "uninstallable").await;
+    let events = events_for(cp, "default", "Workspace", "uninstallable").await;
     let install = events
         .iter()
         .find(|e| e.1 == "InstallationFailure")
         .expect("InstallationFailure event");
     assert!(install.2.contains("random"), "{install:?}");
 
-    wait_ready(&cp, "broken", &op, &kubelet).await;
+    wait_ready(&rc, "broken", &op).await;
     cp.apply_yaml(
         &update_yaml("broken-up", "broken", "up"),
         "update",
@@ -385,12 +415,12 @@ async fn fetch_install_and_program_failures_each_say_what_went_wrong() {
     )
     .await
     .expect("update");
-    let u = wait_complete(&cp, "broken-up", &op).await;
+    let u = wait_complete(cp, "broken-up", &op).await;
     let failed = condition(&u, "Failed").expect("Failed");
     assert_eq!(failed["status"], "True", "{u:#}");
     let message = u["status"]["message"].as_str().unwrap_or("");
     assert!(message.contains("undefinedThing"), "{u:#}");
-    let events = events_for(&cp, "default", "Workspace", "broken").await;
+    let events = events_for(cp, "default", "Workspace", "broken").await;
     assert!(
         events
             .iter()
@@ -402,37 +432,36 @@ async fn fetch_install_and_program_failures_each_say_what_went_wrong() {
         !events.iter().any(|e| e.1 == "UpdateSucceeded"),
         "{events:?}"
     );
-    drop(kubelet);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_pod_mid_update_ends_the_update_aborted_and_unlocked() {
-    let cp = ControlPlane::start().await.expect("control plane starts");
-    let kubeconfig = operator::install(&cp).await;
-    let fx = FluxFixture::start(&cp, "wsgated").await;
+    let rc = RealCluster::start().await;
+    let cp = &rc.cp;
+    let fx = FluxFixture::start_on(cp, "wsgated", rc.network.gateway()).await;
     let sha = fx
         .repo
         .commit(&[("Pulumi.yaml", GATED)], "program")
         .expect("commit");
-    fx.apply_git_repository(&cp).await;
-    let artifact = fx.wait_revision(&cp, &sha).await;
+    fx.apply_git_repository(cp).await;
+    let artifact = fx.wait_revision(cp, &sha).await;
     let (url, digest) = (
         artifact["url"].as_str().expect("url"),
         artifact["digest"].as_str().expect("digest"),
     );
-    let state = tempfile::tempdir().expect("state");
+    let state = shared_state();
     let gate = state.path().join("gate");
     std::fs::write(&gate, "open\n").expect("gate");
-    let kubelet = operator::kubelet(&cp, state.path()).await;
-    let op = operator::start(&cp, &kubeconfig, &[]).await;
+    let (op, _) = rc.start_operator().await;
+    let pod_env = (rc.images.pulumi.as_str(), state.path());
     cp.apply_yaml(
-        &workspace_yaml("gated", url, digest, "", json!([])),
+        &workspace_yaml("gated", pod_env, url, digest, "", json!([])),
         "ws",
         "default",
     )
     .await
     .expect("ws");
-    wait_ready(&cp, "gated", &op, &kubelet).await;
+    wait_ready(&rc, "gated", &op).await;
 
     // The gate becomes a pipe: the next update blocks reading it, mid-run.
     std::fs::remove_file(&gate).expect("rm");
@@ -443,7 +472,7 @@ async fn deleting_the_pod_mid_update_ends_the_update_aborted_and_unlocked() {
         .await
         .expect("update");
     wait_for(Duration::from_secs(120), "the update to run", || async {
-        let u = get_json(&cp, &updates(), "default", "gated-up").await?;
+        let u = get_json(cp, &updates(), "default", "gated-up").await?;
         (condition(&u, "Progressing")?["status"] == "True").then_some(())
     })
     .await;
@@ -455,7 +484,7 @@ async fn deleting_the_pod_mid_update_ends_the_update_aborted_and_unlocked() {
     // The agent interrupts Pulumi, which finishes its step (the read) and saves its state.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let writer = std::thread::spawn(move || std::fs::write(&gate, "open\n"));
-    let u = wait_complete(&cp, "gated-up", &op).await;
+    let u = wait_complete(cp, "gated-up", &op).await;
     let _ = writer.join();
     let failed = condition(&u, "Failed").expect("Failed");
     assert_eq!(
@@ -470,7 +499,6 @@ async fn deleting_the_pod_mid_update_ends_the_update_aborted_and_unlocked() {
         .map(|d| d.flatten().collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "no lock left behind: {left:?}");
-    drop(kubelet);
 }
 
 /// The operator writes Workspace statuses behind its reconciles; a status still queued for a
@@ -488,6 +516,7 @@ async fn a_status_queued_for_a_replaced_workspace_is_refused() {
     let create = || async {
         let yaml = workspace_yaml(
             "replaced",
+            ("e2e.local/unused:1", Path::new("/tmp")),
             "http://127.0.0.1:9/a.tar.gz",
             &format!("sha256:{}", "0".repeat(64)),
             "app",
