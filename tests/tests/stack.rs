@@ -10,13 +10,13 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use e2e::ControlPlane;
 use e2e::git_server::{Credentials, GitServer};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use support::operator::{self, BACKEND, PASSPHRASE, PULUMI_IMAGE, WORKSPACE_SA};
+use support::operator::{self, BACKEND, PASSPHRASE, WORKSPACE_SA};
+use support::real_node::RealCluster;
 use support::{FluxFixture, UpdateLog, condition, events_for, get_json, stacks, updates, wait_for};
 
 fn program(project: &str, greeting: &str) -> String {
@@ -25,14 +25,23 @@ fn program(project: &str, greeting: &str) -> String {
     )
 }
 
-/// A Stack with the test's backend, passphrase, workspace account and image.
-fn stack_yaml(name: &str, source: Value) -> String {
+/// A Stack with the test's backend (the host's state directory, mounted into the pulumi
+/// container), passphrase, workspace account and image.
+fn stack_yaml_with(name: &str, (image, state): (&str, &Path), source: Value) -> String {
     let mut spec = json!({
         "stack": name,
         "backend": BACKEND,
         "serviceAccountName": WORKSPACE_SA,
         "envRefs": {"PULUMI_CONFIG_PASSPHRASE": {"type": "Literal", "literal": {"value": PASSPHRASE}}},
-        "workspaceTemplate": {"spec": {"image": PULUMI_IMAGE}},
+        "workspaceTemplate": {"spec": {
+            "image": image,
+            "podTemplate": {"spec": {
+                "containers": [{"name": "pulumi",
+                                "volumeMounts": [{"name": "state", "mountPath": "/state"}]}],
+                "volumes": [{"name": "state",
+                             "hostPath": {"path": state, "type": "Directory"}}],
+            }},
+        }},
     });
     if let (Some(s), Value::Object(extra)) = (spec.as_object_mut(), source) {
         s.extend(extra);
@@ -54,28 +63,36 @@ fn flux_ref(repo: &str, dir: &str) -> Value {
 }
 
 struct Env {
-    cp: ControlPlane,
     op: operator::Operator,
-    kubelet: e2e::kubelet::Kubelet,
+    rc: RealCluster,
     state: tempfile::TempDir,
 }
 
-async fn env(cp: ControlPlane) -> Env {
-    let kubeconfig = operator::install(&cp).await;
+/// The operator (a host process under its own RBAC, with the cluster's images) and the file
+/// backend's directory, shared by the host (the tests' Pulumi CLI) and the workspace pods.
+async fn env(rc: RealCluster) -> Env {
+    use std::os::unix::fs::PermissionsExt;
     let state = tempfile::tempdir().expect("state");
-    let kubelet = operator::kubelet(&cp, state.path()).await;
-    let op = operator::start(&cp, &kubeconfig, &[]).await;
-    Env {
-        cp,
-        op,
-        kubelet,
-        state,
-    }
+    std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod state");
+    let (op, _) = rc.start_operator().await;
+    Env { op, rc, state }
 }
 
 impl Env {
+    fn stack_yaml(&self, name: &str, source: Value) -> String {
+        stack_yaml_with(name, (&self.rc.images.pulumi, self.state.path()), source)
+    }
+
+    /// A container's log in the workspace pod of `stack` (empty when there is none).
+    fn log(&self, stack: &str, container: &str) -> String {
+        self.rc
+            .kubectl(&["logs", &format!("{stack}-workspace-0"), "-c", container])
+            .unwrap_or_default()
+    }
+
     async fn stack(&self, name: &str) -> Option<Value> {
-        get_json(&self.cp, &stacks(), "default", name).await
+        get_json(&self.rc.cp, &stacks(), "default", name).await
     }
 
     /// Waits until `ok` holds for the Stack; on timeout, fails with what there is to see.
@@ -93,15 +110,14 @@ impl Env {
                 return s.clone();
             }
             if Instant::now() > deadline {
-                let pod = format!("{name}-workspace-0");
                 panic!(
                     "Stack {name}: timed out waiting for {what}\nstatus: {:#}\nstack events: {:?}\nworkspace events: {:?}\n\
                      fetch: {}\npulumi (tail): {}\noperator:\n{}",
                     s.map(|s| s["status"].clone()).unwrap_or_default(),
-                    events_for(&self.cp, "default", "Stack", name).await,
-                    events_for(&self.cp, "default", "Workspace", name).await,
-                    self.kubelet.logs("default", &pod, "fetch").await,
-                    tail_str(&self.kubelet.logs("default", &pod, "pulumi").await, 30),
+                    events_for(&self.rc.cp, "default", "Stack", name).await,
+                    events_for(&self.rc.cp, "default", "Workspace", name).await,
+                    self.log(name, "fetch"),
+                    tail_str(&self.log(name, "pulumi"), 30),
                     e2e::process::tail(self.op.process.log_path(), 50)
                 );
             }
@@ -128,7 +144,8 @@ impl Env {
     }
 
     async fn updates_of(&self, stack: &str) -> Vec<Value> {
-        let api: Api<DynamicObject> = Api::namespaced_with(self.cp.client(), "default", &updates());
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.rc.cp.client(), "default", &updates());
         let lp = ListParams::default().labels(&format!("pulumi.com/stack-name={stack}"));
         let mut list: Vec<Value> = api
             .list(&lp)
@@ -148,7 +165,8 @@ impl Env {
     }
 
     async fn annotate(&self, stack: &str, value: &str) {
-        let api: Api<DynamicObject> = Api::namespaced_with(self.cp.client(), "default", &stacks());
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.rc.cp.client(), "default", &stacks());
         let patch =
             json!({"metadata": {"annotations": {"pulumi.com/reconciliation-request": value}}});
         api.patch(stack, &PatchParams::default(), &Patch::Merge(&patch))
@@ -196,19 +214,21 @@ fn ts(v: &Value) -> jiff::Timestamp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
-    let cp = ControlPlane::start().await.expect("control plane starts");
-    let fx = FluxFixture::start(&cp, "stackflux").await;
+    let rc = RealCluster::start().await;
+    let cp = &rc.cp;
+    let fx = FluxFixture::start_on(cp, "stackflux", rc.network.gateway()).await;
     let first = fx
         .repo
         .commit(&[("app/Pulumi.yaml", &program("e2e-flux", "hello"))], "one")
         .expect("commit");
-    fx.apply_git_repository(&cp).await;
-    let artifact = fx.wait_revision(&cp, &first).await;
-    let e = env(cp).await;
+    fx.apply_git_repository(cp).await;
+    let artifact = fx.wait_revision(cp, &first).await;
+    let e = env(rc).await;
 
     let mut spec = flux_ref("stackflux", "app");
     spec["pulumiLogLevel"] = json!(10);
-    e.cp.apply_yaml(&stack_yaml("app", spec), "stack", "default")
+    e.rc.cp
+        .apply_yaml(&e.stack_yaml("app", spec), "stack", "default")
         .await
         .expect("stack");
     let s = e.wait_ready("app").await;
@@ -230,7 +250,7 @@ async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
     let mut all: Vec<(jiff::Timestamp, String)> = Vec::new();
     for kind in ["Stack", "Workspace"] {
         let api: Api<k8s_openapi::api::events::v1::Event> =
-            Api::namespaced(e.cp.client(), "default");
+            Api::namespaced(e.rc.cp.client(), "default");
         for ev in api.list(&Default::default()).await.expect("events").items {
             let r = ev.regarding.clone().unwrap_or_default();
             if r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some("app") {
@@ -257,7 +277,7 @@ async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
     );
 
     // The pod: container pulumi working in the program, the engine's verbose log in its output.
-    let pods: Api<Pod> = Api::namespaced(e.cp.client(), "default");
+    let pods: Api<Pod> = Api::namespaced(e.rc.cp.client(), "default");
     let pod = pods.get("app-workspace-0").await.expect("pod");
     let main = pod
         .spec
@@ -268,7 +288,7 @@ async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
         .find(|c| c.name == "pulumi")
         .expect("pulumi");
     assert_eq!(main.working_dir.as_deref(), Some("/share/workspace"));
-    let log = e.kubelet.logs("default", "app-workspace-0", "pulumi").await;
+    let log = e.log("app", "pulumi");
     let verbose = log.lines().filter(|l| l.contains(r#""v":"#)).count();
     assert!(
         verbose > 20,
@@ -294,7 +314,7 @@ async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
     );
 
     // Source-controller looking again at the same commit: no new update.
-    fx.request_reconcile(&e.cp).await;
+    fx.request_reconcile(&e.rc.cp).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(
         e.updates_of("app").await.len(),
@@ -310,8 +330,8 @@ async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
             "two",
         )
         .expect("commit");
-    fx.request_reconcile(&e.cp).await;
-    let artifact2 = fx.wait_revision(&e.cp, &second).await;
+    fx.request_reconcile(&e.rc.cp).await;
+    let artifact2 = fx.wait_revision(&e.rc.cp, &second).await;
     let s = e
         .wait_stack("app", Duration::from_secs(240), "the new revision", |s| {
             s["status"]["lastUpdate"]["lastSuccessfulCommit"] == artifact2["revision"]
@@ -343,8 +363,9 @@ async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_back_off_the_annotation_retries_at_once_and_locks_are_explained() {
-    let cp = ControlPlane::start().await.expect("control plane starts");
-    let fx = FluxFixture::start(&cp, "stackfail").await;
+    let rc = RealCluster::start().await;
+    let cp = &rc.cp;
+    let fx = FluxFixture::start_on(cp, "stackfail", rc.network.gateway()).await;
     let sha = fx
         .repo
         .commit(
@@ -358,9 +379,9 @@ async fn failures_back_off_the_annotation_retries_at_once_and_locks_are_explaine
             "programs",
         )
         .expect("commit");
-    fx.apply_git_repository(&cp).await;
-    fx.wait_revision(&cp, &sha).await;
-    let e = env(cp).await;
+    fx.apply_git_repository(cp).await;
+    fx.wait_revision(cp, &sha).await;
+    let e = env(rc).await;
 
     // A stack that exists and is locked by "another update" in the backend.
     let init = e.pulumi("e2e-locked", &["stack", "init", "locked"]);
@@ -373,34 +394,37 @@ async fn failures_back_off_the_annotation_retries_at_once_and_locks_are_explaine
 
     let mut broken = flux_ref("stackfail", "broken");
     broken["retryMaxBackoffDurationSeconds"] = json!(20);
-    e.cp.apply_yaml(&stack_yaml("broken", broken), "stack", "default")
+    e.rc.cp
+        .apply_yaml(&e.stack_yaml("broken", broken), "stack", "default")
         .await
         .expect("stack");
-    e.cp.apply_yaml(
-        &stack_yaml("locked", flux_ref("stackfail", "good")),
-        "stack",
-        "default",
-    )
-    .await
-    .expect("stack");
+    e.rc.cp
+        .apply_yaml(
+            &e.stack_yaml("locked", flux_ref("stackfail", "good")),
+            "stack",
+            "default",
+        )
+        .await
+        .expect("stack");
     // Specs that cannot work stall at once, naming the field.
-    e.cp.apply_yaml(
-        &stack_yaml("both", json!({"projectRepo": "https://example.com/r.git", "commit": "a".repeat(40), "branch": "main"})),
+    e.rc.cp.apply_yaml(
+        &e.stack_yaml("both", json!({"projectRepo": "https://example.com/r.git", "commit": "a".repeat(40), "branch": "main"})),
         "stack",
         "default",
     )
     .await
     .expect("stack");
-    e.cp.apply_yaml(
-        &stack_yaml(
-            "envref",
-            json!({"envRefs": {"X": {"type": "Env", "env": {"name": "HOME"}}}}),
-        ),
-        "stack",
-        "default",
-    )
-    .await
-    .expect("stack");
+    e.rc.cp
+        .apply_yaml(
+            &e.stack_yaml(
+                "envref",
+                json!({"envRefs": {"X": {"type": "Env", "env": {"name": "HOME"}}}}),
+            ),
+            "stack",
+            "default",
+        )
+        .await
+        .expect("stack");
     for (name, needle) in [
         ("both", "only one of \"commit\" or \"branch\""),
         ("envref", "spec.envRefs[X]"),
@@ -415,7 +439,7 @@ async fn failures_back_off_the_annotation_retries_at_once_and_locks_are_explaine
             .unwrap_or("")
             .to_string();
         assert!(msg.contains(needle), "{msg}");
-        let events = events_for(&e.cp, "default", "Stack", name).await;
+        let events = events_for(&e.rc.cp, "default", "Stack", name).await;
         assert!(
             events
                 .iter()
@@ -469,14 +493,14 @@ async fn failures_back_off_the_annotation_retries_at_once_and_locks_are_explaine
     assert!(gap(0) >= 8.0, "the first retry waits ~10s: {}", gap(0));
     assert!(gap(1) >= 18.0, "the second ~30s, capped at 20s: {}", gap(1));
     assert!(gap(1) < 40.0, "the cap holds: {}", gap(1));
-    let stack_events = events_for(&e.cp, "default", "Stack", "broken").await;
+    let stack_events = events_for(&e.rc.cp, "default", "Stack", "broken").await;
     assert!(
         stack_events
             .iter()
             .any(|ev| ev.1 == "StackUpdateFailure" && ev.2.contains("nope")),
         "{stack_events:?}"
     );
-    let ws_events = events_for(&e.cp, "default", "Workspace", "broken").await;
+    let ws_events = events_for(&e.rc.cp, "default", "Workspace", "broken").await;
     assert!(
         ws_events.iter().any(|ev| ev.1 == "UpdateFailed"),
         "{ws_events:?}"
@@ -518,7 +542,7 @@ async fn failures_back_off_the_annotation_retries_at_once_and_locks_are_explaine
         s["status"]["lastUpdate"]["state"] == "failed"
     })
     .await;
-    let events = events_for(&e.cp, "default", "Stack", "locked").await;
+    let events = events_for(&e.rc.cp, "default", "Stack", "locked").await;
     let conflict = events
         .iter()
         .find(|ev| ev.1 == "StackUpdateConflictDetected")
@@ -538,8 +562,8 @@ async fn failures_back_off_the_annotation_retries_at_once_and_locks_are_explaine
 }
 
 /// Runs every `kubectl` command of docs/troubleshooting.md against this environment, for one
-/// Stack, and checks what they show. `kubectl logs` and `kubectl exec` need a real kubelet: for
-/// those, what they would show is checked through the test kubelet.
+/// Stack, and checks what they show: on a real node, `kubectl logs` and `kubectl exec` too (the
+/// interactive shell gets its commands on stdin). Only `--watch` is left out: it never ends.
 async fn the_guide_commands_work(e: &Env, stack: &str) {
     let root = e2e::control_plane::repo_root();
     let guide = std::fs::read_to_string(root.join("docs/troubleshooting.md")).expect("the guide");
@@ -555,30 +579,41 @@ async fn the_guide_commands_work(e: &Env, stack: &str) {
     }
     assert!(commands.len() >= 15, "{commands:?}");
     // The guide's Flux section applies config/flux into the namespace Flux installs into.
-    e.cp.create_namespace("flux-system")
+    e.rc.cp
+        .create_namespace("flux-system")
         .await
         .expect("flux-system");
     let kubectl_dir =
-        e.cp.tool("kubectl")
+        e.rc.cp
+            .tool("kubectl")
             .expect("kubectl")
             .parent()
             .expect("dir")
             .to_path_buf();
     let mut outputs = std::collections::HashMap::new();
     for cmd in &commands {
-        let verb = cmd.split_whitespace().nth(1).unwrap_or("");
-        if verb == "logs" || verb == "exec" || cmd.contains("--watch") {
+        if cmd.contains("--watch") {
             continue;
         }
-        let out = std::process::Command::new("bash")
+        let mut child = std::process::Command::new("bash")
             .args(["-c", cmd])
             .current_dir(&root)
             .env("STACK_NAME", stack)
             .env("NAMESPACE", "default")
-            .env("KUBECONFIG", e.cp.kubeconfig())
+            .env("KUBECONFIG", e.rc.cp.kubeconfig())
             .env("PATH", format!("{}:/usr/bin:/bin", kubectl_dir.display()))
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("bash");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            // What a user types into the guide's shell; other commands ignore it.
+            let _ = stdin.write_all(b"ls Pulumi.yaml\npulumi stack --show-name\nexit\n");
+        }
+        let out = child.wait_with_output().expect("bash");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
@@ -627,10 +662,22 @@ async fn the_guide_commands_work(e: &Env, stack: &str) {
         o.contains("allow-pulumi-fetch-flux-artifacts")
     });
     shown("patch stack", &|o| o.contains("patched"));
+    // The shell starts in the program (its Pulumi.yaml is there), with the stack selected.
+    shown("-c pulumi -- sh", &|o| {
+        o.lines().any(|l| l.trim() == "Pulumi.yaml") && o.lines().any(|l| l.trim() == stack)
+    });
+    shown(
+        "logs $STACK_NAME-workspace-0 -n $NAMESPACE -c pulumi",
+        &|o| o.contains("agent serving"),
+    );
+    shown(
+        "logs $STACK_NAME-workspace-0 -n $NAMESPACE -c fetch",
+        &|o| o.contains("artifact verified and unpacked") || o.contains("workspace ready"),
+    );
 
-    // What `kubectl logs` and `kubectl exec ... -c pulumi` would reach.
+    // The pod those commands reach.
     let pod = format!("{stack}-workspace-0");
-    let pods: Api<Pod> = Api::namespaced(e.cp.client(), "default");
+    let pods: Api<Pod> = Api::namespaced(e.rc.cp.client(), "default");
     let spec = pods.get(&pod).await.expect("pod").spec.expect("spec");
     let main = spec
         .containers
@@ -649,17 +696,14 @@ async fn the_guide_commands_work(e: &Env, stack: &str) {
             .any(|c| c.name == "fetch")
     );
     for c in ["pulumi", "fetch"] {
-        assert!(
-            !e.kubelet.logs("default", &pod, c).await.is_empty(),
-            "{c} has a log"
-        );
+        assert!(!e.log(stack, c).is_empty(), "{c} has a log");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn git_and_program_sources_and_destroy_on_finalize() {
-    let cp = ControlPlane::start().await.expect("control plane starts");
-    let gateway = IpAddr::V4(cp.network().gateway());
+    let rc = RealCluster::start().await;
+    let gateway = IpAddr::V4(rc.network.gateway());
     let git = GitServer::start(
         gateway,
         Credentials {
@@ -675,8 +719,8 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
             "one",
         )
         .expect("commit");
-    let e = env(cp).await;
-    e.cp.apply_yaml(
+    let e = env(rc).await;
+    e.rc.cp.apply_yaml(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: git-token}\nstringData: {accessToken: tok-123}\n",
         "secret",
         "default",
@@ -691,13 +735,14 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
         "gitAuth": {"accessToken": {"type": "Secret", "secret": {"name": "git-token", "key": "accessToken"}}},
         "destroyOnFinalize": true,
     });
-    e.cp.apply_yaml(&stack_yaml("fromgit", spec.clone()), "stack", "default")
+    e.rc.cp
+        .apply_yaml(&e.stack_yaml("fromgit", spec.clone()), "stack", "default")
         .await
         .expect("stack");
     let s = e.wait_ready("fromgit").await;
     assert_eq!(s["status"]["lastUpdate"]["lastSuccessfulCommit"], sha);
     assert_eq!(s["status"]["outputs"]["greeting"], "from-git");
-    let ws = get_json(&e.cp, &support::workspaces(), "default", "fromgit")
+    let ws = get_json(&e.rc.cp, &support::workspaces(), "default", "fromgit")
         .await
         .expect("ws");
     assert_eq!(
@@ -715,20 +760,21 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
     );
 
     // A Program, served by the operator as an artifact.
-    e.cp.apply_yaml(
+    e.rc.cp.apply_yaml(
         "apiVersion: pulumi.com/v1\nkind: Program\nmetadata: {name: prog}\nprogram:\n  outputs:\n    greeting: from-program\n",
         "program",
         "default",
     )
     .await
     .expect("program");
-    e.cp.apply_yaml(
-        &stack_yaml("fromprogram", json!({"programRef": {"name": "prog"}})),
-        "stack",
-        "default",
-    )
-    .await
-    .expect("stack");
+    e.rc.cp
+        .apply_yaml(
+            &e.stack_yaml("fromprogram", json!({"programRef": {"name": "prog"}})),
+            "stack",
+            "default",
+        )
+        .await
+        .expect("stack");
     let s = e.wait_ready("fromprogram").await;
     assert_eq!(s["status"]["outputs"]["greeting"], "from-program");
     assert_eq!(
@@ -741,9 +787,9 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
     // order, so a list taken afterwards proves nothing. A destroy that fails (the backend's
     // stack is locked by "someone else") keeps the finalizer, and the Stack, until a destroy
     // succeeds.
-    let seen = UpdateLog::watch(&e.cp, "fromgit");
+    let seen = UpdateLog::watch(&e.rc.cp, "fromgit");
     let lock = lock_stack(e.state.path(), "e2e-git", "fromgit");
-    let api: Api<DynamicObject> = Api::namespaced_with(e.cp.client(), "default", &stacks());
+    let api: Api<DynamicObject> = Api::namespaced_with(e.rc.cp.client(), "default", &stacks());
     api.delete("fromgit", &Default::default())
         .await
         .expect("delete");
@@ -801,7 +847,8 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
     // how to opt out, and goes once destroyOnFinalize is turned off.
     let mut bad = spec.clone();
     bad["stack"] = json!("not a valid name!");
-    e.cp.apply_yaml(&stack_yaml("badname", bad), "stack", "default")
+    e.rc.cp
+        .apply_yaml(&e.stack_yaml("badname", bad), "stack", "default")
         .await
         .expect("stack");
     e.wait_stack(
@@ -834,7 +881,7 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
         e.stack("badname").await.is_some(),
         "the finalizer stays without a destroy"
     );
-    let events = events_for(&e.cp, "default", "Stack", "badname").await;
+    let events = events_for(&e.rc.cp, "default", "Stack", "badname").await;
     assert!(
         events
             .iter()
@@ -858,7 +905,7 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
     // A Stack deleted with its finalizers stripped while an Update holds the Stack
     // controller's finalizer: nobody is left to absorb that Update, so it lets go by itself
     // instead of staying Terminating (and its namespace with it).
-    e.cp.apply_yaml(
+    e.rc.cp.apply_yaml(
         "apiVersion: pulumi.com/v1\nkind: Program\nmetadata: {name: prog}\nprogram:\n  outputs:\n    greeting: from-program-2\n",
         "program",
         "default",
@@ -887,7 +934,8 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
     api.delete("fromprogram", &Default::default())
         .await
         .expect("delete");
-    let update_api: Api<DynamicObject> = Api::namespaced_with(e.cp.client(), "default", &updates());
+    let update_api: Api<DynamicObject> =
+        Api::namespaced_with(e.rc.cp.client(), "default", &updates());
     wait_for(
         Duration::from_secs(180),
         "the orphaned Update to be deleted",
