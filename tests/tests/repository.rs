@@ -160,7 +160,8 @@ fn every_exit_code_of_fetch_is_documented() {
 
 /// A directory of stand-ins for `go` (and optionally `mv`) to put first on PATH, so that
 /// build.sh's own logic runs without building anything. `go build` exits with `build_exit`;
-/// `go list -m -f {{.Dir}}` names a module directory holding one CRD; the rest succeed.
+/// `go list -m -f {{.Dir}}` names a module directory holding one CRD and the kustomize
+/// directories source-controller ships; the rest succeed.
 fn stand_ins(build_exit: u8, failing_mv: bool) -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
@@ -171,6 +172,10 @@ fn stand_ins(build_exit: u8, failing_mv: bool) -> tempfile::TempDir {
         "kind: CustomResourceDefinition\n",
     )
     .unwrap();
+    for d in ["rbac", "manager", "default"] {
+        fs::create_dir_all(module.join("config").join(d)).unwrap();
+        fs::write(module.join("config").join(d).join("kustomization.yaml"), "").unwrap();
+    }
     let go = format!(
         "#!/bin/sh\ncase \"$1\" in\n  build) exit {build_exit} ;;\n  list) echo '{}' ;;\nesac\nexit 0\n",
         module.display()
