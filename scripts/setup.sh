@@ -5,15 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The control plane runs pods in network namespaces (iproute2) under bubblewrap and serves git
-# over smart HTTP (git http-backend); `fetch git` is tested against a real sshd, with keys from
-# ssh-keygen and openssl. Our images are built with buildah from the Dockerfiles and served by a
+# The tests serve git over smart HTTP (git http-backend) and run some programs alone in
+# bubblewrap sandboxes (the agent, our images' binaries); `fetch git` is tested against a real
+# sshd, with keys from ssh-keygen and openssl. Our images are built with buildah from the Dockerfiles and served by a
 # loopback registry (docker-registry); the test images take a static busybox as their shell and
 # a pause binary built with gcc -static. Real nodes (tests/src/node.rs) run containerd (with
 # ctr) and runc, the CNI plugins, iptables and conntrack (kube-proxy), set sysctls (procps) and
 # start their processes in a network namespace with nsenter (util-linux).
 missing=()
-for pair in bwrap:bubblewrap ip:iproute2 git:git setpriv:util-linux /usr/sbin/sshd:openssh-server \
+for pair in bwrap:bubblewrap ip:iproute2 git:git /usr/sbin/sshd:openssh-server \
   ssh-keygen:openssh-client openssl:openssl buildah:buildah docker-registry:docker-registry \
   /bin/busybox:busybox-static gcc:gcc containerd:containerd runc:runc \
   /usr/lib/cni/bridge:containernetworking-plugins iptables:iptables conntrack:conntrack \

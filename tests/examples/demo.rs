@@ -21,7 +21,7 @@ use e2e::ControlPlane;
 use e2e::control_plane::{documents, repo_root};
 use serde_json::{Value, json};
 
-use support::real_node::RealCluster;
+use support::real_node;
 use support::{FluxFixture, condition, get_json, stacks};
 
 const PROGRAM_DIR: &str = "random-yaml";
@@ -113,7 +113,7 @@ async fn wait_ready(
 async fn main() {
     step("a local cluster: etcd, kube-apiserver, controller-manager, scheduler, and a real node");
     println!("  building our images from Dockerfile.fetch and Dockerfile.operator (buildah)");
-    let mut rc = RealCluster::start().await;
+    let mut rc = real_node::start().await;
     println!("  apiserver {}", rc.cp.url());
     println!(
         "  node {} ({}): containerd, runc, kubelet, kube-proxy",
@@ -126,7 +126,9 @@ async fn main() {
     }
 
     step("installed as users install: CoreDNS, Flux's source-controller, this operator");
-    rc.install_in_cluster().await;
+    rc.install_in_cluster()
+        .await
+        .unwrap_or_else(|e| panic!("installing in the cluster: {e}"));
     println!("  CoreDNS as kube-dns (kube-system)");
     println!("  source-controller: its own config/default, in flux-system");
     println!(

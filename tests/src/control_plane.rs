@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -18,7 +17,6 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::{self, Scope};
 use kube::{Client, Config};
 
-use crate::net::{self, PodNetwork};
 use crate::pki::{Pki, PkiError};
 use crate::process::{self, Process, ProcessError};
 use crate::tools::{self, ToolsError};
@@ -34,8 +32,6 @@ pub enum Error {
     Pki(#[from] PkiError),
     #[error(transparent)]
     Process(#[from] ProcessError),
-    #[error(transparent)]
-    Network(#[from] net::Error),
     #[error("cannot create the control plane's directory")]
     Dir(#[source] std::io::Error),
     #[error("cannot write {0}")]
@@ -72,7 +68,7 @@ pub enum Error {
     },
 }
 
-/// How to start a control plane; the default is what the tests on the test kubelet use.
+/// How to start a control plane; the default (no nodes) is what tests that run no pods use.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// The address real nodes reach the apiserver at (a [`crate::node::NodeNetwork`]'s
@@ -97,7 +93,6 @@ pub struct ControlPlane {
     client: Client,
     tool_dirs: Vec<PathBuf>,
     pki: Pki,
-    network: Arc<PodNetwork>,
     dir: Dir,
 }
 
@@ -140,15 +135,10 @@ impl ControlPlane {
         std::fs::create_dir_all(&logs).map_err(Error::Dir)?;
         std::fs::create_dir_all(root.join("pki")).map_err(Error::Dir)?;
 
-        // The pod network first: pods reach the apiserver on its gateway address, so that
-        // address goes into the serving certificate.
-        let network = Arc::new(PodNetwork::create()?);
+        // Pods reach the apiserver at the `kubernetes` Service's ClusterIP, real nodes at the
+        // advertised address: both go into the serving certificate.
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let mut ips = vec![
-            loopback,
-            IpAddr::V4(network.gateway()),
-            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-        ];
+        let mut ips = vec![loopback, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))];
         ips.extend(options.advertise.map(IpAddr::V4));
         let pki = Pki::create(
             &root.join("pki"),
@@ -189,7 +179,7 @@ impl ControlPlane {
         let mut api_cmd = Command::new(tools::find(&tool_dirs, "kube-apiserver")?);
         api_cmd
             .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
-            // All addresses: loopback for the harness, the pod network's gateway for pods.
+            // All addresses: loopback for the harness, a node network's gateway for nodes.
             .arg("--bind-address=0.0.0.0")
             .arg(format!("--secure-port={port}"))
             .arg(format!("--cert-dir={}", root.join("pki").display()))
@@ -228,9 +218,8 @@ impl ControlPlane {
                 api_cmd.arg(format!("--advertise-address={ip}"));
             }
             None => {
-                // No kube-proxy and no real kubelets: nothing reaches the advertise address,
-                // but it must not be loopback (the `kubernetes` Endpoints would fail
-                // validation).
+                // No nodes: nothing reaches the advertise address, but it must not be
+                // loopback (the `kubernetes` Endpoints would fail validation).
                 api_cmd.arg("--endpoint-reconciler-type=none");
             }
         }
@@ -281,7 +270,6 @@ impl ControlPlane {
             client,
             tool_dirs,
             pki,
-            network,
             dir,
         };
         // The controller-manager creates each namespace's `default` service account; pods
@@ -326,11 +314,6 @@ impl ControlPlane {
 
     pub fn ca_pem(&self) -> &str {
         &self.pki.ca_pem
-    }
-
-    /// The pod network (bridge and per-pod namespaces) the test kubelet wires pods into.
-    pub fn network(&self) -> Arc<PodNetwork> {
-        self.network.clone()
     }
 
     /// Where the upstream binaries are (for `kubectl` and friends).

@@ -1,14 +1,14 @@
 //! End-to-end test support: repository checks, and a local control plane made of the real
 //! upstream components (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, Flux's
-//! source-controller), a smart-HTTP git server, a test kubelet that runs pods as local
-//! processes, and real nodes (containerd, the kubelet, kube-proxy) that run pods as containers. `tests/README.md` says how to use it and what it does not emulate.
+//! source-controller), a smart-HTTP git server, and real nodes (containerd, the kubelet,
+//! kube-proxy) that run pods as containers from a loopback registry of our images.
+//! `tests/README.md` says how to use it.
 
+pub mod cluster;
 pub mod control_plane;
 pub mod git_server;
 pub mod images;
 pub mod in_cluster;
-pub mod kubelet;
-pub mod net;
 pub mod node;
 pub mod pki;
 pub mod process;

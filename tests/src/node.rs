@@ -12,8 +12,7 @@
 //! Addresses: a [`NodeNetwork`] with index N owns the bridge `e2enb<N>` with `172.30.N.1/24`
 //! (the gateway: the apiserver, the registry and other host processes are reached there), its
 //! node k has `172.30.N.(k+1)` and the pod subnet `10.(100+N).k.0/24`, routed from the host via
-//! the node's address. Nothing overlaps the test kubelet's `10.244.0.0/16` or the services'
-//! `10.0.0.0/24`.
+//! the node's address. Nothing overlaps the services' `10.0.0.0/24`.
 //!
 //! Stopping a node leaves nothing behind: no process, mount, network namespace, route,
 //! iptables rule (every rule a node makes is inside its namespace) or libcni cache entry; what

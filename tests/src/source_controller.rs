@@ -1,6 +1,7 @@
-//! Flux's real source-controller, run against the harness's control plane. Its artifact server
-//! binds on an address pods can reach (the pod network's gateway) and advertises that address
-//! in `status.artifact.url`, as the in-cluster Service address would be.
+//! Flux's real source-controller as a host process, run against the harness's control plane.
+//! Its artifact server binds on the address given (a node network's gateway, where pods reach
+//! the host) and advertises that address in `status.artifact.url`, as the in-cluster Service
+//! address would be. (`crate::in_cluster` runs it in the cluster instead.)
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

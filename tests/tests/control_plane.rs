@@ -11,7 +11,7 @@ use e2e::ControlPlane;
 use e2e::control_plane::{repo_root, yaml_files};
 use kube::api::Api;
 
-use support::real_node::RealCluster;
+use support::real_node;
 use support::{FluxFixture, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,11 +101,17 @@ async fn git_repository_gets_an_artifact_and_follows_new_commits() {
         .expect("commit");
     fx.apply_git_repository(&cp).await;
     let artifact = fx.wait_revision(&cp, &first).await;
+    // Advertised where its artifact server listens (`--storage-adv-addr`).
+    let served = fx
+        .source_controller
+        .as_ref()
+        .expect("source-controller on the host")
+        .storage_addr();
     assert!(
         artifact["url"]
             .as_str()
             .unwrap_or("")
-            .starts_with("http://10.244."),
+            .starts_with(&format!("http://{served}/")),
         "{artifact}"
     );
     assert!(
@@ -135,7 +141,7 @@ async fn git_repository_gets_an_artifact_and_follows_new_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workspace_shaped_pod_fetches_the_artifact_and_reports_fetch_failures() {
-    let mut rc = RealCluster::start().await;
+    let mut rc = real_node::start().await;
     let fx = FluxFixture::start_on(&rc.cp, "podfetch", rc.network.gateway()).await;
     let cp = &rc.cp;
     let sha = fx

@@ -17,7 +17,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use serde_json::{Value, json};
 
 use support::operator::PASSPHRASE;
-use support::real_node::RealCluster;
+use support::real_node::{self, RealCluster};
 use support::{FluxFixture, UpdateLog, condition, events_for, get_json, stacks};
 
 const STACK: &str = "installed";
@@ -81,8 +81,10 @@ async fn wait_ready(rc: &RealCluster, revision: &Value, limit: Duration) -> Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn installed_as_users_install_a_flux_stack_reaches_ready() {
-    let mut rc = RealCluster::start().await;
-    rc.install_in_cluster().await;
+    let mut rc = real_node::start().await;
+    rc.install_in_cluster()
+        .await
+        .unwrap_or_else(|e| panic!("installing in the cluster: {e}"));
     let flux_config = e2e::control_plane::repo_root().join("config/flux");
     rc.kubectl(&[
         "apply",

@@ -16,7 +16,7 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use support::operator::{self, BACKEND, PASSPHRASE, WORKSPACE_SA};
-use support::real_node::RealCluster;
+use support::real_node::{self, HostOperator, RealCluster};
 use support::{FluxFixture, UpdateLog, condition, events_for, get_json, stacks, updates, wait_for};
 
 fn program(project: &str, greeting: &str) -> String {
@@ -214,7 +214,7 @@ fn ts(v: &Value) -> jiff::Timestamp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
-    let rc = RealCluster::start().await;
+    let rc = real_node::start().await;
     let cp = &rc.cp;
     let fx = FluxFixture::start_on(cp, "stackflux", rc.network.gateway()).await;
     let first = fx
@@ -363,7 +363,7 @@ async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_back_off_the_annotation_retries_at_once_and_locks_are_explained() {
-    let rc = RealCluster::start().await;
+    let rc = real_node::start().await;
     let cp = &rc.cp;
     let fx = FluxFixture::start_on(cp, "stackfail", rc.network.gateway()).await;
     let sha = fx
@@ -702,7 +702,7 @@ async fn the_guide_commands_work(e: &Env, stack: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn git_and_program_sources_and_destroy_on_finalize() {
-    let rc = RealCluster::start().await;
+    let rc = real_node::start().await;
     let gateway = IpAddr::V4(rc.network.gateway());
     let git = GitServer::start(
         gateway,

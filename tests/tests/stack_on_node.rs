@@ -16,7 +16,7 @@ use kube::api::{Api, DeleteParams, DynamicObject};
 use serde_json::{Value, json};
 
 use support::operator::{PASSPHRASE, WORKSPACE_SA};
-use support::real_node::RealCluster;
+use support::real_node::{self, HostOperator, RealCluster};
 use support::{FluxFixture, UpdateLog, condition, events_for, get_json, stacks};
 
 const STACK: &str = "onnode";
@@ -90,7 +90,7 @@ async fn wait_stack(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flux_stack_reaches_ready_on_a_real_node() {
-    let mut rc = RealCluster::start().await;
+    let mut rc = real_node::start().await;
     let fx = FluxFixture::start_on(&rc.cp, STACK, rc.network.gateway()).await;
     let first = fx
         .repo

@@ -15,7 +15,7 @@ use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::{Value, json};
 
 use support::operator::{self, BACKEND, PASSPHRASE, WORKSPACE_SA};
-use support::real_node::RealCluster;
+use support::real_node::{self, HostOperator, RealCluster};
 use support::{FluxFixture, condition, events_for, get_json, updates, wait_for, workspaces};
 
 const GOOD: &str = "name: e2e-app
@@ -162,7 +162,7 @@ async fn wait_complete(cp: &ControlPlane, name: &str, op: &operator::Operator) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flux_workspace_initializes_once_and_runs_updates_with_outputs() {
-    let rc = RealCluster::start().await;
+    let rc = real_node::start().await;
     let cp = &rc.cp;
     let fx = FluxFixture::start_on(cp, "wsgood", rc.network.gateway()).await;
     let sha = fx
@@ -309,7 +309,7 @@ async fn a_flux_workspace_initializes_once_and_runs_updates_with_outputs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_install_and_program_failures_each_say_what_went_wrong() {
-    let rc = RealCluster::start().await;
+    let rc = real_node::start().await;
     let cp = &rc.cp;
     let fx = FluxFixture::start_on(cp, "wsbad", rc.network.gateway()).await;
     let sha = fx
@@ -436,7 +436,7 @@ async fn fetch_install_and_program_failures_each_say_what_went_wrong() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_pod_mid_update_ends_the_update_aborted_and_unlocked() {
-    let rc = RealCluster::start().await;
+    let rc = real_node::start().await;
     let cp = &rc.cp;
     let fx = FluxFixture::start_on(cp, "wsgated", rc.network.gateway()).await;
     let sha = fx

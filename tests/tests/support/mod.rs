@@ -1,7 +1,6 @@
 //! Shared fixtures for the control-plane tests.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -9,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use e2e::ControlPlane;
 use e2e::git_server::{Credentials, GitServer, Repo};
-use e2e::kubelet::{Image, Kubelet};
 use e2e::source_controller::SourceController;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -18,8 +16,6 @@ use serde_json::{Value, json};
 
 /// The image the operator's manifests name for `fetch` (config/manager).
 pub const FETCH_IMAGE: &str = "ghcr.io/example/pulumi-flux-operator-fetch:0.1.0";
-/// An image that is the host's /usr: sh, coreutils.
-pub const SHELL_IMAGE: &str = "e2e.local/shell:1";
 
 /// A provider-free Pulumi YAML program.
 pub const PROGRAM: &str = "name: e2e-program\nruntime: yaml\noutputs:\n  greeting: hello\n";
@@ -64,27 +60,8 @@ pub fn fetch_binary() -> PathBuf {
     bin
 }
 
-pub async fn start_kubelet(cp: &ControlPlane) -> Kubelet {
-    let images = HashMap::from([
-        (
-            FETCH_IMAGE.to_string(),
-            // Dockerfile.fetch: the binary at /fetch, USER 65532.
-            Image::binary(fetch_binary(), "/fetch").with_user(65532),
-        ),
-        (SHELL_IMAGE.to_string(), Image::default()),
-    ]);
-    Kubelet::start(cp, "e2e-node", images)
-        .await
-        .expect("kubelet starts")
-}
-
 /// A pod shaped like a workspace pod: `fetch flux` as init container into the shared
 /// emptyDir, then a main container working in /share/workspace, non-root.
-pub fn workspace_pod(name: &str, url: &str, digest: &str, dir: &str) -> Pod {
-    workspace_pod_with(name, url, digest, dir, FETCH_IMAGE, SHELL_IMAGE)
-}
-
-/// [`workspace_pod`] with the images given (a real node's, from its registry).
 pub fn workspace_pod_with(
     name: &str,
     url: &str,
@@ -122,10 +99,6 @@ pub fn workspace_pod_with(
     .expect("valid pod")
 }
 
-pub fn sleeper_pod(name: &str) -> Pod {
-    sleeper_pod_with(name, SHELL_IMAGE)
-}
-
 pub fn sleeper_pod_with(name: &str, image: &str) -> Pod {
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -139,24 +112,8 @@ pub fn sleeper_pod_with(name: &str, image: &str) -> Pod {
     .expect("valid pod")
 }
 
-/// Whether any process's command line contains `needle` (arguments joined by spaces).
-pub fn process_running(needle: &str) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    dir.filter_map(Result::ok).any(|e| {
-        std::fs::read(e.path().join("cmdline"))
-            .map(|c| {
-                String::from_utf8_lossy(&c)
-                    .replace('\0', " ")
-                    .contains(needle)
-            })
-            .unwrap_or(false)
-    })
-}
-
-/// source-controller on the pod network's gateway, a git server with basic auth, one repository
-/// and the Secret a GitRepository needs to read it.
+/// source-controller (a host process on a given address, or in the cluster), a git server with
+/// basic auth, one repository and the Secret a GitRepository needs to read it.
 pub struct FluxFixture {
     /// None when source-controller runs in the cluster (`FluxFixture::in_cluster`).
     pub source_controller: Option<SourceController>,
@@ -179,8 +136,9 @@ fn git_repositories(cp: &ControlPlane) -> Api<DynamicObject> {
 }
 
 impl FluxFixture {
+    /// source-controller on loopback: for tests whose pods never fetch its artifacts.
     pub async fn start(cp: &ControlPlane, name: &str) -> FluxFixture {
-        Self::start_on(cp, name, cp.network().gateway()).await
+        Self::start_on(cp, name, Ipv4Addr::LOCALHOST).await
     }
 
     /// With source-controller's artifact server on `gateway` (where pods reach the host).

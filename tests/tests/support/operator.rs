@@ -1,29 +1,23 @@
-//! The operator as it runs in a cluster, on the local control plane: its namespace, its
-//! service account with exactly the RBAC of `config/rbac` (the process authenticates with that
-//! account's token, so a missing grant fails the test), a workspace service account with
-//! `system:auth-delegator`, and a test kubelet whose images are our binaries and the real
-//! Pulumi CLI.
+//! The operator as it runs in a cluster, on the local control plane, as a host process: its
+//! namespace, its service account with exactly the RBAC of `config/rbac` (the process
+//! authenticates with that account's token, so a missing grant fails the test) and a workspace
+//! service account with `system:auth-delegator`.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use e2e::ControlPlane;
 use e2e::control_plane::repo_root;
-use e2e::kubelet::{Image, Kubelet};
 use e2e::process::Process;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 
-use super::{FETCH_IMAGE, SHELL_IMAGE, fetch_binary, target_dir, wait_for};
+use super::{FETCH_IMAGE, target_dir, wait_for};
 
 /// What config/manager sets as AGENT_IMAGE; here it is the agent binary at /agent.
 pub const AGENT_IMAGE: &str = "ghcr.io/example/pulumi-flux-operator:0.1.0";
-/// A Pulumi image: the CLI and the YAML language host, HOME in /tmp, a shared `file://`
-/// backend at /state.
-pub const PULUMI_IMAGE: &str = "e2e.local/pulumi:3.259.0-nonroot";
 pub const OPERATOR_NS: &str = "pulumi-kubernetes-operator";
 /// The service account workspace pods run as (bound to system:auth-delegator).
 pub const WORKSPACE_SA: &str = "pulumi";
@@ -126,39 +120,10 @@ pub async fn install(cp: &ControlPlane) -> PathBuf {
     kubeconfig
 }
 
-/// A kubelet that knows the operator's images; `state` is the shared backend directory.
-pub async fn kubelet(cp: &ControlPlane, state: &Path) -> Kubelet {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o777)).expect("chmod state");
-    let images = HashMap::from([
-        (
-            FETCH_IMAGE.to_string(),
-            Image::binary(fetch_binary(), "/fetch").with_user(65532),
-        ),
-        (
-            AGENT_IMAGE.to_string(),
-            Image::binary(target_binary("agent"), "/agent").with_user(65532),
-        ),
-        (
-            PULUMI_IMAGE.to_string(),
-            Image::bin_dir(pulumi_dir(), "/pulumi/bin")
-                .with_user(1000)
-                .with_env("HOME", "/tmp")
-                .with_env("PULUMI_HOME", "/tmp/.pulumi")
-                .with_env("PULUMI_SKIP_UPDATE_CHECK", "true")
-                .with_env("PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION", "true")
-                .with_rw_bind(state, "/state"),
-        ),
-        (SHELL_IMAGE.to_string(), Image::default()),
-    ]);
-    Kubelet::start(cp, "e2e-node", images)
-        .await
-        .expect("kubelet starts")
-}
-
-/// Starts the operator process and waits until it is ready.
+/// Starts the operator process and waits until it is ready; its program file server on
+/// loopback (for runs whose workspace pods never fetch from it).
 pub async fn start(cp: &ControlPlane, kubeconfig: &Path, extra_env: &[(&str, &str)]) -> Operator {
-    start_on(cp, kubeconfig, extra_env, cp.network().gateway()).await
+    start_on(cp, kubeconfig, extra_env, std::net::Ipv4Addr::LOCALHOST).await
 }
 
 /// [`start`] with the program file server on `gateway` (where pods reach the host).
