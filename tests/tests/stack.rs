@@ -1,6 +1,7 @@
-//! Stacks end to end on the local control plane: real Flux source-controller, a real git
-//! server, the operator under its own RBAC, workspace pods running our fetch and agent and the
-//! real Pulumi CLI. The troubleshooting guide's flow, new revisions, failures and back-off,
+//! Stacks end to end on a local cluster with a real node: Flux's source-controller and this
+//! operator installed in the cluster as users install them (its own RBAC), a real git server,
+//! workspace pods running our fetch and agent and the real Pulumi CLI from the registry's
+//! images. The troubleshooting guide's flow, new revisions, failures and back-off,
 //! the reconciliation-request annotation, verbose logs, git and Program sources, destroy on
 //! finalize, and stack lock conflicts.
 
@@ -16,7 +17,7 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use support::operator::{self, BACKEND, PASSPHRASE, WORKSPACE_SA};
-use support::real_node::{self, HostOperator, RealCluster};
+use support::real_node::{self, RealCluster};
 use support::{FluxFixture, UpdateLog, condition, events_for, get_json, stacks, updates, wait_for};
 
 fn program(project: &str, greeting: &str) -> String {
@@ -63,20 +64,18 @@ fn flux_ref(repo: &str, dir: &str) -> Value {
 }
 
 struct Env {
-    op: operator::Operator,
     rc: RealCluster,
     state: tempfile::TempDir,
 }
 
-/// The operator (a host process under its own RBAC, with the cluster's images) and the file
-/// backend's directory, shared by the host (the tests' Pulumi CLI) and the workspace pods.
-async fn env(rc: RealCluster) -> Env {
+/// The cluster (the operator and source-controller installed in it) and the file backend's
+/// directory, shared by the host (the tests' Pulumi CLI) and the workspace pods.
+fn env(rc: RealCluster) -> Env {
     use std::os::unix::fs::PermissionsExt;
     let state = tempfile::tempdir().expect("state");
     std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o777))
         .expect("chmod state");
-    let (op, _) = rc.start_operator().await;
-    Env { op, rc, state }
+    Env { rc, state }
 }
 
 impl Env {
@@ -118,7 +117,7 @@ impl Env {
                     events_for(&self.rc.cp, "default", "Workspace", name).await,
                     self.log(name, "fetch"),
                     tail_str(&self.log(name, "pulumi"), 30),
-                    e2e::process::tail(self.op.process.log_path(), 50)
+                    self.rc.operator_log()
                 );
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -214,16 +213,16 @@ fn ts(v: &Value) -> jiff::Timestamp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
-    let rc = real_node::start().await;
+    let rc = real_node::start_installed().await;
     let cp = &rc.cp;
-    let fx = FluxFixture::start_on(cp, "stackflux", rc.network.gateway()).await;
+    let fx = FluxFixture::in_cluster(cp, "stackflux", rc.network.gateway()).await;
     let first = fx
         .repo
         .commit(&[("app/Pulumi.yaml", &program("e2e-flux", "hello"))], "one")
         .expect("commit");
     fx.apply_git_repository(cp).await;
     let artifact = fx.wait_revision(cp, &first).await;
-    let e = env(rc).await;
+    let e = env(rc);
 
     let mut spec = flux_ref("stackflux", "app");
     spec["pulumiLogLevel"] = json!(10);
@@ -306,7 +305,7 @@ async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
                 &u["status"]["conditions"]
             ))
             .collect::<Vec<_>>(),
-        e.op.log()
+        real_node::operator_log_all(&e.rc)
             .lines()
             .filter(|l| l.contains("update created") || l.contains("WARN"))
             .collect::<Vec<_>>()
@@ -349,10 +348,7 @@ async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
         ups[1]["spec"]
     );
 
-    let metrics = operator::http_get(&format!("http://127.0.0.1:{}/metrics", e.op.metrics))
-        .await
-        .expect("metrics")
-        .1;
+    let metrics = real_node::operator_metrics(&e.rc).await;
     assert!(metrics.contains("stacks_active 1"), "{metrics}");
     assert!(
         metrics.contains("stacks_failing{namespace=\"default\",name=\"app\"} 0"),
@@ -363,9 +359,9 @@ async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_back_off_the_annotation_retries_at_once_and_locks_are_explained() {
-    let rc = real_node::start().await;
+    let rc = real_node::start_installed().await;
     let cp = &rc.cp;
-    let fx = FluxFixture::start_on(cp, "stackfail", rc.network.gateway()).await;
+    let fx = FluxFixture::in_cluster(cp, "stackfail", rc.network.gateway()).await;
     let sha = fx
         .repo
         .commit(
@@ -381,7 +377,7 @@ async fn failures_back_off_the_annotation_retries_at_once_and_locks_are_explaine
         .expect("commit");
     fx.apply_git_repository(cp).await;
     fx.wait_revision(cp, &sha).await;
-    let e = env(rc).await;
+    let e = env(rc);
 
     // A stack that exists and is locked by "another update" in the backend.
     let init = e.pulumi("e2e-locked", &["stack", "init", "locked"]);
@@ -578,11 +574,8 @@ async fn the_guide_commands_work(e: &Env, stack: &str) {
         }
     }
     assert!(commands.len() >= 15, "{commands:?}");
-    // The guide's Flux section applies config/flux into the namespace Flux installs into.
-    e.rc.cp
-        .create_namespace("flux-system")
-        .await
-        .expect("flux-system");
+    // The guide's Flux section applies config/flux into flux-system, where source-controller
+    // runs.
     let kubectl_dir =
         e.rc.cp
             .tool("kubectl")
@@ -702,7 +695,7 @@ async fn the_guide_commands_work(e: &Env, stack: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn git_and_program_sources_and_destroy_on_finalize() {
-    let rc = real_node::start().await;
+    let rc = real_node::start_installed().await;
     let gateway = IpAddr::V4(rc.network.gateway());
     let git = GitServer::start(
         gateway,
@@ -719,7 +712,7 @@ async fn git_and_program_sources_and_destroy_on_finalize() {
             "one",
         )
         .expect("commit");
-    let e = env(rc).await;
+    let e = env(rc);
     e.rc.cp.apply_yaml(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: git-token}\nstringData: {accessToken: tok-123}\n",
         "secret",

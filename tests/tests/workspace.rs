@@ -1,6 +1,6 @@
-//! The Workspace and Update controllers on the local control plane, with the operator running
-//! under its own RBAC, real Flux source-controller artifacts, and a real node running the
-//! workspace pods from the registry's images (our `fetch` and agent, the real Pulumi CLI). The
+//! The Workspace and Update controllers on the local control plane, with the operator installed
+//! in the cluster as users install it (its own RBAC), Flux's source-controller in the cluster,
+//! and a real node running the workspace pods from the registry's images (our `fetch` and agent, the real Pulumi CLI). The
 //! file backend is a host directory mounted into the pulumi container (hostPath), so the test
 //! can gate a program and look at the stack's locks.
 
@@ -15,7 +15,7 @@ use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::{Value, json};
 
 use support::operator::{self, BACKEND, PASSPHRASE, WORKSPACE_SA};
-use support::real_node::{self, HostOperator, RealCluster};
+use support::real_node::{self, RealCluster};
 use support::{FluxFixture, condition, events_for, get_json, updates, wait_for, workspaces};
 
 const GOOD: &str = "name: e2e-app
@@ -100,7 +100,7 @@ fn update_yaml(name: &str, workspace: &str, kind: &str) -> String {
     .expect("json")
 }
 
-async fn wait_ready(rc: &RealCluster, name: &str, op: &operator::Operator) -> Value {
+async fn wait_ready(rc: &RealCluster, name: &str) -> Value {
     let cp = &rc.cp;
     let pods: Api<Pod> = Api::namespaced(cp.client(), "default");
     let pod = format!("{name}-workspace-0");
@@ -133,12 +133,13 @@ async fn wait_ready(rc: &RealCluster, name: &str, op: &operator::Operator) -> Va
                 .unwrap_or_else(|e| e),
             rc.kubectl(&["logs", &pod, "-c", "pulumi"])
                 .unwrap_or_else(|e| e),
-            e2e::process::tail(op.process.log_path(), 60)
+            rc.operator_log()
         ),
     }
 }
 
-async fn wait_complete(cp: &ControlPlane, name: &str, op: &operator::Operator) -> Value {
+async fn wait_complete(rc: &RealCluster, name: &str) -> Value {
+    let cp = &rc.cp;
     let mut last = Value::Null;
     let done = tokio::time::timeout(Duration::from_secs(180), async {
         loop {
@@ -155,16 +156,16 @@ async fn wait_complete(cp: &ControlPlane, name: &str, op: &operator::Operator) -
     done.unwrap_or_else(|_| {
         panic!(
             "Update {name} never completed: {last:#}\noperator:\n{}",
-            e2e::process::tail(op.process.log_path(), 60)
+            rc.operator_log()
         )
     })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flux_workspace_initializes_once_and_runs_updates_with_outputs() {
-    let rc = real_node::start().await;
+    let rc = real_node::start_installed().await;
     let cp = &rc.cp;
-    let fx = FluxFixture::start_on(cp, "wsgood", rc.network.gateway()).await;
+    let fx = FluxFixture::in_cluster(cp, "wsgood", rc.network.gateway()).await;
     let sha = fx
         .repo
         .commit(&[("app/Pulumi.yaml", GOOD)], "program")
@@ -176,7 +177,6 @@ async fn a_flux_workspace_initializes_once_and_runs_updates_with_outputs() {
         artifact["digest"].as_str().expect("digest"),
     );
     let state = shared_state();
-    let (op, _) = rc.start_operator().await;
     let pod_env = (rc.images.pulumi.as_str(), state.path());
 
     let config = json!([{"key": "greeting", "value": "hello"}, {"key": "tags", "value": {"owner": "team-a"}}]);
@@ -187,7 +187,7 @@ async fn a_flux_workspace_initializes_once_and_runs_updates_with_outputs() {
     )
     .await
     .expect("workspace");
-    let ws = wait_ready(&rc, "app", &op).await;
+    let ws = wait_ready(&rc, "app").await;
     assert_eq!(ws["status"]["pulumiVersion"], "3.259.0");
     assert_eq!(ws["status"]["address"], "app-workspace.default:50051");
     let pods: Api<Pod> = Api::namespaced(cp.client(), "default");
@@ -221,7 +221,7 @@ async fn a_flux_workspace_initializes_once_and_runs_updates_with_outputs() {
     cp.apply_yaml(&update_yaml("app-up-1", "app", "up"), "update", "default")
         .await
         .expect("update");
-    let u = wait_complete(cp, "app-up-1", &op).await;
+    let u = wait_complete(&rc, "app-up-1").await;
     assert_eq!(
         condition(&u, "Failed").expect("Failed")["reason"],
         "UpdateSucceeded",
@@ -274,7 +274,7 @@ async fn a_flux_workspace_initializes_once_and_runs_updates_with_outputs() {
     )
     .await
     .expect("preview");
-    let p = wait_complete(cp, "app-preview-1", &op).await;
+    let p = wait_complete(&rc, "app-preview-1").await;
     assert_eq!(
         condition(&p, "Failed").expect("Failed")["reason"],
         "UpdateSucceeded",
@@ -290,28 +290,25 @@ async fn a_flux_workspace_initializes_once_and_runs_updates_with_outputs() {
         events.iter().any(|e| e.2 == "Previewed stack \"app-dev\""),
         "{events:?}"
     );
+    let log = real_node::operator_log_all(&rc);
+    assert!(!log.is_empty(), "the operator's log");
     assert!(
-        !op.log().contains("s3cr3t-value"),
+        !log.contains("s3cr3t-value"),
         "no secret in the operator log"
     );
 
-    let metrics = operator::http_get(&format!("http://127.0.0.1:{}/metrics", op.metrics))
-        .await
-        .expect("metrics");
+    let metrics = real_node::operator_metrics(&rc).await;
     assert!(
-        metrics
-            .1
-            .contains("reconcile_total{controller=\"workspace\"}"),
-        "{}",
-        metrics.1
+        metrics.contains("reconcile_total{controller=\"workspace\"}"),
+        "{metrics}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_install_and_program_failures_each_say_what_went_wrong() {
-    let rc = real_node::start().await;
+    let rc = real_node::start_installed().await;
     let cp = &rc.cp;
-    let fx = FluxFixture::start_on(cp, "wsbad", rc.network.gateway()).await;
+    let fx = FluxFixture::in_cluster(cp, "wsbad", rc.network.gateway()).await;
     let sha = fx
         .repo
         .commit(
@@ -329,7 +326,6 @@ async fn fetch_install_and_program_failures_each_say_what_went_wrong() {
         artifact["digest"].as_str().expect("digest"),
     );
     let state = shared_state();
-    let (op, _) = rc.start_operator().await;
     let pod_env = (rc.images.pulumi.as_str(), state.path());
 
     let wrong = format!("sha256:{}", "0".repeat(64));
@@ -407,7 +403,7 @@ async fn fetch_install_and_program_failures_each_say_what_went_wrong() {
         .expect("InstallationFailure event");
     assert!(install.2.contains("random"), "{install:?}");
 
-    wait_ready(&rc, "broken", &op).await;
+    wait_ready(&rc, "broken").await;
     cp.apply_yaml(
         &update_yaml("broken-up", "broken", "up"),
         "update",
@@ -415,7 +411,7 @@ async fn fetch_install_and_program_failures_each_say_what_went_wrong() {
     )
     .await
     .expect("update");
-    let u = wait_complete(cp, "broken-up", &op).await;
+    let u = wait_complete(&rc, "broken-up").await;
     let failed = condition(&u, "Failed").expect("Failed");
     assert_eq!(failed["status"], "True", "{u:#}");
     let message = u["status"]["message"].as_str().unwrap_or("");
@@ -436,9 +432,9 @@ async fn fetch_install_and_program_failures_each_say_what_went_wrong() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_pod_mid_update_ends_the_update_aborted_and_unlocked() {
-    let rc = real_node::start().await;
+    let rc = real_node::start_installed().await;
     let cp = &rc.cp;
-    let fx = FluxFixture::start_on(cp, "wsgated", rc.network.gateway()).await;
+    let fx = FluxFixture::in_cluster(cp, "wsgated", rc.network.gateway()).await;
     let sha = fx
         .repo
         .commit(&[("Pulumi.yaml", GATED)], "program")
@@ -452,7 +448,6 @@ async fn deleting_the_pod_mid_update_ends_the_update_aborted_and_unlocked() {
     let state = shared_state();
     let gate = state.path().join("gate");
     std::fs::write(&gate, "open\n").expect("gate");
-    let (op, _) = rc.start_operator().await;
     let pod_env = (rc.images.pulumi.as_str(), state.path());
     cp.apply_yaml(
         &workspace_yaml("gated", pod_env, url, digest, "", json!([])),
@@ -461,7 +456,7 @@ async fn deleting_the_pod_mid_update_ends_the_update_aborted_and_unlocked() {
     )
     .await
     .expect("ws");
-    wait_ready(&rc, "gated", &op).await;
+    wait_ready(&rc, "gated").await;
 
     // The gate becomes a pipe: the next update blocks reading it, mid-run.
     std::fs::remove_file(&gate).expect("rm");
@@ -484,7 +479,7 @@ async fn deleting_the_pod_mid_update_ends_the_update_aborted_and_unlocked() {
     // The agent interrupts Pulumi, which finishes its step (the read) and saves its state.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let writer = std::thread::spawn(move || std::fs::write(&gate, "open\n"));
-    let u = wait_complete(cp, "gated-up", &op).await;
+    let u = wait_complete(&rc, "gated-up").await;
     let _ = writer.join();
     let failed = condition(&u, "Failed").expect("Failed");
     assert_eq!(
