@@ -3,8 +3,10 @@
 //! operator from `kubectl apply --server-side -k` of `config/default` with an overlay naming
 //! the registry's images; `kubectl apply -k config/flux` is accepted. A Flux Stack reaches
 //! Ready: its workspace pod fetches the artifact from source-controller by its cluster DNS
-//! name, through kube-proxy. Every pod runs on the node from the registry's images, and the
-//! node's containerd agrees.
+//! name, through kube-proxy; `kubectl logs <pod> -c fetch` shows fetch's report and `kubectl
+//! exec <pod> -c pulumi -- sh -c 'pulumi version'` works. Every pod runs on the node from the
+//! registry's images (image IDs are registry digests), and the node's containerd agrees.
+//! Deleting the Stack runs its destroy; the node then stops leaving nothing behind.
 
 mod support;
 
@@ -135,6 +137,24 @@ async fn installed_as_users_install_a_flux_stack_reaches_ready() {
         "fetch's log: {fetch_log}"
     );
 
+    // The guide's shell: the Pulumi CLI in the workspace container.
+    let version = rc
+        .kubectl(&[
+            "exec",
+            &pod_name,
+            "-c",
+            "pulumi",
+            "--",
+            "sh",
+            "-c",
+            "pulumi version",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        version.trim().starts_with("v3."),
+        "pulumi version: {version}"
+    );
+
     // Every pod of the cluster runs on the node, from the registry's images.
     let pods = Api::<Pod>::all(rc.cp.client())
         .list(&ListParams::default())
@@ -168,6 +188,21 @@ async fn installed_as_users_install_a_flux_stack_reaches_ready() {
                 c.name
             );
             seen.push(image);
+        }
+        // What containerd pulled: a digest in the cluster's registry.
+        let status = pod.status.clone().unwrap_or_default();
+        for cs in status
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(status.container_statuses.iter().flatten())
+        {
+            assert!(
+                cs.image_id.contains(rc.registry.addr()) && cs.image_id.contains("@sha256:"),
+                "{ns}/{name} container {} has image ID {}",
+                cs.name,
+                cs.image_id
+            );
         }
         seen.push(format!("{ns}/{name}"));
     }

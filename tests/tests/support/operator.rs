@@ -126,7 +126,7 @@ pub async fn start(cp: &ControlPlane, kubeconfig: &Path, extra_env: &[(&str, &st
     start_on(cp, kubeconfig, extra_env, std::net::Ipv4Addr::LOCALHOST).await
 }
 
-/// [`start`] with the program file server on `gateway` (where pods reach the host).
+/// [`start`] with the program file server on `gateway`.
 pub async fn start_on(
     cp: &ControlPlane,
     kubeconfig: &Path,
