@@ -27,7 +27,7 @@ pub struct Settings {
     /// Kubernetes quantity; `none` for no limit). A Stack's `workspaceTemplate` can set its own
     /// by naming the `share` volume.
     pub share_size_limit: Option<String>,
-    /// Dial every workspace agent here instead of its pod IP (local runs: `localhost:50051`).
+    /// Dial every workspace agent here instead of its Service (local runs: `localhost:50051`).
     pub workspace_localhost: Option<String>,
     /// The operator's namespace and service account (for the tokens it presents to agents).
     pub namespace: String,

@@ -283,18 +283,18 @@ pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Erro
         return Ok(Action::await_change());
     }
 
-    let addr = match (
-        &ctx.settings.workspace_localhost,
-        workspace_ip(&ctx, &ws).await?,
-    ) {
-        (Some(a), _) => a.clone(),
-        (None, Some(ip)) => format!("{ip}:{}", crate::api::names::pod::GRPC_PORT),
-        (None, None) => {
-            draft.blocked(reason::WORKSPACE_NOT_READY, "the workspace pod has no IP");
-            save(&api, &name, &draft).await?;
-            return Ok(Action::requeue(CONNECT_RETRY));
-        }
-    };
+    // As PKO does: the agent through the workspace's headless Service (cluster DNS), unless
+    // WORKSPACE_LOCALHOST says otherwise (an operator run outside the cluster).
+    if workspace_ip(&ctx, &ws).await?.is_none() {
+        draft.blocked(reason::WORKSPACE_NOT_READY, "the workspace pod has no IP");
+        save(&api, &name, &draft).await?;
+        return Ok(Action::requeue(CONNECT_RETRY));
+    }
+    let addr = ctx
+        .settings
+        .workspace_localhost
+        .clone()
+        .unwrap_or_else(|| workspace::desired::service_address(&ws));
     let audience = workspace::desired::audience(&ws);
     let agent = match ctx.tokens.token(&audience).await {
         Ok(t) => connect::dial(&addr, &t, CONNECT_TIMEOUT).await,

@@ -250,13 +250,17 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
         PodState::Available { ip, initialized } => (ip, initialized),
     };
 
-    let addr = match ctx.settings.workspace_localhost.clone() {
-        Some(a) => a,
-        None => match ip {
-            Some(ip) => format!("{ip}:{}", crate::api::names::pod::GRPC_PORT),
-            None => return Ok(Action::requeue(Duration::from_secs(2))),
-        },
-    };
+    // As PKO does: the agent through the workspace's headless Service, which cluster DNS
+    // resolves to the pod (WORKSPACE_LOCALHOST overrides it for an operator run outside the
+    // cluster). Only a pod with an IP is in the Service's endpoints.
+    if ip.is_none() {
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    let addr = ctx
+        .settings
+        .workspace_localhost
+        .clone()
+        .unwrap_or_else(|| desired::service_address(&ws));
     let token = ctx.tokens.token(&desired::audience(&ws)).await;
     let agent = match token {
         Ok(t) => connect::dial(&addr, &t, CONNECT_TIMEOUT).await,
