@@ -186,6 +186,8 @@ pub struct Node {
     containerd: Option<Process>,
     /// The containers' init processes found at stop, for [`Leftovers`].
     task_pids: Vec<u32>,
+    /// The pods' network namespaces (`cni-*`) found at stop, for [`Leftovers`].
+    pod_netns: Vec<String>,
     stopped: bool,
 }
 
@@ -215,6 +217,7 @@ impl Node {
             kubelet: None,
             containerd: None,
             task_pids: Vec::new(),
+            pod_netns: Vec::new(),
             stopped: false,
         };
         // From here on a failure drops `node`, which undoes whatever was made.
@@ -624,6 +627,34 @@ impl Node {
         }))
     }
 
+    /// The `cni-*` network namespaces named in the OCI specs of containerd's containers.
+    fn sandbox_namespaces(&self) -> Vec<String> {
+        let ids = self.ctr(&["containers", "ls", "-q"]).unwrap_or_default();
+        let mut found = Vec::new();
+        for id in ids.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let Ok(info) = self.ctr(&["containers", "info", id]) else {
+                continue;
+            };
+            let Ok(info) = serde_json::from_str::<serde_json::Value>(&info) else {
+                continue;
+            };
+            let namespaces = info["Spec"]["linux"]["namespaces"].as_array().cloned();
+            for ns in namespaces.unwrap_or_default() {
+                let name = ns["path"]
+                    .as_str()
+                    .and_then(|p| p.strip_prefix("/var/run/netns/"))
+                    .filter(|n| n.starts_with("cni-"));
+                if ns["type"] == "network"
+                    && let Some(name) = name
+                    && !found.iter().any(|f| f == name)
+                {
+                    found.push(name.to_string());
+                }
+            }
+        }
+        found
+    }
+
     /// The images of the containers containerd runs for the kubelet (`ctr containers ls`): the
     /// node's own view, to check against the API's.
     pub fn container_images(&self) -> Result<Vec<String>, NodeError> {
@@ -658,6 +689,12 @@ impl Node {
             .flatten()
         {
             p.stop(grace);
+        }
+        // Every pod sandbox containerd still has, running or stopped, holds a network
+        // namespace: a stopped one has lost its address but not its netns, which only the
+        // sandbox's removal (kubelet GC, later) would delete.
+        if self.containerd.is_some() {
+            self.pod_netns = self.sandbox_namespaces();
         }
         // Pods still running: kill their containers (`TASK PID STATUS` lines).
         if self.containerd.is_some() {
@@ -701,7 +738,9 @@ impl Node {
                 let _ = std::fs::remove_file(l);
             }
         }
-        for ns in pod_namespaces(&self.pod_subnet) {
+        let mut namespaces = pod_namespaces(&self.pod_subnet);
+        namespaces.extend(self.pod_netns.iter().cloned());
+        for ns in namespaces {
             let _ = ip(&["netns", "del", &ns]);
         }
         let _ = ip(&["netns", "del", &self.netns]);
@@ -931,11 +970,14 @@ impl Leftovers {
         );
         let mut namespaces = pod_namespaces(&node.pod_subnet);
         let list = ip(&["netns", "list"]).unwrap_or_default();
-        if list
-            .lines()
-            .any(|l| l.split_whitespace().next() == Some(node.netns.as_str()))
-        {
-            namespaces.push(node.netns.clone());
+        let exists = |name: &str| {
+            list.lines()
+                .any(|l| l.split_whitespace().next() == Some(name))
+        };
+        for name in node.pod_netns.iter().chain([&node.netns]) {
+            if exists(name) && !namespaces.contains(name) {
+                namespaces.push(name.clone());
+            }
         }
         let routes = ip(&["route", "show", &node.pod_subnet])
             .unwrap_or_default()
