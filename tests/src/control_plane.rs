@@ -54,6 +54,8 @@ pub enum Error {
     Json(String, #[source] serde_json::Error),
     #[error("{0}: document has no apiVersion/kind")]
     NoKind(String),
+    #[error("cannot run kubectl")]
+    KubectlSpawn(#[source] std::io::Error),
     #[error("`kubectl {args}` failed ({status}): {stderr}")]
     Kubectl {
         args: String,
@@ -332,7 +334,7 @@ impl ControlPlane {
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
             .args(args)
             .output()
-            .map_err(|e| Error::Read(PathBuf::from("kubectl"), e))?;
+            .map_err(Error::KubectlSpawn)?;
         if !out.status.success() {
             return Err(Error::Kubectl {
                 args: args.join(" "),

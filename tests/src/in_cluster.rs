@@ -109,13 +109,8 @@ pub async fn wait_available(
         if available > 0 {
             return Ok(());
         }
-        if let Some(failure) = node.pull_failure(&cp.client(), namespace, selector).await {
-            return Err(InstallError::NotAvailable {
-                namespace: namespace.into(),
-                name: name.into(),
-                secs: limit.as_secs(),
-                detail: format!("{failure}{}", node.diagnose()),
-            });
+        if let Some(failed) = node.pull_failure(&cp.client(), namespace, selector).await {
+            return Err(failed.into());
         }
         if Instant::now() > deadline {
             let pods = cp
@@ -311,7 +306,6 @@ pub async fn install_operator(
     fetch_image: &str,
 ) -> Result<(), InstallError> {
     let overlay = cp.dir().join("kustomize/operator");
-    std::fs::create_dir_all(&overlay).map_err(|e| InstallError::Write(overlay.clone(), e))?;
     let base = relative(&overlay, &repo_root().join("config/default"));
     let (name, tag) = split_image(operator_image);
     write(

@@ -71,12 +71,6 @@ pub enum NodeError {
         message: String,
         detail: String,
     },
-    #[error("{what} was refused by the apiserver")]
-    Api {
-        what: String,
-        #[source]
-        source: kube::Error,
-    },
 }
 
 /// Runs `program args`, failing with its stderr.
@@ -532,13 +526,8 @@ impl Node {
                 if ready {
                     return Ok(pod);
                 }
-                if let Some((container, reason, message)) = image_failure(&pod) {
-                    return Err(NodeError::PodFailed {
-                        pod: format!("{namespace}/{name}"),
-                        reason: format!("container {container}: {reason}"),
-                        message,
-                        detail: self.pod_detail(client, namespace, name).await,
-                    });
+                if let Some(failed) = self.image_failure(client, &pod).await {
+                    return Err(failed);
                 }
                 last = format!("phase {}", status.phase.unwrap_or_else(|| "unknown".into()));
             }
@@ -551,29 +540,38 @@ impl Node {
         })
     }
 
-    /// Why a pod selected by `selector` in `namespace` cannot get an image, with its state and
-    /// events; None while none of them has such a failure.
+    /// Why a pod selected by `selector` in `namespace` cannot get an image
+    /// ([`NodeError::PodFailed`]); None while none of them has such a failure.
     pub async fn pull_failure(
         &self,
         client: &Client,
         namespace: &str,
         selector: &str,
-    ) -> Option<String> {
+    ) -> Option<NodeError> {
         let pods = Api::<Pod>::namespaced(client.clone(), namespace)
             .list(&ListParams::default().labels(selector))
             .await
             .ok()?;
-        for pod in pods.items {
-            if let Some((container, reason, message)) = image_failure(&pod) {
-                let name = pod.metadata.name.clone().unwrap_or_default();
-                let detail = self.pod_detail(client, namespace, &name).await;
-                return Some(format!(
-                    "pod {namespace}/{name} cannot start: container {container}: {reason}: \
-                     {message}{detail}"
-                ));
+        for pod in &pods.items {
+            if let Some(failed) = self.image_failure(client, pod).await {
+                return Some(failed);
             }
         }
         None
+    }
+
+    /// [`NodeError::PodFailed`] with the pod's state, events and the node's logs, when a
+    /// container of `pod` cannot get its image.
+    async fn image_failure(&self, client: &Client, pod: &Pod) -> Option<NodeError> {
+        let (container, reason, message) = image_failure(pod)?;
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        Some(NodeError::PodFailed {
+            pod: format!("{namespace}/{name}"),
+            reason: format!("container {container}: {reason}"),
+            message,
+            detail: self.pod_detail(client, &namespace, &name).await,
+        })
     }
 
     /// The pod's container states and events, then the node's logs.
@@ -619,12 +617,24 @@ impl Node {
     /// has it, or the bare id): None when it has no such task.
     pub fn task_pid(&self, id: &str) -> Result<Option<u32>, NodeError> {
         let id = id.strip_prefix("containerd://").unwrap_or(id);
+        Ok(self
+            .tasks()?
+            .into_iter()
+            .find_map(|(task, pid)| (task == id).then_some(pid)))
+    }
+
+    /// containerd's tasks: (container id, pid), from `ctr tasks ls` (`TASK PID STATUS`).
+    fn tasks(&self) -> Result<Vec<(String, u32)>, NodeError> {
         let out = self.ctr(&["tasks", "ls"])?;
-        Ok(out.lines().skip(1).find_map(|l| {
-            let mut cols = l.split_whitespace();
-            (cols.next()? == id).then_some(())?;
-            cols.next()?.parse().ok()
-        }))
+        Ok(out
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut cols = l.split_whitespace();
+                let id = cols.next()?.to_string();
+                Some((id, cols.next()?.parse().ok()?))
+            })
+            .collect())
     }
 
     /// The `cni-*` network namespaces named in the OCI specs of containerd's containers.
@@ -690,22 +700,15 @@ impl Node {
         {
             p.stop(grace);
         }
-        // Every pod sandbox containerd still has, running or stopped, holds a network
-        // namespace: a stopped one has lost its address but not its netns, which only the
-        // sandbox's removal (kubelet GC, later) would delete.
         if self.containerd.is_some() {
+            // Every pod sandbox containerd still has, running or stopped, holds a network
+            // namespace: a stopped one has lost its address but not its netns, which only the
+            // sandbox's removal (kubelet GC, later) would delete.
             self.pod_netns = self.sandbox_namespaces();
-        }
-        // Pods still running: kill their containers (`TASK PID STATUS` lines).
-        if self.containerd.is_some() {
-            let tasks = self.ctr(&["tasks", "ls"]).unwrap_or_default();
-            for line in tasks.lines().skip(1) {
-                let mut cols = line.split_whitespace();
-                let (Some(id), Some(pid)) = (cols.next(), cols.next()) else {
-                    continue;
-                };
-                self.task_pids.extend(pid.parse::<u32>().ok());
-                let _ = self.ctr(&["tasks", "delete", "--force", id]);
+            // Pods still running: kill their containers.
+            for (id, pid) in self.tasks().unwrap_or_default() {
+                self.task_pids.push(pid);
+                let _ = self.ctr(&["tasks", "delete", "--force", &id]);
             }
         }
         if let Some(p) = self.containerd.as_mut() {

@@ -46,13 +46,17 @@ pub struct Pki {
     ca_key_pem: String,
 }
 
-/// A client certificate issued by [`Pki::client`]: files and PEM contents.
+/// A client certificate issued by [`Pki::client`]: its files.
 #[derive(Debug, Clone)]
 pub struct ClientCert {
     pub cert: PathBuf,
     pub key: PathBuf,
-    pub cert_pem: String,
-    pub key_pem: String,
+}
+
+fn write(dir: &Path, file: &str, body: &str) -> Result<PathBuf, PkiError> {
+    let p = dir.join(file);
+    fs::write(&p, body).map_err(|e| PkiError::Write(p.clone(), e))?;
+    Ok(p)
 }
 
 fn make<T>(what: &'static str, r: Result<T, rcgen::Error>) -> Result<T, PkiError> {
@@ -71,11 +75,7 @@ fn name(cn: &str, org: Option<&str>) -> DistinguishedName {
 impl Pki {
     /// Writes a fresh PKI into `dir`. `ips` and `dns` go into the serving certificate.
     pub fn create(dir: &Path, ips: &[std::net::IpAddr], dns: &[&str]) -> Result<Pki, PkiError> {
-        let write = |file: &str, body: &str| -> Result<PathBuf, PkiError> {
-            let p = dir.join(file);
-            fs::write(&p, body).map_err(|e| PkiError::Write(p.clone(), e))?;
-            Ok(p)
-        };
+        let write = |file: &str, body: &str| write(dir, file, body);
 
         let ca_key = make("CA key", KeyPair::generate())?;
         let mut ca = make("CA", CertificateParams::new(Vec::<String>::new()))?;
@@ -147,16 +147,9 @@ impl Pki {
         let ca_key = make("CA key", KeyPair::from_pem(&self.ca_key_pem))?;
         let issuer = Issuer::new(self.ca_params.clone(), ca_key);
         let (cert_pem, key_pem) = client_pair(&issuer, cn, org)?;
-        let write = |file: String, body: &str| -> Result<PathBuf, PkiError> {
-            let p = dir.join(file);
-            fs::write(&p, body).map_err(|e| PkiError::Write(p.clone(), e))?;
-            Ok(p)
-        };
         Ok(ClientCert {
-            cert: write(format!("{stem}.crt"), &cert_pem)?,
-            key: write(format!("{stem}.key"), &key_pem)?,
-            cert_pem,
-            key_pem,
+            cert: write(dir, &format!("{stem}.crt"), &cert_pem)?,
+            key: write(dir, &format!("{stem}.key"), &key_pem)?,
         })
     }
 }

@@ -270,9 +270,8 @@ fn the_test_images_are_shaped_like_the_ones_they_stand_for() {
     assert!(status.success(), "{status}");
 
     // pulumi: the CLI and YAML host, a shell, user 1000, a writable /tmp and home.
-    let pulumi_dir = e2e::tools::dirs(&["pulumi"]).expect("pulumi built");
-    let reference =
-        images::pulumi_image(&buildah, &registry, &pulumi_dir[0]).expect("pulumi image");
+    let pulumi_dir = e2e::cluster::tool_dir("pulumi", "pulumi").expect("pulumi built");
+    let reference = images::pulumi_image(&buildah, &registry, &pulumi_dir).expect("pulumi image");
     let image = pull(&registry, &reference);
     let c = &image.config["config"];
     assert_eq!(c["User"], "1000:1000");

@@ -6,14 +6,12 @@
 //! fails the wait at once, with the reason and the node's logs. Stopping the node while a pod
 //! runs leaves no process, mount, network namespace, route, bridge or iptables rule.
 
-use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::control_plane::{ControlPlane, Options};
+use e2e::cluster::Cluster;
 use e2e::images::{self, Buildah};
-use e2e::node::{Leftovers, Node, NodeConfig, NodeError, NodeNetwork};
-use e2e::registry::Registry;
+use e2e::node::{Leftovers, NodeError};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams};
 
@@ -32,30 +30,6 @@ fn iptables_rules() -> Vec<String> {
             _ => l.to_string(),
         })
         .collect()
-}
-
-struct Kubectl<'a> {
-    cp: &'a ControlPlane,
-}
-
-impl Kubectl<'_> {
-    fn run(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(self.cp.tool("kubectl").expect("kubectl"))
-            .arg(format!("--kubeconfig={}", self.cp.kubeconfig().display()))
-            .args(args)
-            .output()
-            .expect("run kubectl");
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "kubectl {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    }
 }
 
 fn web_pod(image: &str) -> String {
@@ -102,13 +76,14 @@ spec:
 // busybox 1.35's static wget crashes (SIGSEGV) when given `-T`: `timeout` bounds it instead.
 
 /// Retries `f` for up to 30 s (kube-proxy programs a new Service within a second or two).
-fn eventually(what: &str, node: &Node, mut f: impl FnMut() -> Result<String, String>) -> String {
+/// `f`'s errors carry the node's logs ([`Cluster::kubectl`]).
+fn eventually(what: &str, mut f: impl FnMut() -> Result<String, String>) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match f() {
             Ok(out) => return out,
             Err(e) if Instant::now() > deadline => {
-                panic!("{what}: {e}{}", node.diagnose())
+                panic!("{what}: {e}")
             }
             Err(_) => std::thread::sleep(Duration::from_millis(500)),
         }
@@ -118,62 +93,46 @@ fn eventually(what: &str, node: &Node, mut f: impl FnMut() -> Result<String, Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_node_runs_pods_and_leaves_nothing_behind() {
     let rules_before = iptables_rules();
-    let network = NodeNetwork::create().expect("node network");
-    let bridge = network.bridge().to_string();
-    let gateway = network.gateway();
-    let cp = ControlPlane::start_with(Options {
-        advertise: Some(gateway),
-    })
-    .await
-    .expect("control plane");
-    let registry = Registry::start_on(cp.dir(), IpAddr::V4(gateway)).expect("registry");
-    let buildah = Buildah::new(cp.dir()).expect("buildah");
-    let pause = images::pause_image(&buildah, &registry).expect("pause image");
-    let busybox = images::busybox_image(&buildah, &registry).expect("busybox image");
-    let mut node = Node::start(
-        &cp,
-        &network,
-        NodeConfig {
-            index: 1,
-            pause_image: pause,
-            registry: registry.addr().to_string(),
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("node: {e}"));
-    let client = cp.client();
-    let kubectl = Kubectl { cp: &cp };
+    let mut rc = Cluster::start()
+        .await
+        .unwrap_or_else(|e| panic!("cluster: {e}"));
+    let bridge = rc.network.bridge().to_string();
+    let buildah = Buildah::new(rc.cp.dir()).expect("buildah");
+    let busybox = images::busybox_image(&buildah, &rc.registry).expect("busybox image");
+    let client = rc.cp.client();
 
     // A pod with an init container, as real containers.
-    cp.apply_yaml(&web_pod(&busybox), "web pod", "default")
+    rc.cp
+        .apply_yaml(&web_pod(&busybox), "web pod", "default")
         .await
         .expect("apply the web pod");
-    let pod = node
+    let pod = rc
+        .node
         .wait_pod_ready(&client, "default", "web", Duration::from_secs(90))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let spec = pod.spec.expect("spec");
-    assert_eq!(spec.node_name.as_deref(), Some(node.name()));
+    assert_eq!(spec.node_name.as_deref(), Some(rc.node.name()));
     let pod_ip = pod.status.and_then(|s| s.pod_ip).expect("pod IP");
-    let subnet_prefix = node.pod_subnet().trim_end_matches("0/24");
+    let subnet_prefix = rc.node.pod_subnet().trim_end_matches("0/24");
     assert!(
         pod_ip.starts_with(subnet_prefix),
         "pod IP {pod_ip} is not in the node's pod subnet {}",
-        node.pod_subnet()
+        rc.node.pod_subnet()
     );
 
     // Logs and exec, through the apiserver to the kubelet.
-    let logs = kubectl
-        .run(&["logs", "web", "-c", "prepare"])
-        .unwrap_or_else(|e| panic!("{e}{}", node.diagnose()));
+    let logs = rc
+        .kubectl(&["logs", "web", "-c", "prepare"])
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(logs.trim(), "prepared");
-    let served = kubectl
-        .run(&["exec", "web", "-c", "main", "--", "cat", "/www/index.html"])
-        .unwrap_or_else(|e| panic!("{e}{}", node.diagnose()));
+    let served = rc
+        .kubectl(&["exec", "web", "-c", "main", "--", "cat", "/www/index.html"])
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(served.trim(), "served by web");
-    let id = kubectl
-        .run(&["exec", "web", "-c", "main", "--", "id", "-u"])
-        .unwrap_or_else(|e| panic!("{e}{}", node.diagnose()));
+    let id = rc
+        .kubectl(&["exec", "web", "-c", "main", "--", "id", "-u"])
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(id.trim(), "1000", "the pod's runAsUser");
 
     // The host reaches the pod's IP (the operator reaches workspace pods this way).
@@ -195,15 +154,15 @@ async fn a_real_node_runs_pods_and_leaves_nothing_behind() {
         .and_then(|s| s.cluster_ip)
         .expect("cluster IP");
     let url = format!("http://{vip}:80/");
-    let via_vip = eventually("the web Service VIP from the pod", &node, || {
-        kubectl.run(&[
+    let via_vip = eventually("the web Service VIP from the pod", || {
+        rc.kubectl(&[
             "exec", "web", "-c", "main", "--", "timeout", "5", "wget", "-qO-", &url,
         ])
     });
     assert_eq!(via_vip.trim(), "served by web");
     // The `kubernetes` Service: pods on the node reach the apiserver at its ClusterIP.
-    let version = eventually("the kubernetes Service from the pod", &node, || {
-        kubectl.run(&[
+    let version = eventually("the kubernetes Service from the pod", || {
+        rc.kubectl(&[
             "exec",
             "web",
             "-c",
@@ -223,19 +182,21 @@ async fn a_real_node_runs_pods_and_leaves_nothing_behind() {
     );
 
     // An image the registry lacks: the wait fails at once, saying why.
-    let missing = registry.image("missing", "e2e");
-    cp.apply_yaml(
-        &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: missing}}\nspec:\n  \
+    let missing = rc.registry.image("missing", "e2e");
+    rc.cp
+        .apply_yaml(
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: missing}}\nspec:\n  \
              containers: [{{name: main, image: \"{missing}\"}}]\n"
-        ),
-        "missing pod",
-        "default",
-    )
-    .await
-    .expect("apply the missing pod");
+            ),
+            "missing pod",
+            "default",
+        )
+        .await
+        .expect("apply the missing pod");
     let started = Instant::now();
-    let err = node
+    let err = rc
+        .node
         .wait_pod_ready(&client, "default", "missing", Duration::from_secs(120))
         .await
         .expect_err("a pod whose image is missing cannot become Ready");
@@ -268,17 +229,18 @@ async fn a_real_node_runs_pods_and_leaves_nothing_behind() {
         .expect("delete pod");
     let deadline = Instant::now() + Duration::from_secs(60);
     while pods.get_opt("missing").await.ok().flatten().is_some() {
-        assert!(Instant::now() < deadline, "pod not gone{}", node.diagnose());
+        assert!(
+            Instant::now() < deadline,
+            "pod not gone{}",
+            rc.node.diagnose()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
     // Stopping, with the web pod still running, leaves nothing behind.
-    node.stop();
-    assert_eq!(Leftovers::of(&node), Leftovers::default());
-    drop(node);
-    drop(registry);
-    drop(cp);
-    drop(network);
+    rc.node.stop();
+    assert_eq!(Leftovers::of(&rc.node), Leftovers::default());
+    drop(rc);
     let links = Command::new("ip")
         .args(["-o", "link", "show"])
         .output()

@@ -36,12 +36,7 @@ fn stack_yaml_with(name: &str, (image, state): (&str, &Path), source: Value) -> 
         "envRefs": {"PULUMI_CONFIG_PASSPHRASE": {"type": "Literal", "literal": {"value": PASSPHRASE}}},
         "workspaceTemplate": {"spec": {
             "image": image,
-            "podTemplate": {"spec": {
-                "containers": [{"name": "pulumi",
-                                "volumeMounts": [{"name": "state", "mountPath": "/state"}]}],
-                "volumes": [{"name": "state",
-                             "hostPath": {"path": state, "type": "Directory"}}],
-            }},
+            "podTemplate": operator::state_pod_template(state),
         }},
     });
     if let (Some(s), Value::Object(extra)) = (spec.as_object_mut(), source) {
@@ -71,11 +66,10 @@ struct Env {
 /// The cluster (the operator and source-controller installed in it) and the file backend's
 /// directory, shared by the host (the tests' Pulumi CLI) and the workspace pods.
 fn env(rc: RealCluster) -> Env {
-    use std::os::unix::fs::PermissionsExt;
-    let state = tempfile::tempdir().expect("state");
-    std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o777))
-        .expect("chmod state");
-    Env { rc, state }
+    Env {
+        rc,
+        state: operator::shared_state(),
+    }
 }
 
 impl Env {

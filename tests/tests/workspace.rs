@@ -48,15 +48,6 @@ resources:
 
 const GATED: &str = "name: e2e-gated\nruntime: yaml\nvariables:\n  gate:\n    fn::readFile: /state/gate\noutputs:\n  gate: ${gate}\n";
 
-/// A host directory the pulumi container mounts at /state (the backend), writable by its user.
-fn shared_state() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let state = tempfile::tempdir().expect("state");
-    std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o777))
-        .expect("chmod state");
-    state
-}
-
 fn workspace_yaml(
     name: &str,
     (image, state): (&str, &Path),
@@ -72,12 +63,7 @@ fn workspace_yaml(
         "spec": {
             "serviceAccountName": WORKSPACE_SA,
             "image": image,
-            "podTemplate": {"spec": {
-                "containers": [{"name": "pulumi",
-                                "volumeMounts": [{"name": "state", "mountPath": "/state"}]}],
-                "volumes": [{"name": "state",
-                             "hostPath": {"path": state, "type": "Directory"}}],
-            }},
+            "podTemplate": operator::state_pod_template(state),
             "flux": {"url": url, "digest": digest, "dir": dir},
             "env": [
                 {"name": "PULUMI_BACKEND_URL", "value": BACKEND},
@@ -176,7 +162,7 @@ async fn a_flux_workspace_initializes_once_and_runs_updates_with_outputs() {
         artifact["url"].as_str().expect("url"),
         artifact["digest"].as_str().expect("digest"),
     );
-    let state = shared_state();
+    let state = operator::shared_state();
     let pod_env = (rc.images.pulumi.as_str(), state.path());
 
     let config = json!([{"key": "greeting", "value": "hello"}, {"key": "tags", "value": {"owner": "team-a"}}]);
@@ -325,7 +311,7 @@ async fn fetch_install_and_program_failures_each_say_what_went_wrong() {
         artifact["url"].as_str().expect("url"),
         artifact["digest"].as_str().expect("digest"),
     );
-    let state = shared_state();
+    let state = operator::shared_state();
     let pod_env = (rc.images.pulumi.as_str(), state.path());
 
     let wrong = format!("sha256:{}", "0".repeat(64));
@@ -445,7 +431,7 @@ async fn deleting_the_pod_mid_update_ends_the_update_aborted_and_unlocked() {
         artifact["url"].as_str().expect("url"),
         artifact["digest"].as_str().expect("digest"),
     );
-    let state = shared_state();
+    let state = operator::shared_state();
     let gate = state.path().join("gate");
     std::fs::write(&gate, "open\n").expect("gate");
     let pod_env = (rc.images.pulumi.as_str(), state.path());

@@ -117,8 +117,6 @@ pub fn sleeper_pod_with(name: &str, image: &str) -> Pod {
 pub struct FluxFixture {
     /// None when source-controller runs in the cluster (`FluxFixture::in_cluster`).
     pub source_controller: Option<SourceController>,
-    /// For the in-cluster source-controller's logs.
-    kubectl: Option<(PathBuf, PathBuf)>,
     pub git: GitServer,
     pub repo: Repo,
     pub name: String,
@@ -156,12 +154,7 @@ impl FluxFixture {
     /// For source-controller running in the cluster (e2e::in_cluster): the git server listens
     /// on `gateway`, where its pod reaches the host.
     pub async fn in_cluster(cp: &ControlPlane, name: &str, gateway: Ipv4Addr) -> FluxFixture {
-        let mut fx = Self::with_git(cp, name, IpAddr::V4(gateway)).await;
-        fx.kubectl = Some((
-            cp.tool("kubectl").expect("kubectl"),
-            cp.kubeconfig().to_path_buf(),
-        ));
-        fx
+        Self::with_git(cp, name, IpAddr::V4(gateway)).await
     }
 
     /// The git server on `ip` with one repository, and the Secret to read it.
@@ -182,7 +175,6 @@ impl FluxFixture {
             .expect("secret");
         FluxFixture {
             source_controller: None,
-            kubectl: None,
             git,
             repo,
             name: name.into(),
@@ -204,25 +196,19 @@ impl FluxFixture {
     }
 
     /// source-controller's log: the host process's, or the in-cluster Deployment's (tail).
-    pub fn source_controller_log(&self) -> String {
-        if let Some(sc) = &self.source_controller {
-            return sc.log();
+    pub fn source_controller_log(&self, cp: &ControlPlane) -> String {
+        match &self.source_controller {
+            Some(sc) => sc.log(),
+            None => cp
+                .kubectl(&[
+                    "logs",
+                    "-n",
+                    e2e::in_cluster::FLUX_NAMESPACE,
+                    "deploy/source-controller",
+                    "--tail=40",
+                ])
+                .unwrap_or_else(|e| e.to_string()),
         }
-        let Some((kubectl, kubeconfig)) = &self.kubectl else {
-            return String::new();
-        };
-        std::process::Command::new(kubectl)
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args([
-                "logs",
-                "-n",
-                "flux-system",
-                "deploy/source-controller",
-                "--tail=40",
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
     }
 
     /// What `flux reconcile source git` does: bump the requestedAt annotation.
@@ -258,7 +244,7 @@ impl FluxFixture {
                 Instant::now() < deadline,
                 "GitRepository {} never reached {want}; status: {status:#}\nsource-controller:\n{}",
                 self.name,
-                self.source_controller_log()
+                self.source_controller_log(cp)
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -22,6 +22,26 @@ pub const OPERATOR_NS: &str = "pulumi-kubernetes-operator";
 /// The service account workspace pods run as (bound to system:auth-delegator).
 pub const WORKSPACE_SA: &str = "pulumi";
 pub const BACKEND: &str = "file:///state";
+
+/// A host directory for the file backend, writable by the workspace pods' user; mount it with
+/// [`state_pod_template`].
+pub fn shared_state() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let state = tempfile::tempdir().expect("state");
+    std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod state");
+    state
+}
+
+/// A workspace `podTemplate` that mounts the host directory `state` at /state ([`BACKEND`]) in
+/// the pulumi container (hostPath: the test reads and writes it too).
+pub fn state_pod_template(state: &Path) -> serde_json::Value {
+    serde_json::json!({"spec": {
+        "containers": [{"name": "pulumi",
+                        "volumeMounts": [{"name": "state", "mountPath": "/state"}]}],
+        "volumes": [{"name": "state", "hostPath": {"path": state, "type": "Directory"}}],
+    }})
+}
 pub const PASSPHRASE: &str = "e2e-passphrase";
 
 fn target_binary(name: &str) -> PathBuf {
@@ -35,12 +55,7 @@ fn target_binary(name: &str) -> PathBuf {
 }
 
 pub fn pulumi_dir() -> PathBuf {
-    let dirs = e2e::tools::dirs(&["pulumi"]).expect("pulumi built");
-    e2e::tools::find(&dirs, "pulumi")
-        .expect("pulumi")
-        .parent()
-        .expect("dir")
-        .to_path_buf()
+    e2e::cluster::tool_dir("pulumi", "pulumi").expect("pulumi built")
 }
 
 pub struct Operator {
