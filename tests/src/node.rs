@@ -149,6 +149,15 @@ impl NodeNetwork {
     pub fn bridge(&self) -> &str {
         &self.bridge
     }
+
+    /// Gives the host a further address `172.30.N.<last>` on the bridge, for tests that need
+    /// callers the pods tell apart by address (gone with the bridge). `last` must not be a
+    /// node's (2 and up, one per node): 200 and up are left for this.
+    pub fn add_host_address(&self, last: u8) -> Result<Ipv4Addr, NodeError> {
+        let addr = Ipv4Addr::new(172, 30, self.index, last);
+        ip(&["addr", "add", &format!("{addr}/24"), "dev", &self.bridge])?;
+        Ok(addr)
+    }
 }
 
 impl Drop for NodeNetwork {

@@ -49,17 +49,6 @@ pub fn target_dir() -> PathBuf {
         .expect("target directory")
 }
 
-/// The `fetch` binary cargo built for this workspace (same profile as the tests).
-pub fn fetch_binary() -> PathBuf {
-    let bin = target_dir().join("fetch");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p fetch` (cargo test --workspace builds it)",
-        bin.display()
-    );
-    bin
-}
-
 /// A pod shaped like a workspace pod: `fetch flux` as init container into the shared
 /// emptyDir, then a main container working in /share/workspace, non-root.
 pub fn workspace_pod_with(
