@@ -10,14 +10,15 @@ cd "$(dirname "$0")/.."
 # sshd, with keys from ssh-keygen and openssl. Our images are built with buildah from the Dockerfiles and served by a
 # loopback registry (docker-registry); the test images take a static busybox as their shell and
 # a pause binary built with gcc -static. Real nodes (tests/src/node.rs) run containerd (with
-# ctr) and runc, the CNI plugins, iptables and conntrack (kube-proxy), set sysctls (procps) and
-# start their processes in a network namespace with nsenter (util-linux).
+# ctr) and runc, the CNI plugins, iptables and conntrack (kube-proxy), ipset (kube-router, which
+# enforces NetworkPolicy there), set sysctls (procps) and start their processes in a network
+# namespace with nsenter (util-linux).
 missing=()
 for pair in bwrap:bubblewrap ip:iproute2 git:git /usr/sbin/sshd:openssh-server \
   ssh-keygen:openssh-client openssl:openssl buildah:buildah docker-registry:docker-registry \
   /bin/busybox:busybox-static gcc:gcc containerd:containerd runc:runc \
   /usr/lib/cni/bridge:containernetworking-plugins iptables:iptables conntrack:conntrack \
-  sysctl:procps nsenter:util-linux; do
+  /usr/sbin/ipset:ipset sysctl:procps nsenter:util-linux; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

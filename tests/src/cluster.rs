@@ -39,13 +39,25 @@ pub struct Images {
     pub pulumi: String,
 }
 
-/// Dropped in field order: the node before the registry, the control plane and the network.
+/// How [`Cluster::start_with`] makes the cluster.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClusterOptions {
+    /// Every node runs kube-router's firewall controller, so NetworkPolicies are enforced.
+    pub enforce_network_policy: bool,
+}
+
+/// Dropped in field order: the nodes before the registry, the control plane and the network.
 pub struct Cluster {
+    /// The first node, `e2e-node-1`.
     pub node: Node,
+    /// Nodes added by [`Cluster::add_node`]: `e2e-node-2`, ...
+    pub more_nodes: Vec<Node>,
     pub registry: Registry,
     pub images: Images,
     pub cp: ControlPlane,
     pub network: NodeNetwork,
+    options: ClusterOptions,
+    pause_image: String,
 }
 
 /// The directory of an upstream tool's binary (tests/tools/build.sh builds it if needed).
@@ -59,6 +71,11 @@ impl Cluster {
     /// The node network, a control plane advertising its gateway, the registry on the
     /// gateway with our images and the Pulumi image, and node `e2e-node-1`, Ready.
     pub async fn start() -> Result<Cluster, ClusterError> {
+        Cluster::start_with(ClusterOptions::default()).await
+    }
+
+    /// [`Cluster::start`], made as `options` say.
+    pub async fn start_with(options: ClusterOptions) -> Result<Cluster, ClusterError> {
         let network = NodeNetwork::create()?;
         let gateway = network.gateway();
         let cp = ControlPlane::start_with(Options {
@@ -78,18 +95,46 @@ impl Cluster {
             &network,
             NodeConfig {
                 index: 1,
-                pause_image: pause,
+                pause_image: pause.clone(),
                 registry: registry.addr().to_string(),
+                enforce_network_policy: options.enforce_network_policy,
             },
         )
         .await?;
         Ok(Cluster {
             node,
+            more_nodes: Vec::new(),
             registry,
             images,
             cp,
             network,
+            options,
+            pause_image: pause,
         })
+    }
+
+    /// Starts the next node (`e2e-node-2`, ...) like the first, with routes between its pod
+    /// subnet and every other node's over the bridge, and waits until it is Ready. Its name.
+    pub async fn add_node(&mut self) -> Result<String, ClusterError> {
+        let index = u8::try_from(self.more_nodes.len() + 2).unwrap_or(u8::MAX);
+        let node = Node::start(
+            &self.cp,
+            &self.network,
+            NodeConfig {
+                index,
+                pause_image: self.pause_image.clone(),
+                registry: self.registry.addr().to_string(),
+                enforce_network_policy: self.options.enforce_network_policy,
+            },
+        )
+        .await?;
+        for other in std::iter::once(&self.node).chain(&self.more_nodes) {
+            other.route_to(&node)?;
+            node.route_to(other)?;
+        }
+        let name = node.name().to_string();
+        self.more_nodes.push(node);
+        Ok(name)
     }
 
     /// CoreDNS (as `kube-dns`), Flux's source-controller (in `flux-system`) and this operator
@@ -120,11 +165,19 @@ impl Cluster {
         Ok(())
     }
 
-    /// `kubectl <args>` against this cluster: stdout, or the failure with the node's logs.
+    /// `kubectl <args>` against this cluster: stdout, or the failure with the nodes' logs.
     pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
         self.cp
             .kubectl(args)
-            .map_err(|e| format!("{e}{}", self.node.diagnose()))
+            .map_err(|e| format!("{e}{}", self.diagnose()))
+    }
+
+    /// The last lines of every node's logs, for a failure.
+    pub fn diagnose(&self) -> String {
+        std::iter::once(&self.node)
+            .chain(&self.more_nodes)
+            .map(Node::diagnose)
+            .collect()
     }
 
     /// The in-cluster operator's log (tail).

@@ -24,6 +24,9 @@ use crate::tools::{self, ToolsError};
 /// The field manager the harness applies objects with.
 pub const FIELD_MANAGER: &str = "e2e-harness";
 
+/// The Services' ClusterIP range (`--service-cluster-ip-range`).
+pub const SERVICE_CIDR: &str = "10.0.0.0/24";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -192,7 +195,7 @@ impl ControlPlane {
             ))
             .arg(format!("--client-ca-file={}", pki.ca_cert.display()))
             .arg("--authorization-mode=Node,RBAC")
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
             .arg("--allow-privileged=true")
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
             .arg(format!(

@@ -265,7 +265,11 @@ spec:
 
 /// Flux's source-controller from its own kustomize config (upstream's `config/default`, shipped
 /// in its module and copied by tests/tools/build.sh into `<flux_dir>/config`) in
-/// `flux-system`, its image replaced by `image`, as `kustomize edit set image` would.
+/// `flux-system`, its image replaced by `image`, as `kustomize edit set image` would; with
+/// the NetworkPolicies `flux install` puts in `flux-system` (`<flux_dir>/policies`: ingress
+/// only from `flux-system` itself, metrics and webhooks aside), and then this project's
+/// `config/flux`, which admits workspace pods from every namespace, as config/flux/README.md
+/// tells users to apply.
 pub async fn install_source_controller(
     cp: &ControlPlane,
     node: &mut Node,
@@ -274,16 +278,21 @@ pub async fn install_source_controller(
 ) -> Result<(), InstallError> {
     let overlay = cp.dir().join("kustomize/flux-system");
     copy_tree(&flux_dir.join("config"), &overlay.join("upstream"))?;
+    copy_tree(
+        &flux_dir.join("policies"),
+        &overlay.join("upstream/policies"),
+    )?;
     let (name, tag) = split_image(image);
     write(
         &overlay.join("kustomization.yaml"),
         &format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-             namespace: {FLUX_NAMESPACE}\nresources:\n- upstream/default\n\
+             namespace: {FLUX_NAMESPACE}\nresources:\n- upstream/default\n- upstream/policies\n\
              images:\n- name: fluxcd/source-controller\n  newName: {name}\n  newTag: {tag}\n"
         ),
     )?;
     apply_kustomization(cp, &overlay)?;
+    apply_kustomization(cp, &repo_root().join("config/flux"))?;
     wait_available(
         cp,
         node,

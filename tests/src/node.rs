@@ -1,7 +1,8 @@
 //! Real Kubernetes nodes on this machine: for each node a network namespace on a bridge, and in
 //! it containerd (with runc and the CNI bridge plugin, Debian's packages), the kubelet and
-//! kube-proxy built from the control plane's own Kubernetes pin. Pods run as real containers
-//! from images in a registry, and `kubectl logs`, `exec` and Service VIPs work as in a cluster.
+//! kube-proxy built from the control plane's own Kubernetes pin, and, when asked, kube-router's
+//! firewall controller enforcing NetworkPolicy. Pods run as real containers from images in a
+//! registry, and `kubectl logs`, `exec` and Service VIPs work as in a cluster.
 //!
 //! `../shared/reference/real-nodes.md` says why it is shaped this way; the two things that
 //! matter most on this machine: containerd must not lower the OOM score of pod sandboxes
@@ -39,6 +40,31 @@ const CNI_BIN: &str = "/usr/lib/cni";
 const CNI_RESULTS: &str = "/var/lib/cni/results";
 /// The kubelet's port on its node address (the apiserver's logs and exec go there).
 const KUBELET_PORT: u16 = 10250;
+/// kube-router's health port on its node address (`/healthz`: 200 once its informers synced).
+const KUBE_ROUTER_HEALTH_PORT: u16 = 20244;
+/// The identity kube-router's client certificate carries, bound to [`KUBE_ROUTER_RBAC`].
+const KUBE_ROUTER_USER: &str = "e2e:kube-router";
+/// What kube-router's firewall controller reads (its informers), and nothing more.
+const KUBE_ROUTER_RBAC: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "e2e:kube-router"}
+rules:
+- apiGroups: [""]
+  resources: [namespaces, pods, services, nodes, endpoints]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "e2e:kube-router"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "e2e:kube-router"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "e2e:kube-router"}]
+"#;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -48,6 +74,8 @@ pub enum NodeError {
     Pki(#[from] PkiError),
     #[error(transparent)]
     Process(#[from] ProcessError),
+    #[error(transparent)]
+    ControlPlane(#[from] crate::control_plane::Error),
     #[error("`{command}` failed: {stderr}")]
     Command { command: String, stderr: String },
     #[error("cannot run {0} (scripts/setup.sh installs it)")]
@@ -174,6 +202,9 @@ pub struct NodeConfig {
     pub pause_image: String,
     /// `host:port` of a plain-HTTP registry the node pulls from.
     pub registry: String,
+    /// Runs kube-router's firewall controller on the node, so NetworkPolicies are enforced
+    /// for its pods (tool `kube-router`).
+    pub enforce_network_policy: bool,
 }
 
 /// One running node. Dropping it stops it (see [`Node::stop`]).
@@ -185,6 +216,7 @@ pub struct Node {
     dir: PathBuf,
     socket: PathBuf,
     kube_proxy: Option<Process>,
+    kube_router: Option<Process>,
     kubelet: Option<Process>,
     containerd: Option<Process>,
     /// The containers' init processes found at stop, for [`Leftovers`].
@@ -217,6 +249,7 @@ impl Node {
             socket: dir.join("containerd/containerd.sock"),
             dir: dir.clone(),
             kube_proxy: None,
+            kube_router: None,
             kubelet: None,
             containerd: None,
             task_pids: Vec::new(),
@@ -254,7 +287,11 @@ impl Node {
                 "name": node.netns,
                 "plugins": [
                     {
-                        "type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true,
+                        "type": "bridge", "bridge": "cni0", "isGateway": true,
+                        // Not the plugin's masquerade (everything off the node's subnet): pod to
+                        // pod traffic across nodes must keep its source address, or
+                        // NetworkPolicy sees the node. plumb() masquerades the rest.
+                        "ipMasq": false,
                         "hairpinMode": true,
                         "ipam": {
                             "type": "host-local",
@@ -345,7 +382,88 @@ impl Node {
 
         node.wait_ready(&cp.client(), Duration::from_secs(90))
             .await?;
+        // After Ready: kube-router looks its Node object up once, at start.
+        if config.enforce_network_policy {
+            // kube-router v2.1.0 has reported security flaws: acceptable only because it runs
+            // here, inside a throwaway cluster on this machine's loopback bridge, to check our
+            // NetworkPolicies against a real enforcer. Only its firewall controller runs;
+            // routes and Services stay with the harness and kube-proxy.
+            let bin = tools::find(&tools::dirs(&["kube-router"])?, "kube-router")?;
+            cp.apply_yaml(KUBE_ROUTER_RBAC, "kube-router RBAC", "default")
+                .await?;
+            let cert = pki.client(&pki_dir, "kube-router-client", KUBE_ROUTER_USER, None)?;
+            let kc = pki_dir.join("kube-router.kubeconfig");
+            write(
+                &kc,
+                &kubeconfig(&server, &pki.ca_cert, &cert.cert, &cert.key),
+            )?;
+            let mut cmd = in_netns(&bin);
+            cmd.args([
+                "--run-firewall=true",
+                "--run-router=false",
+                "--run-service-proxy=false",
+                "--metrics-port=0",
+            ])
+            .arg(format!("--health-port={KUBE_ROUTER_HEALTH_PORT}"))
+            .arg(format!("--kubeconfig={}", kc.display()))
+            .arg(format!("--hostname-override={name}"))
+            .arg(format!(
+                "--service-cluster-ip-range={}",
+                crate::control_plane::SERVICE_CIDR
+            ))
+            .arg("--v=1");
+            node.kube_router = Some(Process::spawn("kube-router", cmd, &logs)?);
+            node.wait_kube_router(Duration::from_secs(60)).await?;
+        }
+
         Ok(node)
+    }
+
+    /// Routes this node's traffic for `other`'s pods straight to `other` over the bridge, as
+    /// kindnetd does (without it, it would go through the host).
+    pub fn route_to(&self, other: &Node) -> Result<(), NodeError> {
+        ip(&[
+            "-n",
+            &self.netns,
+            "route",
+            "add",
+            &other.pod_subnet,
+            "via",
+            &other.ip.to_string(),
+        ])?;
+        Ok(())
+    }
+
+    /// Waits until kube-router's health endpoint answers 200: its informers have synced and
+    /// the firewall controller is running, so policies applied from now on are enforced.
+    async fn wait_kube_router(&mut self, limit: Duration) -> Result<(), NodeError> {
+        let url = format!("http://{}:{KUBE_ROUTER_HEALTH_PORT}/healthz", self.ip);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| NodeError::Command {
+                command: "an HTTP client".into(),
+                stderr: e.to_string(),
+            })?;
+        let deadline = Instant::now() + limit;
+        let mut last = String::from("no answer");
+        while Instant::now() < deadline {
+            self.check_running()?;
+            match http.get(&url).send().await {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => last = format!("HTTP {}", r.status()),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Err(NodeError::Timeout {
+            what: format!(
+                "kube-router on {} was not healthy at {url} (last: {last})",
+                self.name
+            ),
+            secs: limit.as_secs(),
+            detail: self.diagnose(),
+        })
     }
 
     /// The node's network namespace, its veth on the bridge, the bridge-netfilter setting
@@ -383,6 +501,27 @@ impl Node {
                 &[&netns_arg, "--", "sysctl", "-q", "-w", setting],
             )?;
         }
+        // What leaves the cluster's pod addresses (for the host, the registry, the apiserver)
+        // goes out as the node, as ip-masq-agent or kindnetd do; pod to pod keeps the pod's.
+        run(
+            "nsenter",
+            &[
+                &netns_arg,
+                "--",
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-s",
+                &self.pod_subnet,
+                "!",
+                "-d",
+                &network.cluster_cidr(),
+                "-j",
+                "MASQUERADE",
+            ],
+        )?;
         ip(&[
             "route",
             "add",
@@ -454,6 +593,7 @@ impl Node {
             &mut self.containerd,
             &mut self.kubelet,
             &mut self.kube_proxy,
+            &mut self.kube_router,
         ]
         .into_iter()
         .flatten()
@@ -480,13 +620,18 @@ impl Node {
         &self.dir
     }
 
-    /// The pids of containerd, the kubelet and kube-proxy (for leftover checks).
+    /// The pids of containerd, the kubelet, kube-proxy and kube-router (for leftover checks).
     pub fn pids(&self) -> Vec<u32> {
-        [&self.containerd, &self.kubelet, &self.kube_proxy]
-            .into_iter()
-            .flatten()
-            .map(Process::pid)
-            .collect()
+        [
+            &self.containerd,
+            &self.kubelet,
+            &self.kube_proxy,
+            &self.kube_router,
+        ]
+        .into_iter()
+        .flatten()
+        .map(Process::pid)
+        .collect()
     }
 
     /// The last lines of the kubelet's, containerd's and kube-proxy's logs, for a failure.
@@ -496,6 +641,7 @@ impl Node {
             ("kubelet", &self.kubelet),
             ("containerd", &self.containerd),
             ("kube-proxy", &self.kube_proxy),
+            ("kube-router", &self.kube_router),
         ] {
             if let Some(p) = p {
                 out.push_str(&format!(
@@ -703,9 +849,13 @@ impl Node {
         }
         self.stopped = true;
         let grace = Duration::from_secs(5);
-        for p in [&mut self.kubelet, &mut self.kube_proxy]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut self.kubelet,
+            &mut self.kube_proxy,
+            &mut self.kube_router,
+        ]
+        .into_iter()
+        .flatten()
         {
             p.stop(grace);
         }

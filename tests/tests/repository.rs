@@ -158,11 +158,21 @@ fn every_exit_code_of_fetch_is_documented() {
     }
 }
 
+/// The go.sum hash build.sh pins for the flux2 module (Flux's NetworkPolicies).
+fn pinned_flux2_sum() -> String {
+    read("tests/tools/build.sh")
+        .lines()
+        .find_map(|l| l.strip_prefix("FLUX2_SUM="))
+        .expect("build.sh pins FLUX2_SUM")
+        .to_string()
+}
+
 /// A directory of stand-ins for `go` (and optionally `mv`) to put first on PATH, so that
 /// build.sh's own logic runs without building anything. `go build` exits with `build_exit`;
 /// `go list -m -f {{.Dir}}` names a module directory holding one CRD and the kustomize
-/// directories source-controller ships; the rest succeed.
-fn stand_ins(build_exit: u8, failing_mv: bool) -> tempfile::TempDir {
+/// directories source-controller ships; `go mod download -json` describes that directory as
+/// the flux2 module (its `manifests/policies`) with go.sum hash `flux2_sum`; the rest succeed.
+fn stand_ins_with(build_exit: u8, failing_mv: bool, flux2_sum: &str) -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let module = dir.path().join("module");
@@ -176,9 +186,16 @@ fn stand_ins(build_exit: u8, failing_mv: bool) -> tempfile::TempDir {
         fs::create_dir_all(module.join("config").join(d)).unwrap();
         fs::write(module.join("config").join(d).join("kustomization.yaml"), "").unwrap();
     }
+    fs::create_dir_all(module.join("manifests/policies")).unwrap();
+    fs::write(
+        module.join("manifests/policies/allow-egress.yaml"),
+        "kind: NetworkPolicy\n",
+    )
+    .unwrap();
     let go = format!(
-        "#!/bin/sh\ncase \"$1\" in\n  build) exit {build_exit} ;;\n  list) echo '{}' ;;\nesac\nexit 0\n",
-        module.display()
+        "#!/bin/sh\ncase \"$1\" in\n  build) exit {build_exit} ;;\n  list) echo '{m}' ;;\n  \
+         mod) printf '{{\\n\\t\"Dir\": \"{m}\",\\n\\t\"Sum\": \"{flux2_sum}\",\\n}}\\n' ;;\nesac\nexit 0\n",
+        m = module.display()
     );
     let mut scripts = vec![("go", go)];
     if failing_mv {
@@ -238,6 +255,35 @@ fn assert_failed_and_uncached(out: &std::process::Output, cache: &Path) -> Strin
     );
     assert!(stamps(cache).is_empty(), "nothing is stamped complete");
     stderr
+}
+
+fn stand_ins(build_exit: u8, failing_mv: bool) -> tempfile::TempDir {
+    stand_ins_with(build_exit, failing_mv, &pinned_flux2_sum())
+}
+
+#[test]
+fn flux_policies_are_taken_only_from_the_pinned_flux2_module() {
+    let fakes = stand_ins_with(0, false, "h1:somethingElse=");
+    let cache = tempfile::tempdir().unwrap();
+    let out = build_script(fakes.path(), cache.path(), &["flux"], &[]);
+    let stderr = assert_failed_and_uncached(&out, cache.path());
+    assert!(
+        stderr.contains("h1:somethingElse=") && stderr.contains("refusing it"),
+        "{stderr}"
+    );
+
+    let ok = stand_ins(0, false);
+    let out = build_script(ok.path(), cache.path(), &["flux"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let policies: Vec<PathBuf> = walk(cache.path())
+        .into_iter()
+        .filter(|p| p.parent().is_some_and(|d| d.ends_with("policies")))
+        .collect();
+    assert_eq!(policies.len(), 1, "{policies:?}");
 }
 
 #[test]

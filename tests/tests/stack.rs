@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use support::operator::{self, BACKEND, PASSPHRASE, WORKSPACE_SA};
+use support::operator::{self, PASSPHRASE, flux_ref, stack_yaml_with};
 use support::real_node::{self, RealCluster};
 use support::{FluxFixture, UpdateLog, condition, events_for, get_json, stacks, updates, wait_for};
 
@@ -24,38 +24,6 @@ fn program(project: &str, greeting: &str) -> String {
     format!(
         "name: {project}\nruntime: yaml\noutputs:\n  greeting: {greeting}\n  password:\n    fn::secret: s3cr3t\n"
     )
-}
-
-/// A Stack with the test's backend (the host's state directory, mounted into the pulumi
-/// container), passphrase, workspace account and image.
-fn stack_yaml_with(name: &str, (image, state): (&str, &Path), source: Value) -> String {
-    let mut spec = json!({
-        "stack": name,
-        "backend": BACKEND,
-        "serviceAccountName": WORKSPACE_SA,
-        "envRefs": {"PULUMI_CONFIG_PASSPHRASE": {"type": "Literal", "literal": {"value": PASSPHRASE}}},
-        "workspaceTemplate": {"spec": {
-            "image": image,
-            "podTemplate": operator::state_pod_template(state),
-        }},
-    });
-    if let (Some(s), Value::Object(extra)) = (spec.as_object_mut(), source) {
-        s.extend(extra);
-    }
-    serde_json::to_string(&json!({
-        "apiVersion": "pulumi.com/v1",
-        "kind": "Stack",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("json")
-}
-
-fn flux_ref(repo: &str, dir: &str) -> Value {
-    json!({"fluxSource": {
-        "sourceRef": {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "name": repo},
-        "dir": dir,
-    }})
 }
 
 struct Env {

@@ -2,10 +2,10 @@
 # Builds the upstream programs the tests run against, from their Go modules: kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubectl, the kubelet and kube-proxy of the real nodes
 # (tool `node`), etcd, Flux source-controller, the Pulumi CLI with its YAML language host,
-# grpcurl, PKO's agent and CoreDNS (the real nodes' cluster DNS). Those are what the tests use
-# (tests/README.md says which test needs which); the wrappers for other node components
-# (crictl, kube-router) are kept for the later real-node steps but built only when named, so a
-# cold CI run does not pay for them.
+# grpcurl, PKO's agent, CoreDNS (the real nodes' cluster DNS) and kube-router (its firewall
+# controller enforces NetworkPolicy on the nodes). Those are what the tests use
+# (tests/README.md says which test needs which); the crictl wrapper is kept for debugging nodes
+# but built only when named, so a cold CI run does not pay for it.
 #
 # Each tool has a small wrapper module in tests/tools/<tool>/ (go.mod and go.sum only: the
 # replace lines upstream needs, and the pinned versions). No upstream source or binary is
@@ -38,12 +38,17 @@ CRICTL_VERSION=v1.34.0
 KUBE_ROUTER_VERSION=v2.1.0
 # source-controller v1.9.4+ needs github.com/fluxcd/pkg/artifact v0.18.2+, which the module
 # proxy refuses (403); v1.9.3 is the newest v1.9 whose whole module graph it serves.
+# Flux's own NetworkPolicies for flux-system (manifests/policies, what `flux install` applies)
+# come from the flux2 module of the release that ships source-controller v1.9 (v1.9.5), checked
+# against its go.sum hash: in_cluster.rs installs them beside source-controller.
+FLUX2_VERSION=v2.9.5
+FLUX2_SUM=h1:jwCccxvkD+2QnsjN+pl5QqM8KnFUwA8pIoQ1Lf0avkA=
 # Flux and PKO pin go-digest to a commit with BLAKE3 support.
 GO_DIGEST_PIN=github.com/opencontainers/go-digest@v1.0.1-0.20220411205349-bde1400a84be
 
 # What the tests use; the others are built only when named.
-ALL_TOOLS="k8s node etcd flux pulumi grpcurl pko coredns"
-KNOWN_TOOLS="$ALL_TOOLS crictl kube-router"
+ALL_TOOLS="k8s node etcd flux pulumi grpcurl pko coredns kube-router"
+KNOWN_TOOLS="$ALL_TOOLS crictl"
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${E2E_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pulumi-flux-operator/tools}
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly GOTOOLCHAIN=local
@@ -54,7 +59,7 @@ version_of() {
   case $1 in
     k8s|node) echo "$K8S_VERSION" ;;
     etcd) echo "$ETCD_VERSION" ;;
-    flux) echo "$FLUX_SOURCE_VERSION" ;;
+    flux) echo "$FLUX_SOURCE_VERSION-policies-$FLUX2_VERSION" ;;
     pulumi) echo "$PULUMI_VERSION-yaml-$PULUMI_YAML_VERSION" ;;
     pko) echo "$PKO_VERSION" ;;
     grpcurl) echo "$GRPCURL_VERSION" ;;
@@ -194,6 +199,17 @@ build_flux() {
   mkdir -p "$1/config"
   cp -r "$src"/config/crd "$src"/config/rbac "$src"/config/manager "$src"/config/default "$1/config/"
   chmod -R u+w "$1/config"
+  # Outside any module (/), so that the download touches no wrapper's go.mod.
+  local json sum
+  json=$(cd / && GOFLAGS= go mod download -json "github.com/fluxcd/flux2/v2@$FLUX2_VERSION")
+  sum=$(sed -n 's/.*"Sum": "\(.*\)",*/\1/p' <<<"$json")
+  if [ "$sum" != "$FLUX2_SUM" ]; then
+    log "flux: flux2 $FLUX2_VERSION has hash '$sum', expected $FLUX2_SUM; refusing it"
+    return 1
+  fi
+  src=$(sed -n 's/.*"Dir": "\(.*\)",*/\1/p' <<<"$json")
+  mkdir -p "$1/policies" && cp "$src"/manifests/policies/*.yaml "$1/policies/"
+  chmod -R u+w "$1/policies"
 }
 
 build_pulumi() {

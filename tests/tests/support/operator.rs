@@ -44,6 +44,43 @@ pub fn state_pod_template(state: &Path) -> serde_json::Value {
 }
 pub const PASSPHRASE: &str = "e2e-passphrase";
 
+/// A Stack with the test's backend (the host's state directory, mounted into the pulumi
+/// container), passphrase, workspace account and image.
+pub fn stack_yaml_with(
+    name: &str,
+    (image, state): (&str, &Path),
+    source: serde_json::Value,
+) -> String {
+    let mut spec = serde_json::json!({
+        "stack": name,
+        "backend": BACKEND,
+        "serviceAccountName": WORKSPACE_SA,
+        "envRefs": {"PULUMI_CONFIG_PASSPHRASE": {"type": "Literal", "literal": {"value": PASSPHRASE}}},
+        "workspaceTemplate": {"spec": {
+            "image": image,
+            "podTemplate": state_pod_template(state),
+        }},
+    });
+    if let (Some(s), serde_json::Value::Object(extra)) = (spec.as_object_mut(), source) {
+        s.extend(extra);
+    }
+    serde_json::to_string(&serde_json::json!({
+        "apiVersion": "pulumi.com/v1",
+        "kind": "Stack",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("json")
+}
+
+/// A Stack's `fluxSource` for GitRepository `repo`, program in `dir`.
+pub fn flux_ref(repo: &str, dir: &str) -> serde_json::Value {
+    serde_json::json!({"fluxSource": {
+        "sourceRef": {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "name": repo},
+        "dir": dir,
+    }})
+}
+
 fn target_binary(name: &str) -> PathBuf {
     let bin = target_dir().join(name);
     assert!(
