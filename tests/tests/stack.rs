@@ -397,13 +397,19 @@ async fn failures_back_off_the_annotation_retries_at_once_and_locks_are_explaine
             .unwrap_or("")
             .to_string();
         assert!(msg.contains(needle), "{msg}");
-        let events = events_for(&e.rc.cp, "default", "Stack", name).await;
-        assert!(
-            events
-                .iter()
-                .any(|ev| ev.1 == "StackConfigInvalid" && ev.2.contains(needle)),
-            "{events:?}"
-        );
+        // The event is sent after the status it describes is written: wait for it too.
+        wait_for(
+            Duration::from_secs(30),
+            &format!("a StackConfigInvalid event for {name} naming {needle}"),
+            || async {
+                events_for(&e.rc.cp, "default", "Stack", name)
+                    .await
+                    .iter()
+                    .any(|ev| ev.1 == "StackConfigInvalid" && ev.2.contains(needle))
+                    .then_some(())
+            },
+        )
+        .await;
     }
 
     // Failures: each retry waits 10s × 3ⁿ, capped at 20s here. A reconcile writes its status

@@ -2,12 +2,14 @@
 //! applied, decides when an update is due (`sync`), creates the Update, and absorbs its result
 //! into status and events. Deletion runs `destroy` first when `destroyOnFinalize` is set.
 
+pub mod absorb;
 pub mod flux;
 pub mod git;
 pub mod prerequisites;
 pub mod status;
 pub mod sync;
 pub mod updates;
+pub mod workspace_gate;
 pub mod workspace_spec;
 
 use std::sync::Arc;
@@ -28,15 +30,16 @@ use super::{
     Context, Error, apply_status, cache, update as update_ctl, workspace as workspace_ctl,
 };
 use crate::api::names::{
-    condition, event, field_manager, finalizer, label, stack_reason as reason, workspace_reason,
+    condition, event, field_manager, finalizer, label, stack_reason as reason,
 };
 use crate::api::program::Program;
-use crate::api::stack::{CurrentStackUpdate, Stack, StackUpdateState};
+use crate::api::stack::{CurrentStackUpdate, Stack};
 use crate::api::stack_spec::WorkspaceReclaimPolicy;
 use crate::api::update::{Update, UpdateType};
 use crate::api::workspace::{ProjectInfo, Workspace};
 use status::Draft;
-use sync::{FAILED, SUCCEEDED};
+use sync::FAILED;
+use workspace_gate::Gate;
 use workspace_spec::Source;
 
 pub const CONTROLLER: &str = "stack";
@@ -363,76 +366,16 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Step<Action>, Error> {
     Ok(Ok(Action::await_change()))
 }
 
-/// Records a finished (or vanished) Update as the Stack's last update.
+/// Records a finished (or vanished) Update as the Stack's last update ([`absorb::absorb`]
+/// decides), reading the outputs Secret it names.
 async fn absorb(
     run: &mut Run<'_>,
     current: &CurrentStackUpdate,
     u: Option<&Update>,
     now: jiff::Timestamp,
 ) -> Result<(), Error> {
-    let prev = run.draft.last_update.clone();
-    let commit = current.commit.clone().unwrap_or_default();
-    let ustatus = u.and_then(|u| u.status.clone()).unwrap_or_default();
-    let conditions = super::conditions::Conditions::from(ustatus.conditions.as_ref());
-    let failed = u.is_none() || conditions.is_true(condition::FAILED);
-    let utype = u
-        .and_then(|u| u.spec.update_type)
-        .map(updates::type_name)
-        .unwrap_or("up");
-    let mut last = StackUpdateState {
-        generation: current.generation,
-        reconcile_request: current.reconcile_request.clone(),
-        name: current.name.clone(),
-        update_type: Some(utype.into()),
-        last_attempted_commit: Some(commit.clone()),
-        last_successful_commit: prev.as_ref().and_then(|p| p.last_successful_commit.clone()),
-        permalink: ustatus.permalink.clone(),
-        last_resync_time: Some(now.round(jiff::Unit::Second).unwrap_or(now).to_string()),
-        ..Default::default()
-    };
-    if failed {
-        let message = match u {
-            None => format!(
-                "Update {} was deleted before it completed",
-                current.name.clone().unwrap_or_default()
-            ),
-            Some(_) => ustatus.message.clone().unwrap_or_default(),
-        };
-        last.state = Some(FAILED.into());
-        last.message = Some(message.clone());
-        last.failures = Some(sync::next_failures(
-            prev.as_ref(),
-            current.generation,
-            &current.reconcile_request,
-            &commit,
-        ));
-        run.draft.last_update = Some(last);
-        run.event(
-            EventType::Warning,
-            event::STACK_UPDATE_FAILURE,
-            &format!("Failed to update stack: {message}"),
-        );
-        if conditions.reason(condition::FAILED)
-            == Some(crate::api::names::update_reason::UPDATE_CONFLICT)
-        {
-            let hint = format!(
-                "The stack is locked by another update. If no other update is running, remove the \
-                 lock: kubectl exec -n {ns} {pod} -c pulumi -- pulumi cancel --yes --stack {stack}; \
-                 the next attempt then proceeds (or annotate the Stack with \
-                 pulumi.com/reconciliation-request to retry at once).",
-                ns = run.ns,
-                pod = format_args!("{}-workspace-0", run.name),
-                stack = run.stack.spec.0.stack,
-            );
-            run.event(
-                EventType::Warning,
-                event::STACK_UPDATE_CONFLICT_DETECTED,
-                &hint,
-            );
-        }
-        return Ok(());
-    }
-    if let Some(secret_name) = ustatus.outputs.as_deref() {
+    let a = absorb::absorb(run.stack, run.draft.last_update.as_ref(), current, u, now);
+    if let Some(secret_name) = a.outputs_secret.as_deref() {
         let secrets: Api<Secret> = Api::namespaced(run.ctx.client.clone(), &run.ns);
         match secrets.get_opt(secret_name).await? {
             Some(s) => run.draft.outputs = Some(updates::outputs(&s)),
@@ -441,18 +384,11 @@ async fn absorb(
             }
         }
     }
-    last.state = Some(SUCCEEDED.into());
-    last.last_successful_commit = Some(commit);
-    last.failures = Some(0);
-    run.draft.last_update = Some(last);
-    if let Some(p) = ustatus.project_info {
+    run.draft.last_update = Some(a.last);
+    if let Some(p) = a.project_info {
         run.draft.project_info = Some(p);
     }
-    run.event(
-        EventType::Normal,
-        event::STACK_CREATED,
-        "Successfully updated stack",
-    );
+    run.events.extend(a.events);
     Ok(())
 }
 
@@ -465,44 +401,20 @@ async fn synced(
 ) -> Result<Action, Error> {
     let last = run.draft.last_update.clone().unwrap_or_default();
     let failed = last.state.as_deref() == Some(FAILED);
-    if failed {
-        let failures = last.failures.unwrap_or(1);
-        let wait = sync::backoff(failures, sync::max_backoff(run.stack));
-        let at: jiff::Timestamp = last
-            .last_resync_time
-            .as_deref()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(now);
-        let next = at
-            .checked_add(jiff::SignedDuration::try_from(wait).unwrap_or_default())
-            .unwrap_or(at);
-        let when = format!(
-            "next attempt at {} (back-off {})",
-            next.round(jiff::Unit::Second).unwrap_or(next),
-            sync::human(wait)
-        );
-        if last.update_type.as_deref() == Some("preview") {
-            run.draft.reconciling(
-                reason::PREVIEW_FAILED,
-                &format!("preview failed ({failures} attempt(s)); {when}"),
-            );
-        } else {
-            run.draft.reconciling(
-                reason::RETRYING_AFTER_FAILURE,
-                &format!("{failures} update failure(s); {when}"),
-            );
-        }
-    } else if last.state.as_deref() == Some(SUCCEEDED) {
-        run.draft.ready();
+    match sync::standing(&last, sync::max_backoff(run.stack), now) {
+        sync::Standing::Ready => run.draft.ready(),
+        sync::Standing::Retrying {
+            reason: why,
+            message,
+        } => run.draft.reconciling(why, &message),
+        sync::Standing::Unchanged => {}
     }
 
     if run.deleting {
         run.save().await?;
         // The finalizer goes only after a destroy succeeded: whatever `sync::decide` said,
         // this path never lets a destroyOnFinalize Stack go without one.
-        let destroyed = last.state.as_deref() == Some(SUCCEEDED)
-            && last.update_type.as_deref() == Some("destroy");
-        if !destroyed {
+        if !sync::destroyed(&last) {
             let wait =
                 sync::requeue_after(&run.current(), false, now).unwrap_or(Duration::from_secs(1));
             return Ok(Action::requeue(wait));
@@ -528,58 +440,27 @@ async fn synced(
         .map_or_else(Action::await_change, Action::requeue))
 }
 
+/// The Workspace is not ready: what that means for the Stack ([`workspace_gate::gate`]
+/// decides), written; the Workspace's next change wakes the Stack.
 async fn workspace_not_ready(run: &mut Run<'_>, ws: &Workspace) -> Result<Action, Error> {
-    let conditions =
-        super::conditions::Conditions::from(ws.status.as_ref().and_then(|s| s.conditions.as_ref()));
-    let observed = ws.status.as_ref().and_then(|s| s.observed_generation) == ws.meta().generation;
-    if observed
-        && let Some(stalled) = conditions
-            .get(condition::STALLED)
-            .filter(|c| c.status == "True")
-    {
-        let why = if stalled.reason == workspace_reason::INCOMPATIBLE_CONFIGURATION {
-            reason::PULUMI_VERSION_TOO_LOW
-        } else {
-            reason::WORKSPACE_FAILED
-        };
-        let mut message = format!("{}: {}", stalled.reason, stalled.message);
-        if run.deleting {
-            // No destroy can run, and nothing proves the stack has no resources (an adopted
-            // stack, or one whose status was lost, has some without any lastUpdate here): the
-            // finalizer stays until the workspace works or the user lets the Stack go.
-            message = format!(
-                "the Stack is being deleted with destroyOnFinalize, but its workspace cannot run \
-                 the destroy ({message}). Fix the workspace and the destroy runs; or, to delete \
-                 the Stack without destroying its resources: kubectl patch stack {name} -n {ns} \
-                 --type=merge -p '{{\"spec\":{{\"destroyOnFinalize\":false}}}}'",
-                name = run.name,
-                ns = run.ns,
-            );
-            if run
-                .draft
-                .conditions
-                .get(condition::STALLED)
-                .map(|c| c.message.as_str())
-                != Some(message.as_str())
-            {
+    let shown = run
+        .draft
+        .conditions
+        .get(condition::STALLED)
+        .map(|c| c.message.clone());
+    match workspace_gate::gate(ws, run.stack, run.deleting, shown.as_deref()) {
+        Gate::Stalled {
+            reason: why,
+            message,
+            announce,
+        } => {
+            if announce {
                 run.event(EventType::Warning, event::STACK_DESTROY_BLOCKED, &message);
             }
+            run.draft.stalled(why, &message);
         }
-        run.draft.stalled(why, &message);
-        run.save().await?;
-        return Ok(Action::await_change());
-    }
-    if observed
-        && let Some(ready) = conditions.get(condition::READY)
-        && ready.reason == workspace_reason::FETCH_FAILED
-    {
-        run.draft.stalled(
-            reason::SOURCE_UNAVAILABLE,
-            &format!(
-                "the workspace pod cannot fetch the program: {}",
-                ready.message
-            ),
-        );
+        Gate::FetchFailing { message } => run.draft.stalled(reason::SOURCE_UNAVAILABLE, &message),
+        Gate::Waiting => {}
     }
     run.save().await?;
     Ok(Action::await_change())

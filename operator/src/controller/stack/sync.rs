@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::api::names::label;
+use crate::api::names::{label, stack_reason};
 use crate::api::stack::{Stack, StackUpdateState};
 
 pub const SUCCEEDED: &str = "succeeded";
@@ -209,6 +209,63 @@ pub fn next_failures(
         }
         _ => 1,
     }
+}
+
+/// Where a Stack with nothing to run stands, from its last update.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// The last update succeeded.
+    Ready,
+    /// The last update failed: Reconciling with this reason and message (when the next
+    /// attempt is).
+    Retrying {
+        reason: &'static str,
+        message: String,
+    },
+    /// No update has ended yet: the conditions stay as they are.
+    Unchanged,
+}
+
+/// [`Standing`] of a Stack whose last update is `last`, with back-off capped at `cap`.
+pub fn standing(last: &StackUpdateState, cap: Duration, now: jiff::Timestamp) -> Standing {
+    match last.state.as_deref() {
+        Some(SUCCEEDED) => Standing::Ready,
+        Some(FAILED) => {
+            let failures = last.failures.unwrap_or(1);
+            let wait = backoff(failures, cap);
+            let at: jiff::Timestamp = last
+                .last_resync_time
+                .as_deref()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(now);
+            let next = at
+                .checked_add(jiff::SignedDuration::try_from(wait).unwrap_or_default())
+                .unwrap_or(at);
+            let when = format!(
+                "next attempt at {} (back-off {})",
+                next.round(jiff::Unit::Second).unwrap_or(next),
+                human(wait)
+            );
+            if last.update_type.as_deref() == Some("preview") {
+                Standing::Retrying {
+                    reason: stack_reason::PREVIEW_FAILED,
+                    message: format!("preview failed ({failures} attempt(s)); {when}"),
+                }
+            } else {
+                Standing::Retrying {
+                    reason: stack_reason::RETRYING_AFTER_FAILURE,
+                    message: format!("{failures} update failure(s); {when}"),
+                }
+            }
+        }
+        _ => Standing::Unchanged,
+    }
+}
+
+/// Whether a Stack being deleted with `destroyOnFinalize` may lose its finalizer: only after
+/// a destroy succeeded.
+pub fn destroyed(last: &StackUpdateState) -> bool {
+    last.state.as_deref() == Some(SUCCEEDED) && last.update_type.as_deref() == Some("destroy")
 }
 
 #[cfg(test)]

@@ -209,3 +209,64 @@ fn durations_read_like_a_person_wrote_them() {
     assert_eq!(human(Duration::from_secs(7290)), "2h1m30s");
     assert_eq!(human(Duration::from_secs(86400)), "24h");
 }
+
+fn last_update(state: &str, kind: &str, failures: i64) -> StackUpdateState {
+    StackUpdateState {
+        state: Some(state.into()),
+        update_type: Some(kind.into()),
+        failures: Some(failures),
+        last_resync_time: Some("2026-12-06T10:00:00Z".into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn standing_after_success_failure_and_nothing_yet() {
+    let now = t("2026-12-06T10:00:05Z");
+    let cap = DEFAULT_MAX_BACKOFF;
+    assert_eq!(
+        standing(&last_update(SUCCEEDED, "up", 0), cap, now),
+        Standing::Ready
+    );
+    assert_eq!(
+        standing(&StackUpdateState::default(), cap, now),
+        Standing::Unchanged
+    );
+    let Standing::Retrying { reason, message } = standing(&last_update(FAILED, "up", 3), cap, now)
+    else {
+        panic!("retrying")
+    };
+    assert_eq!(reason, stack_reason::RETRYING_AFTER_FAILURE);
+    let wait = backoff(3, cap);
+    let next = t("2026-12-06T10:00:00Z")
+        .checked_add(jiff::SignedDuration::try_from(wait).expect("duration"))
+        .expect("time");
+    assert_eq!(
+        message,
+        format!(
+            "3 update failure(s); next attempt at {next} (back-off {})",
+            human(wait)
+        )
+    );
+    let Standing::Retrying { reason, message } = standing(
+        &last_update(FAILED, "preview", 4),
+        Duration::from_secs(60),
+        now,
+    ) else {
+        panic!("retrying")
+    };
+    assert_eq!(reason, stack_reason::PREVIEW_FAILED);
+    assert_eq!(
+        message,
+        "preview failed (4 attempt(s)); next attempt at 2026-12-06T10:01:00Z (back-off 1m)",
+        "the cap (1m) bounds the fourth wait (270s)"
+    );
+}
+
+#[test]
+fn only_a_succeeded_destroy_lets_the_finalizer_go() {
+    assert!(destroyed(&last_update(SUCCEEDED, "destroy", 0)));
+    assert!(!destroyed(&last_update(FAILED, "destroy", 1)));
+    assert!(!destroyed(&last_update(SUCCEEDED, "up", 0)));
+    assert!(!destroyed(&StackUpdateState::default()));
+}
