@@ -6,6 +6,7 @@ pub mod absorb;
 pub mod flux;
 pub mod git;
 pub mod prerequisites;
+pub mod source;
 pub mod status;
 pub mod sync;
 pub mod updates;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -36,15 +37,14 @@ use crate::api::program::Program;
 use crate::api::stack::{CurrentStackUpdate, Stack};
 use crate::api::stack_spec::WorkspaceReclaimPolicy;
 use crate::api::update::{Update, UpdateType};
-use crate::api::workspace::{ProjectInfo, Workspace};
+use crate::api::workspace::Workspace;
+use source::Stop;
 use status::Draft;
 use sync::FAILED;
 use workspace_gate::Gate;
-use workspace_spec::Source;
 
 pub const CONTROLLER: &str = "stack";
 const SOURCE_RETRY: Duration = Duration::from_secs(30);
-const SECRET_RETRY: Duration = Duration::from_secs(60);
 
 /// How a step ends the reconcile early.
 type Step<T> = Result<T, Action>;
@@ -147,6 +147,14 @@ impl Run<'_> {
         self.draft.stalled(reason::SOURCE_UNAVAILABLE, msg);
         self.save().await?;
         Ok(Action::requeue(SOURCE_RETRY))
+    }
+
+    /// Ends the reconcile for `stop`: its condition, event and requeue, decided here alone.
+    async fn stop(&mut self, stop: Stop) -> Result<Action, Error> {
+        match stop {
+            Stop::SpecInvalid { message, retry } => self.spec_invalid(&message, retry).await,
+            Stop::SourceUnavailable(message) => self.source_unavailable(&message).await,
+        }
     }
 }
 
@@ -265,13 +273,25 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Step<Action>, Error> {
         return Ok(Err(Action::await_change()));
     }
 
-    let (source, commit, polls_branch) = match resolve_source(run).await? {
+    let seen = source::Seen {
+        ctx: run.ctx,
+        stack: run.stack,
+        ns: &run.ns,
+        deleting: run.deleting,
+        project_info: run.draft.project_info.as_ref(),
+    };
+    let source::Resolved {
+        source,
+        commit,
+        polls_branch,
+    } = match source::resolve(&seen).await {
         Ok(r) => r,
-        Err(action) => return Ok(Err(action)),
+        Err(source::Halt::Stop(stop)) => return run.stop(stop).await.map(Err),
+        Err(source::Halt::Failed(e)) => return Err(e),
     };
     let ws = match workspace_spec::desired_workspace(run.stack, &source) {
         Ok(ws) => ws,
-        Err(e) => return run.spec_invalid(&e.to_string(), None).await.map(Err),
+        Err(e) => return run.stop(Stop::spec(e)).await.map(Err),
     };
 
     let message = match sync::decide(
@@ -509,135 +529,6 @@ async fn prerequisites_ok(run: &mut Run<'_>, now: jiff::Timestamp) -> Result<boo
     );
     run.save().await?;
     Ok(false)
-}
-
-/// The source and its revision now; `Err(action)` when the reconcile must stop here.
-async fn resolve_source(run: &mut Run<'_>) -> Result<Step<(Source, String, bool)>, Error> {
-    let spec = &run.stack.spec.0;
-    let sources = [
-        spec.project_repo.is_some(),
-        spec.flux_source.is_some(),
-        spec.program_ref.is_some(),
-    ];
-    if sources.iter().filter(|s| **s).count() > 1 {
-        return run
-            .spec_invalid(
-                "set only one of spec.projectRepo, spec.fluxSource and spec.programRef",
-                None,
-            )
-            .await
-            .map(Err);
-    }
-    if run.deleting
-        && spec.destroy_on_finalize.unwrap_or(false)
-        && !spec.preview.unwrap_or(false)
-        && !spec.run_program.unwrap_or(false)
-        && let Some(p) = run.draft.project_info.clone()
-    {
-        return Ok(Ok((
-            Source::ProjectInfo(ProjectInfo {
-                name: p.name,
-                runtime: p.runtime,
-            }),
-            String::new(),
-            false,
-        )));
-    }
-    if spec.project_repo.is_some() {
-        let (url, reference) = match git::validate(run.stack) {
-            Ok(v) => v,
-            Err(e) => return run.spec_invalid(&e.to_string(), None).await.map(Err),
-        };
-        let auth = match workspace_spec::workspace_git_auth(run.stack) {
-            Ok(a) => a,
-            Err(e) => return run.spec_invalid(&e.to_string(), None).await.map(Err),
-        };
-        let api = std::env::var("GITHUB_API_URL")
-            .unwrap_or_else(|_| fetch::git::github_app::DEFAULT_API.into());
-        let commit =
-            match git::current_commit(&run.ctx.client, run.stack, &url, &reference, &api).await {
-                Ok(c) => c,
-                Err(git::GitSourceError::Spec(m)) => {
-                    return run.spec_invalid(&m, Some(SECRET_RETRY)).await.map(Err);
-                }
-                Err(git::GitSourceError::Unavailable(m)) => {
-                    return run.source_unavailable(&m).await.map(Err);
-                }
-            };
-        let polls = spec.branch.as_deref().is_some_and(|b| !b.is_empty());
-        let source = Source::Git {
-            url,
-            commit: commit.clone(),
-            dir: spec.repo_dir.clone(),
-            shallow: spec.shallow.unwrap_or(false),
-            auth: auth.map(Box::new),
-        };
-        return Ok(Ok((source, commit, polls)));
-    }
-    if let Some(fs) = &spec.flux_source {
-        let r = &fs.source_ref;
-        let ar = match run.ctx.flux_watches.ensure(&run.ctx.client, r).await {
-            Ok(ar) => ar,
-            Err(e) => {
-                return run
-                    .spec_invalid(
-                        &format!("spec.fluxSource.sourceRef: cannot process source reference: {e}"),
-                        Some(SOURCE_RETRY),
-                    )
-                    .await
-                    .map(Err);
-            }
-        };
-        let obj = match run.ctx.flux_watches.cached(&ar, &run.ns, &r.name) {
-            Some(o) => Some(o),
-            None => {
-                let api: Api<DynamicObject> =
-                    Api::namespaced_with(run.ctx.client.clone(), &run.ns, &ar);
-                api.get_opt(&r.name).await?.map(Arc::new)
-            }
-        };
-        let Some(obj) = obj else {
-            let msg = format!(
-                "could not resolve sourceRef: {} {}/{} not found",
-                r.kind, run.ns, r.name
-            );
-            return run.source_unavailable(&msg).await.map(Err);
-        };
-        let Some(a) = flux::artifact(&obj.data["status"]) else {
-            return run
-                .source_unavailable("Flux source has no artifact")
-                .await
-                .map(Err);
-        };
-        let source = Source::Artifact {
-            url: a.url,
-            digest: a.digest,
-            dir: fs.dir.clone(),
-        };
-        return Ok(Ok((source, a.revision, false)));
-    }
-    if let Some(p) = &spec.program_ref {
-        let programs: Api<Program> = Api::namespaced(run.ctx.client.clone(), &run.ns);
-        let Some(program) = programs.get_opt(&p.name).await? else {
-            return run
-                .source_unavailable("unable to retrieve program for stack")
-                .await
-                .map(Err);
-        };
-        let Some(a) = program.status.as_ref().and_then(|s| s.artifact.as_ref()) else {
-            return run
-                .source_unavailable("Program has no artifact")
-                .await
-                .map(Err);
-        };
-        let source = Source::Artifact {
-            url: a.url.clone(),
-            digest: a.digest.clone().unwrap_or_default(),
-            dir: None,
-        };
-        return Ok(Ok((source, a.revision.clone().unwrap_or_default(), false)));
-    }
-    Ok(Ok((Source::None, String::new(), false)))
 }
 
 fn error_policy(_s: Arc<Stack>, err: &Error, ctx: Arc<Context>) -> Action {
