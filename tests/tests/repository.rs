@@ -261,6 +261,18 @@ fn stand_ins(build_exit: u8, failing_mv: bool) -> tempfile::TempDir {
     stand_ins_with(build_exit, failing_mv, &pinned_flux2_sum())
 }
 
+/// The flux build with stand-ins that all work succeeds into `cache`: a failure seen before it
+/// with other stand-ins was the build's, not the harness's.
+fn builds_with_working_stand_ins(cache: &Path) {
+    let ok = stand_ins(0, false);
+    let out = build_script(ok.path(), cache, &["flux"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn flux_policies_are_taken_only_from_the_pinned_flux2_module() {
     let fakes = stand_ins_with(0, false, "h1:somethingElse=");
@@ -272,13 +284,7 @@ fn flux_policies_are_taken_only_from_the_pinned_flux2_module() {
         "{stderr}"
     );
 
-    let ok = stand_ins(0, false);
-    let out = build_script(ok.path(), cache.path(), &["flux"], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    builds_with_working_stand_ins(cache.path());
     let policies: Vec<PathBuf> = walk(cache.path())
         .into_iter()
         .filter(|p| p.parent().is_some_and(|d| d.ends_with("policies")))
@@ -301,13 +307,7 @@ fn a_tool_build_that_fails_midway_fails_the_script_and_is_never_cached() {
 
     // The same stand-ins with a working `go build`: the script's logic does cache it, so the
     // failure above is the build's, not the harness's.
-    let ok = stand_ins(0, false);
-    let out = build_script(ok.path(), cache.path(), &["flux"], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    builds_with_working_stand_ins(cache.path());
     assert_eq!(stamps(cache.path()).len(), 1);
 }
 

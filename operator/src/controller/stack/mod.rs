@@ -3,6 +3,8 @@
 //! into status and events. Deletion runs `destroy` first when `destroyOnFinalize` is set.
 
 pub mod absorb;
+#[cfg(test)]
+mod fixtures;
 pub mod flux;
 pub mod git;
 pub mod prerequisites;
@@ -359,7 +361,7 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Step<Action>, Error> {
     let uname = updates::name(run.stack, now);
     let update = match updates::desired_update(run.stack, &applied, kind, &message, &uname) {
         Ok(u) => u,
-        Err(e) => return run.spec_invalid(&e.to_string(), None).await.map(Err),
+        Err(e) => return run.stop(Stop::spec(e)).await.map(Err),
     };
     run.draft
         .reconciling(reason::STACK_PROCESSING, "stack is being processed");

@@ -1,24 +1,11 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::*;
-use crate::api::stack::StackSpecV1;
-use crate::api::stack_spec::StackSpec;
 use crate::api::update::{UpdateSpec, UpdateStatus, UpdateType};
+use crate::controller::stack::fixtures::{condition, stack};
 
 fn now() -> jiff::Timestamp {
     "2026-12-06T10:00:00.4Z".parse().expect("time")
-}
-
-fn stack() -> Stack {
-    let mut s = Stack::new(
-        "app",
-        StackSpecV1(StackSpec {
-            stack: "dev".into(),
-            ..Default::default()
-        }),
-    );
-    s.metadata.namespace = Some("team".into());
-    s
 }
 
 fn current(commit: &str) -> CurrentStackUpdate {
@@ -31,14 +18,7 @@ fn current(commit: &str) -> CurrentStackUpdate {
 }
 
 fn cond(type_: &str, status: &str, reason: &str) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: String::new(),
-        last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
-        observed_generation: None,
-    }
+    condition(type_, status, reason, "")
 }
 
 fn update(kind: UpdateType, status: UpdateStatus) -> Update {

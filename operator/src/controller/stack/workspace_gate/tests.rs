@@ -1,32 +1,8 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::*;
-use crate::api::stack::StackSpecV1;
-use crate::api::stack_spec::StackSpec;
 use crate::api::workspace::{WorkspaceSpec, WorkspaceStatus};
-
-fn stack() -> Stack {
-    let mut s = Stack::new(
-        "app",
-        StackSpecV1(StackSpec {
-            stack: "dev".into(),
-            ..Default::default()
-        }),
-    );
-    s.metadata.namespace = Some("team".into());
-    s
-}
-
-fn cond(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
-        observed_generation: None,
-    }
-}
+use crate::controller::stack::fixtures::{condition as cond, stack};
 
 /// A Workspace at generation 2 whose status is about `observed`.
 fn ws(observed: i64, conditions: Vec<Condition>) -> Workspace {
