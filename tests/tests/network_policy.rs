@@ -48,13 +48,15 @@ fn classify(log: &str) -> Option<Reach> {
     })
 }
 
-/// `wget`s `$URL` (10 s limit per try), again every second for 20 s while refused: a new pod
-/// is admitted only once the enforcer on the destination's node has seen its address, as a
-/// real client's retries (fetch's) cover; a connection that stays refused for 20 s is refused.
-const PROBE: &str = r#"end=$(( $(date +%s) + 20 ))
+/// `wget`s `$URL` (15 s limit per try), again every second for 30 s while refused or timed
+/// out. Refused: a new pod is admitted only once the enforcer on the destination's node has
+/// seen its address, as a real client's retries (fetch's) cover; a connection that stays
+/// refused for 30 s is refused. Timed out: the name is resolved through cluster DNS (UDP
+/// through kube-proxy), where a lost first query costs a resolver timeout.
+const PROBE: &str = r#"end=$(( $(date +%s) + 30 ))
 while :; do
-  timeout 10 wget -q -O /dev/null "$URL" 2>/tmp/err; rc=$?
-  grep -q "Connection refused" /tmp/err || break
+  timeout 15 wget -q -O /dev/null "$URL" 2>/tmp/err; rc=$?
+  grep -q "Connection refused" /tmp/err || [ "$rc" = 143 ] || break
   [ "$(date +%s)" -lt "$end" ] || break
   sleep 1
 done
@@ -123,9 +125,9 @@ impl Probes<'_> {
     }
 
     /// Probes until the outcome is `want` (a policy change takes effect when kube-router has
-    /// seen it, a moment later) or 60 s have passed; fails with the last outcome.
+    /// seen it, a moment later) or 120 s have passed; fails with the last outcome.
     async fn expect(&mut self, what: &str, namespace: &str, labels: Value, url: &str, want: Reach) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let got = self.probe(namespace, labels.clone(), url).await;
             if got == want {
