@@ -438,18 +438,12 @@ impl Node {
     /// the firewall controller is running, so policies applied from now on are enforced.
     async fn wait_kube_router(&mut self, limit: Duration) -> Result<(), NodeError> {
         let url = format!("http://{}:{KUBE_ROUTER_HEALTH_PORT}/healthz", self.ip);
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| NodeError::Command {
-                command: "an HTTP client".into(),
-                stderr: e.to_string(),
-            })?;
+        let http = reqwest::Client::new();
         let deadline = Instant::now() + limit;
         let mut last = String::from("no answer");
         while Instant::now() < deadline {
             self.check_running()?;
-            match http.get(&url).send().await {
+            match http.get(&url).timeout(Duration::from_secs(2)).send().await {
                 Ok(r) if r.status().is_success() => return Ok(()),
                 Ok(r) => last = format!("HTTP {}", r.status()),
                 Err(e) => last = e.to_string(),

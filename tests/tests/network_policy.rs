@@ -16,7 +16,8 @@ use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 
 use support::operator::{self, flux_ref, stack_yaml_with};
-use support::{FluxFixture, condition, events_for, get_json, stacks};
+use support::real_node;
+use support::{FluxFixture, condition};
 
 /// What a connection attempt from a pod came to.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -266,27 +267,17 @@ async fn config_flux_policies_hold_under_a_real_enforcer_across_nodes() {
     )
     .await
     .expect("stack");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let stack = loop {
-        let s = get_json(cp, &stacks(), "default", "app").await;
-        if let Some(s) = s.as_ref().filter(|s| {
+    let stack = real_node::wait_stack(
+        &rc,
+        "app",
+        Duration::from_secs(240),
+        "Ready after a succeeded update",
+        |s| {
             condition(s, "Ready").is_some_and(|c| c["status"] == "True")
                 && s["status"]["lastUpdate"]["state"] == "succeeded"
-        }) {
-            break s.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Stack app was not Ready: {:#}\nevents: {:?}\nfetch: {}\noperator:\n{}{}",
-            s.map(|s| s["status"].clone()).unwrap_or_default(),
-            events_for(cp, "default", "Stack", "app").await,
-            rc.kubectl(&["logs", "app-workspace-0", "-c", "fetch"])
-                .unwrap_or_else(|e| e),
-            rc.operator_log(),
-            rc.diagnose()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+        },
+    )
+    .await;
     assert_eq!(stack["status"]["outputs"], json!({"greeting": "hello"}));
     let node_of = |ns: &str, selector: &str| {
         rc.kubectl(&[

@@ -47,9 +47,7 @@ impl Env {
 
     /// A container's log in the workspace pod of `stack` (empty when there is none).
     fn log(&self, stack: &str, container: &str) -> String {
-        self.rc
-            .kubectl(&["logs", &format!("{stack}-workspace-0"), "-c", container])
-            .unwrap_or_default()
+        real_node::workspace_log(&self.rc, stack, container)
     }
 
     async fn stack(&self, name: &str) -> Option<Value> {
@@ -64,26 +62,7 @@ impl Env {
         what: &str,
         ok: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + limit;
-        loop {
-            let s = self.stack(name).await;
-            if let Some(s) = s.as_ref().filter(|s| ok(s)) {
-                return s.clone();
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "Stack {name}: timed out waiting for {what}\nstatus: {:#}\nstack events: {:?}\nworkspace events: {:?}\n\
-                     fetch: {}\npulumi (tail): {}\noperator:\n{}",
-                    s.map(|s| s["status"].clone()).unwrap_or_default(),
-                    events_for(&self.rc.cp, "default", "Stack", name).await,
-                    events_for(&self.rc.cp, "default", "Workspace", name).await,
-                    self.log(name, "fetch"),
-                    tail_str(&self.log(name, "pulumi"), 30),
-                    self.rc.operator_log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        real_node::wait_stack(&self.rc, name, limit, what, ok).await
     }
 
     /// Waits until the Stack no longer exists.
@@ -162,11 +141,6 @@ impl Env {
             .output()
             .expect("pulumi")
     }
-}
-
-fn tail_str(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn ts(v: &Value) -> jiff::Timestamp {

@@ -53,3 +53,49 @@ pub async fn operator_metrics(rc: &RealCluster) -> String {
         .map(|(_, body)| body)
         .unwrap_or_default()
 }
+
+/// A container's log in the workspace pod of Stack `default/<stack>` (empty when there is
+/// none).
+pub fn workspace_log(rc: &RealCluster, stack: &str, container: &str) -> String {
+    rc.kubectl(&["logs", &format!("{stack}-workspace-0"), "-c", container])
+        .unwrap_or_default()
+}
+
+/// The last `n` lines of `s`.
+pub fn tail_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Waits until `ok` holds for Stack `default/<name>`; on timeout, fails with what there is to
+/// see (its status, the Stack's and Workspace's events, the fetch and pulumi logs, the
+/// operator's log and the nodes').
+pub async fn wait_stack(
+    rc: &RealCluster,
+    name: &str,
+    limit: std::time::Duration,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let s = super::get_json(&rc.cp, &super::stacks(), "default", name).await;
+        if let Some(s) = s.as_ref().filter(|s| ok(s)) {
+            return s.clone();
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "Stack {name}: timed out waiting for {what}\nstatus: {:#}\nstack events: {:?}\nworkspace events: {:?}\n\
+                 fetch: {}\npulumi (tail): {}\noperator:\n{}{}",
+                s.map(|s| s["status"].clone()).unwrap_or_default(),
+                super::events_for(&rc.cp, "default", "Stack", name).await,
+                super::events_for(&rc.cp, "default", "Workspace", name).await,
+                workspace_log(rc, name, "fetch"),
+                tail_lines(&workspace_log(rc, name, "pulumi"), 30),
+                rc.operator_log(),
+                rc.diagnose()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}

@@ -112,11 +112,9 @@ fn destroy_from_project(
         && spec.destroy_on_finalize.unwrap_or(false)
         && !spec.preview.unwrap_or(false)
         && !spec.run_program.unwrap_or(false);
-    let p = project_info.filter(|_| destroys)?;
-    Some(Source::ProjectInfo(ProjectInfo {
-        name: p.name.clone(),
-        runtime: p.runtime.clone(),
-    }))
+    project_info
+        .filter(|_| destroys)
+        .map(|p| Source::ProjectInfo(p.clone()))
 }
 
 pub async fn resolve(seen: &Seen<'_>) -> Result<Resolved, Halt> {
