@@ -130,6 +130,11 @@ impl Buildah {
             &local,
             &format!("docker://{remote}"),
         ])?;
+        // The registry has the image now; the nodes pull it from there. The local copy (vfs
+        // stores every layer as a full directory) and the context would only take disk: a
+        // cluster's images held three times over, by several clusters at once, filled a disk.
+        self.run(&["rmi", &local])?;
+        std::fs::remove_dir_all(&context).map_err(|e| ImagesError::Io(context.into(), e))?;
         Ok(remote)
     }
 }
@@ -329,9 +334,11 @@ fn busybox_into(root: &Path) -> Result<(), ImagesError> {
     Ok(())
 }
 
+/// Puts `from` into a build context: a hard link where both are on one filesystem (contexts
+/// are only read; the tools' binaries are large), a copy otherwise.
 fn copy(from: &Path, to: &Path) -> Result<(), ImagesError> {
-    std::fs::copy(from, to)
-        .map(drop)
+    std::fs::hard_link(from, to)
+        .or_else(|_| std::fs::copy(from, to).map(drop))
         .map_err(|e| ImagesError::Io(from.to_path_buf(), e))
 }
 
