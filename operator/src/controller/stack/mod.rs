@@ -10,6 +10,7 @@ pub mod git;
 pub mod prerequisites;
 pub mod source;
 pub mod status;
+pub mod stop;
 pub mod sync;
 pub mod updates;
 pub mod workspace_gate;
@@ -37,19 +38,13 @@ use crate::api::names::{
 };
 use crate::api::program::Program;
 use crate::api::stack::{CurrentStackUpdate, Stack};
-use crate::api::stack_spec::WorkspaceReclaimPolicy;
 use crate::api::update::{Update, UpdateType};
 use crate::api::workspace::Workspace;
-use source::Stop;
 use status::Draft;
+use stop::{Halt, SOURCE_RETRY, Stop};
 use sync::FAILED;
-use workspace_gate::Gate;
 
 pub const CONTROLLER: &str = "stack";
-const SOURCE_RETRY: Duration = Duration::from_secs(30);
-
-/// How a step ends the reconcile early.
-type Step<T> = Result<T, Action>;
 
 struct Run<'a> {
     ctx: &'a Context,
@@ -126,37 +121,45 @@ impl Run<'_> {
         }
     }
 
-    /// Stalled on the spec: an event naming the problem, and no retry until the spec changes
-    /// (or, for Secrets, a minute passes).
-    async fn spec_invalid(&mut self, msg: &str, retry: Option<Duration>) -> Result<Action, Error> {
-        let changed = self.draft.conditions.reason(condition::STALLED)
-            != Some(reason::SPEC_INVALID)
-            || self
-                .draft
-                .conditions
-                .get(condition::STALLED)
-                .map(|c| c.message.as_str())
-                != Some(msg);
-        if changed {
-            self.event(EventType::Warning, event::STACK_CONFIG_INVALID, msg);
-        }
-        self.draft.stalled(reason::SPEC_INVALID, msg);
-        self.save().await?;
-        Ok(retry.map_or_else(Action::await_change, Action::requeue))
-    }
-
-    async fn source_unavailable(&mut self, msg: &str) -> Result<Action, Error> {
-        self.draft.stalled(reason::SOURCE_UNAVAILABLE, msg);
-        self.save().await?;
-        Ok(Action::requeue(SOURCE_RETRY))
-    }
-
     /// Ends the reconcile for `stop`: its condition, event and requeue, decided here alone.
     async fn stop(&mut self, stop: Stop) -> Result<Action, Error> {
-        match stop {
-            Stop::SpecInvalid { message, retry } => self.spec_invalid(&message, retry).await,
-            Stop::SourceUnavailable(message) => self.source_unavailable(&message).await,
-        }
+        let action = match stop {
+            // An event names the problem once; no retry until the spec changes (or, for
+            // what lives elsewhere such as a Secret, `retry` passes).
+            Stop::SpecInvalid { message, retry } => {
+                let shown = self.draft.conditions.get(condition::STALLED);
+                if shown.is_none_or(|c| c.reason != reason::SPEC_INVALID || c.message != message) {
+                    self.event(EventType::Warning, event::STACK_CONFIG_INVALID, &message);
+                }
+                self.draft.stalled(reason::SPEC_INVALID, &message);
+                retry.map_or_else(Action::await_change, Action::requeue)
+            }
+            Stop::SourceUnavailable(message) => {
+                self.draft.stalled(reason::SOURCE_UNAVAILABLE, &message);
+                Action::requeue(SOURCE_RETRY)
+            }
+            Stop::Stalled {
+                reason: why,
+                message,
+                event,
+                retry,
+            } => {
+                if let Some(e) = event {
+                    self.event(EventType::Warning, e, &message);
+                }
+                self.draft.stalled(why, &message);
+                retry.map_or_else(Action::await_change, Action::requeue)
+            }
+            Stop::Waiting {
+                reason: why,
+                message,
+            } => {
+                self.draft.reconciling(why, &message);
+                Action::await_change()
+            }
+        };
+        self.save().await?;
+        Ok(action)
     }
 }
 
@@ -236,43 +239,27 @@ async fn reconcile_from(stack: &Stack, ctx: &Context) -> Result<Action, Error> {
         saved: stack.status.clone(),
         events: Vec::new(),
     };
-    let action = match reconcile_steps(&mut run).await? {
-        Ok(action) | Err(action) => action,
+    let action = match reconcile_steps(&mut run).await {
+        Ok(action) => action,
+        Err(Halt::Stop(stop)) => run.stop(stop).await?,
+        Err(Halt::Failed(e)) => return Err(e),
     };
     run.flush_events().await;
     Ok(action)
 }
 
-async fn reconcile_steps(run: &mut Run<'_>) -> Result<Step<Action>, Error> {
+/// The reconcile in order: absorb the Update in flight, let a Stack without a destroy go,
+/// resolve the source, decide whether an update is due, check the prerequisites, apply the
+/// Workspace, create the Update. Every way it ends early is a [`Halt`].
+async fn reconcile_steps(run: &mut Run<'_>) -> Result<Action, Halt> {
     let now = jiff::Timestamp::now();
-    let spec = &run.stack.spec.0;
+    absorb_finished_update(run, now).await?;
 
-    // Absorb the result of the update in flight, if it has one.
-    if let Some(current) = run.draft.current_update.clone() {
-        let updates: Api<Update> = Api::namespaced(run.ctx.client.clone(), &run.ns);
-        let uname = current.name.clone().unwrap_or_default();
-        match updates.get_opt(&uname).await? {
-            Some(u) if !update_ctl::is_complete(&u) => {
-                run.draft
-                    .reconciling(reason::STACK_PROCESSING, "stack is being processed");
-                run.save().await?;
-                return Ok(Err(Action::await_change()));
-            }
-            found => {
-                absorb(run, &current, found.as_ref(), now).await?;
-                run.draft.current_update = None;
-                run.save().await?;
-                update_ctl::hold(&updates, &uname, false).await?;
-            }
-        }
-    }
-
-    if run.deleting && (!spec.destroy_on_finalize.unwrap_or(false) || spec.preview.unwrap_or(false))
-    {
+    if run.deleting && !sync::destroys_on_delete(run.stack) {
         run.draft.ready();
         run.save().await?;
         set_finalizer(&run.api, run.stack, run.resource_version.as_deref(), false).await?;
-        return Ok(Err(Action::await_change()));
+        return Ok(Action::await_change());
     }
 
     let seen = source::Seen {
@@ -286,35 +273,54 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Step<Action>, Error> {
         source,
         commit,
         polls_branch,
-    } = match source::resolve(&seen).await {
-        Ok(r) => r,
-        Err(source::Halt::Stop(stop)) => return run.stop(stop).await.map(Err),
-        Err(source::Halt::Failed(e)) => return Err(e),
-    };
-    let ws = match workspace_spec::desired_workspace(run.stack, &source) {
-        Ok(ws) => ws,
-        Err(e) => return run.stop(Stop::spec(e)).await.map(Err),
-    };
+    } = source::resolve(&seen).await?;
+    let ws = workspace_spec::desired_workspace(run.stack, &source).map_err(Stop::spec)?;
 
-    let message = match sync::decide(
-        &run.current(),
-        sync::Observed {
-            commit: &commit,
-            deleting: run.deleting,
-            now,
-        },
-    ) {
+    let observed = sync::Observed {
+        commit: &commit,
+        deleting: run.deleting,
+        now,
+    };
+    let message = match sync::decide(&run.current(), observed) {
         sync::Sync::Needed(m) => m,
-        sync::Sync::Synced => return synced(run, polls_branch, now).await.map(Err),
+        sync::Sync::Synced => return Ok(synced(run, polls_branch, now).await?),
     };
     run.event(EventType::Normal, event::STACK_UPDATE_DETECTED, &message);
 
-    if !run.deleting && !prerequisites_ok(run, now).await? {
-        return Ok(Err(Action::await_change()));
+    if !run.deleting {
+        prerequisites(run, now).await?;
     }
+    let applied = apply_workspace(run, &ws).await?;
+    create_update(run, &applied, &message, &commit, now).await?;
+    Ok(Action::await_change())
+}
 
-    // The Workspace first, the status after: the new source reaches the pod without waiting
-    // for a status write.
+/// Records the Update in flight once it has finished (or vanished) as the Stack's last
+/// update; while it runs, the reconcile waits for it.
+async fn absorb_finished_update(run: &mut Run<'_>, now: jiff::Timestamp) -> Result<(), Halt> {
+    let Some(current) = run.draft.current_update.clone() else {
+        return Ok(());
+    };
+    let updates: Api<Update> = Api::namespaced(run.ctx.client.clone(), &run.ns);
+    let uname = current.name.clone().unwrap_or_default();
+    let found = updates.get_opt(&uname).await?;
+    if found.as_ref().is_some_and(|u| !update_ctl::is_complete(u)) {
+        return Err(Stop::Waiting {
+            reason: reason::STACK_PROCESSING,
+            message: "stack is being processed".into(),
+        }
+        .into());
+    }
+    absorb(run, &current, found.as_ref(), now).await?;
+    run.draft.current_update = None;
+    run.save().await?;
+    update_ctl::hold(&updates, &uname, false).await?;
+    Ok(())
+}
+
+/// Applies the Workspace (before the status: the new source reaches the pod without waiting
+/// for a status write) and returns it once it is ready.
+async fn apply_workspace(run: &mut Run<'_>, ws: &Workspace) -> Result<Workspace, Halt> {
     run.draft
         .reconciling(reason::STACK_PROCESSING, "waiting for workspace readiness");
     let workspaces: Api<Workspace> = Api::namespaced(run.ctx.client.clone(), &run.ns);
@@ -327,49 +333,53 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Step<Action>, Error> {
             &run.ns,
             &run.name,
             field_manager::OPERATOR,
-            &ws,
+            ws,
             current.as_deref(),
         )
         .await
     {
         Ok(w) => w,
         Err(kube::Error::Api(e)) if run.deleting && e.message.contains("being terminated") => {
-            let msg = format!(
-                "the namespace is terminating, so the destroy cannot run; the stack's resources \
-                 may remain (last update: {}). To let the Stack go without destroying, run: \
-                 kubectl patch stack {} -n {} --type=merge -p '{{\"metadata\":{{\"finalizers\":[]}}}}'",
-                run.draft
-                    .last_update
-                    .as_ref()
-                    .and_then(|l| l.permalink.clone().or_else(|| l.name.clone()))
-                    .unwrap_or_else(|| "none".into()),
-                run.name,
-                run.ns
-            );
-            run.draft.stalled(reason::NAMESPACE_TERMINATING, &msg);
-            run.save().await?;
-            return Ok(Err(Action::requeue(SOURCE_RETRY)));
+            return Err(stop::namespace_terminating(
+                run.draft.last_update.as_ref(),
+                &run.name,
+                &run.ns,
+            )
+            .into());
         }
         Err(e) => return Err(e.into()),
     };
-    if !workspace_ctl::is_ready(&applied) {
-        return workspace_not_ready(run, &applied).await.map(Err);
+    if workspace_ctl::is_ready(&applied) {
+        return Ok(applied);
     }
+    let shown = run
+        .draft
+        .conditions
+        .get(condition::STALLED)
+        .map(|c| c.message.clone());
+    Err(workspace_gate::gate(&applied, run.stack, run.deleting, shown.as_deref()).into())
+}
 
-    // Create the Update.
+/// Creates the Update and holds it (so it stays until its result is absorbed); the Stack
+/// records it as in flight first, so a crash in between leaves nothing unaccounted for.
+async fn create_update(
+    run: &mut Run<'_>,
+    applied: &Workspace,
+    message: &str,
+    commit: &str,
+    now: jiff::Timestamp,
+) -> Result<(), Halt> {
     let kind = updates::kind(run.stack, run.deleting);
     let uname = updates::name(run.stack, now);
-    let update = match updates::desired_update(run.stack, &applied, kind, &message, &uname) {
-        Ok(u) => u,
-        Err(e) => return run.stop(Stop::spec(e)).await.map(Err),
-    };
+    let update =
+        updates::desired_update(run.stack, applied, kind, message, &uname).map_err(Stop::spec)?;
     run.draft
         .reconciling(reason::STACK_PROCESSING, "stack is being processed");
     run.draft.current_update = Some(CurrentStackUpdate {
         generation: run.stack.meta().generation,
         reconcile_request: sync::reconcile_request(run.stack),
         name: Some(uname.clone()),
-        commit: Some(commit.clone()),
+        commit: Some(commit.to_string()),
     });
     run.save().await?;
     let update_api: Api<Update> = Api::namespaced(run.ctx.client.clone(), &run.ns);
@@ -385,7 +395,7 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Step<Action>, Error> {
         return Err(e.into());
     }
     info!(stack = %run.name, namespace = %run.ns, update = %uname, kind = updates::type_name(kind), reason = %message, "update created");
-    Ok(Ok(Action::await_change()))
+    Ok(())
 }
 
 /// Records a finished (or vanished) Update as the Stack's last update ([`absorb::absorb`]
@@ -414,15 +424,15 @@ async fn absorb(
     Ok(())
 }
 
-/// Nothing to run now: say where things stand, finish a deletion, apply the reclaim policy,
-/// and wake up when a back-off ends or a resync or branch poll is due.
+/// Nothing to run now: say where things stand, then what [`sync::settle`] decides: finish a
+/// deletion, apply the reclaim policy, wake up when a back-off ends or a resync or branch
+/// poll is due.
 async fn synced(
     run: &mut Run<'_>,
     polls_branch: bool,
     now: jiff::Timestamp,
 ) -> Result<Action, Error> {
     let last = run.draft.last_update.clone().unwrap_or_default();
-    let failed = last.state.as_deref() == Some(FAILED);
     match sync::standing(&last, sync::max_backoff(run.stack), now) {
         sync::Standing::Ready => run.draft.ready(),
         sync::Standing::Retrying {
@@ -431,64 +441,37 @@ async fn synced(
         } => run.draft.reconciling(why, &message),
         sync::Standing::Unchanged => {}
     }
-
-    if run.deleting {
-        run.save().await?;
-        // The finalizer goes only after a destroy succeeded: whatever `sync::decide` said,
-        // this path never lets a destroyOnFinalize Stack go without one.
-        if !sync::destroyed(&last) {
-            let wait =
-                sync::requeue_after(&run.current(), false, now).unwrap_or(Duration::from_secs(1));
-            return Ok(Action::requeue(wait));
+    match sync::settle(&run.current(), run.deleting, polls_branch, now) {
+        sync::Settle::Release => {
+            run.save().await?;
+            set_finalizer(&run.api, run.stack, run.resource_version.as_deref(), false).await?;
+            Ok(Action::await_change())
         }
-        set_finalizer(&run.api, run.stack, run.resource_version.as_deref(), false).await?;
-        return Ok(Action::await_change());
-    }
-
-    if run.stack.spec.0.workspace_reclaim_policy == Some(WorkspaceReclaimPolicy::Delete) && !failed
-    {
-        let workspaces: Api<Workspace> = Api::namespaced(run.ctx.client.clone(), &run.ns);
-        if workspaces.get_opt(&run.name).await?.is_some() {
-            workspaces.delete(&run.name, &Default::default()).await?;
-            run.event(
-                EventType::Normal,
-                event::WORKSPACE_DELETED,
-                "Workspace deleted per reclaim policy",
-            );
+        sync::Settle::AwaitDestroy(wait) => {
+            run.save().await?;
+            Ok(Action::requeue(wait))
         }
-    }
-    run.save().await?;
-    Ok(sync::requeue_after(&run.current(), polls_branch, now)
-        .map_or_else(Action::await_change, Action::requeue))
-}
-
-/// The Workspace is not ready: what that means for the Stack ([`workspace_gate::gate`]
-/// decides), written; the Workspace's next change wakes the Stack.
-async fn workspace_not_ready(run: &mut Run<'_>, ws: &Workspace) -> Result<Action, Error> {
-    let shown = run
-        .draft
-        .conditions
-        .get(condition::STALLED)
-        .map(|c| c.message.clone());
-    match workspace_gate::gate(ws, run.stack, run.deleting, shown.as_deref()) {
-        Gate::Stalled {
-            reason: why,
-            message,
-            announce,
-        } => {
-            if announce {
-                run.event(EventType::Warning, event::STACK_DESTROY_BLOCKED, &message);
+        sync::Settle::Idle { reclaim, requeue } => {
+            if reclaim {
+                let workspaces: Api<Workspace> = Api::namespaced(run.ctx.client.clone(), &run.ns);
+                if workspaces.get_opt(&run.name).await?.is_some() {
+                    workspaces.delete(&run.name, &Default::default()).await?;
+                    run.event(
+                        EventType::Normal,
+                        event::WORKSPACE_DELETED,
+                        "Workspace deleted per reclaim policy",
+                    );
+                }
             }
-            run.draft.stalled(why, &message);
+            run.save().await?;
+            Ok(requeue.map_or_else(Action::await_change, Action::requeue))
         }
-        Gate::FetchFailing { message } => run.draft.stalled(reason::SOURCE_UNAVAILABLE, &message),
-        Gate::Waiting => {}
     }
-    run.save().await?;
-    Ok(Action::await_change())
 }
 
-async fn prerequisites_ok(run: &mut Run<'_>, now: jiff::Timestamp) -> Result<bool, Error> {
+/// The prerequisites, checked; one that failed or is stale is asked to run again (a reconcile
+/// request on it). Any unsatisfied: the Stack waits for them.
+async fn prerequisites(run: &mut Run<'_>, now: jiff::Timestamp) -> Result<(), Halt> {
     let Some(reqs) = run
         .stack
         .spec
@@ -497,7 +480,7 @@ async fn prerequisites_ok(run: &mut Run<'_>, now: jiff::Timestamp) -> Result<boo
         .as_ref()
         .filter(|p| !p.is_empty())
     else {
-        return Ok(true);
+        return Ok(());
     };
     let stacks: Api<Stack> = Api::namespaced(run.ctx.client.clone(), &run.ns);
     let mut failed = Vec::new();
@@ -523,14 +506,13 @@ async fn prerequisites_ok(run: &mut Run<'_>, now: jiff::Timestamp) -> Result<boo
         }
     }
     if failed.is_empty() {
-        return Ok(true);
+        return Ok(());
     }
-    run.draft.reconciling(
-        reason::PREREQUISITE_NOT_SATISFIED,
-        &prerequisites::message(&failed),
-    );
-    run.save().await?;
-    Ok(false)
+    Err(Stop::Waiting {
+        reason: reason::PREREQUISITE_NOT_SATISFIED,
+        message: prerequisites::message(&failed),
+    }
+    .into())
 }
 
 fn error_policy(_s: Arc<Stack>, err: &Error, ctx: Arc<Context>) -> Action {

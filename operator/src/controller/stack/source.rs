@@ -9,60 +9,18 @@ use std::time::Duration;
 use kube::Api;
 use kube::api::DynamicObject;
 
+use super::stop::{Halt, Stop};
 use super::workspace_spec::{self, Source};
 use super::{flux, git};
 use crate::api::program::Program;
 use crate::api::stack::Stack;
 use crate::api::workspace::ProjectInfo;
-use crate::controller::{Context, Error};
+use crate::controller::Context;
 
 /// How long a spec that names a missing or unreadable Secret waits before another look.
 const SECRET_RETRY: Duration = Duration::from_secs(60);
 /// How long an unprocessable Flux source reference waits before another look.
 const SOURCE_REF_RETRY: Duration = Duration::from_secs(30);
-
-/// Why the reconcile stops before it can run an update.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Stop {
-    /// The spec is wrong: Stalled (SpecInvalid) with a StackConfigInvalid event; looked at
-    /// again when the spec changes, or after `retry` when what is wrong lives elsewhere (a
-    /// Secret).
-    SpecInvalid {
-        message: String,
-        retry: Option<Duration>,
-    },
-    /// The source has no revision to deploy now: Stalled (SourceUnavailable), retried.
-    SourceUnavailable(String),
-}
-
-impl Stop {
-    /// A spec error that only a spec change fixes.
-    pub fn spec(e: impl std::fmt::Display) -> Stop {
-        Stop::SpecInvalid {
-            message: e.to_string(),
-            retry: None,
-        }
-    }
-}
-
-/// How resolving ends early: a [`Stop`], or an API call that failed (retried by the runtime).
-#[derive(Debug)]
-pub enum Halt {
-    Stop(Stop),
-    Failed(Error),
-}
-
-impl From<Stop> for Halt {
-    fn from(s: Stop) -> Halt {
-        Halt::Stop(s)
-    }
-}
-
-impl From<kube::Error> for Halt {
-    fn from(e: kube::Error) -> Halt {
-        Halt::Failed(e.into())
-    }
-}
 
 /// What the reconcile knows when it resolves the source.
 pub struct Seen<'a> {

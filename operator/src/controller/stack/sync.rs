@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::api::names::{label, stack_reason};
 use crate::api::stack::{Stack, StackUpdateState};
+use crate::api::stack_spec::WorkspaceReclaimPolicy;
 
 pub const SUCCEEDED: &str = "succeeded";
 pub const FAILED: &str = "failed";
@@ -262,10 +263,57 @@ pub fn standing(last: &StackUpdateState, cap: Duration, now: jiff::Timestamp) ->
     }
 }
 
+/// Whether deleting `stack` runs a destroy first (`destroyOnFinalize`, and not a preview-only
+/// Stack); otherwise the finalizer goes as soon as no update is in flight.
+pub fn destroys_on_delete(stack: &Stack) -> bool {
+    let spec = &stack.spec.0;
+    spec.destroy_on_finalize.unwrap_or(false) && !spec.preview.unwrap_or(false)
+}
+
 /// Whether a Stack being deleted with `destroyOnFinalize` may lose its finalizer: only after
 /// a destroy succeeded.
 pub fn destroyed(last: &StackUpdateState) -> bool {
     last.state.as_deref() == Some(SUCCEEDED) && last.update_type.as_deref() == Some("destroy")
+}
+
+/// What a Stack with nothing to run does besides saying where it stands.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settle {
+    /// Being deleted, and the destroy succeeded: the finalizer goes.
+    Release,
+    /// Being deleted, and no destroy has succeeded yet: look again after this long (the
+    /// back-off of a failed destroy, at least a second). Whatever [`decide`] said, this
+    /// never lets a `destroyOnFinalize` Stack go without a destroy.
+    AwaitDestroy(Duration),
+    /// Delete the Workspace when `reclaim` (the reclaim policy says so and the last update
+    /// did not fail: a failed one keeps it for `kubectl exec`), then wake up after `requeue`
+    /// (None: only events wake it).
+    Idle {
+        reclaim: bool,
+        requeue: Option<Duration>,
+    },
+}
+
+/// [`Settle`] for `stack` (its status as this reconcile has it).
+pub fn settle(stack: &Stack, deleting: bool, polls_branch: bool, now: jiff::Timestamp) -> Settle {
+    let last = stack
+        .status
+        .as_ref()
+        .and_then(|s| s.last_update.clone())
+        .unwrap_or_default();
+    if deleting {
+        return if destroyed(&last) {
+            Settle::Release
+        } else {
+            Settle::AwaitDestroy(requeue_after(stack, false, now).unwrap_or(Duration::from_secs(1)))
+        };
+    }
+    let reclaim = stack.spec.0.workspace_reclaim_policy == Some(WorkspaceReclaimPolicy::Delete)
+        && last.state.as_deref() != Some(FAILED);
+    Settle::Idle {
+        reclaim,
+        requeue: requeue_after(stack, polls_branch, now),
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 
 use kube::{Resource, ResourceExt};
 
-use crate::api::names::{condition, stack_reason as reason, workspace_reason};
+use super::stop::{Halt, Stop};
+use crate::api::names::{condition, event, stack_reason as reason, workspace_reason};
 use crate::api::stack::Stack;
 use crate::api::workspace::Workspace;
 use crate::controller::conditions::Conditions;
@@ -77,6 +78,40 @@ pub fn gate(ws: &Workspace, stack: &Stack, deleting: bool, shown: Option<&str>) 
             ),
         },
         _ => Gate::Waiting,
+    }
+}
+
+impl From<Gate> for Stop {
+    fn from(g: Gate) -> Stop {
+        match g {
+            Gate::Stalled {
+                reason: why,
+                message,
+                announce,
+            } => Stop::Stalled {
+                reason: why,
+                message,
+                event: announce.then_some(event::STACK_DESTROY_BLOCKED),
+                retry: None,
+            },
+            Gate::FetchFailing { message } => Stop::Stalled {
+                reason: reason::SOURCE_UNAVAILABLE,
+                message,
+                event: None,
+                retry: None,
+            },
+            // The Stack already says it waits for the workspace (set before the apply).
+            Gate::Waiting => Stop::Waiting {
+                reason: reason::STACK_PROCESSING,
+                message: "waiting for workspace readiness".into(),
+            },
+        }
+    }
+}
+
+impl From<Gate> for Halt {
+    fn from(g: Gate) -> Halt {
+        Halt::Stop(g.into())
     }
 }
 

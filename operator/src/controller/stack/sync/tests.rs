@@ -270,3 +270,79 @@ fn only_a_succeeded_destroy_lets_the_finalizer_go() {
     assert!(!destroyed(&last_update(SUCCEEDED, "up", 0)));
     assert!(!destroyed(&StackUpdateState::default()));
 }
+
+fn with_last(mut s: Stack, last: StackUpdateState) -> Stack {
+    s.status = Some(StackStatus {
+        last_update: Some(last),
+        ..Default::default()
+    });
+    s
+}
+
+#[test]
+fn only_a_destroy_on_finalize_that_is_not_a_preview_destroys_on_delete() {
+    let mut s = StackBuilder::new().0;
+    assert!(!destroys_on_delete(&s));
+    s.spec.0.destroy_on_finalize = Some(true);
+    assert!(destroys_on_delete(&s));
+    s.spec.0.preview = Some(true);
+    assert!(!destroys_on_delete(&s), "a preview Stack never destroys");
+}
+
+#[test]
+fn settling_releases_after_a_destroy_waits_for_one_and_reclaims_unless_failed() {
+    use crate::api::stack_spec::WorkspaceReclaimPolicy;
+    let now = t("2026-12-06T10:00:05Z");
+    let s = StackBuilder::new().0;
+
+    let destroyed = with_last(s.clone(), last_update(SUCCEEDED, "destroy", 0));
+    assert_eq!(settle(&destroyed, true, false, now), Settle::Release);
+
+    let failed_destroy = with_last(s.clone(), last_update(FAILED, "destroy", 1));
+    assert_eq!(
+        settle(&failed_destroy, true, true, now),
+        Settle::AwaitDestroy(Duration::from_secs(5)),
+        "the back-off's rest (10 s from 10:00:00), not the branch poll"
+    );
+    assert_eq!(
+        settle(&s, true, false, now),
+        Settle::AwaitDestroy(Duration::from_secs(1)),
+        "no destroy yet: look again soon"
+    );
+
+    let up = with_last(s.clone(), last_update(SUCCEEDED, "up", 0));
+    assert_eq!(
+        settle(&up, false, false, now),
+        Settle::Idle {
+            reclaim: false,
+            requeue: None
+        }
+    );
+    assert_eq!(
+        settle(&up, false, true, now),
+        Settle::Idle {
+            reclaim: false,
+            requeue: Some(resync_frequency(&up))
+        },
+        "a branch is polled"
+    );
+    let mut reclaimed = up.clone();
+    reclaimed.spec.0.workspace_reclaim_policy = Some(WorkspaceReclaimPolicy::Delete);
+    assert_eq!(
+        settle(&reclaimed, false, false, now),
+        Settle::Idle {
+            reclaim: true,
+            requeue: None
+        }
+    );
+    let mut failed = with_last(s, last_update(FAILED, "up", 1));
+    failed.spec.0.workspace_reclaim_policy = Some(WorkspaceReclaimPolicy::Delete);
+    assert_eq!(
+        settle(&failed, false, false, now),
+        Settle::Idle {
+            reclaim: false,
+            requeue: Some(Duration::from_secs(5))
+        },
+        "a failed update keeps its workspace for kubectl exec, and retries after the back-off"
+    );
+}

@@ -111,3 +111,55 @@ fn while_deleting_the_message_says_how_to_let_the_stack_go_and_is_announced_once
         "already shown: not announced again"
     );
 }
+
+#[test]
+fn each_gate_stops_the_stack_with_its_condition_event_and_wake_up() {
+    let stalled = Gate::Stalled {
+        reason: reason::WORKSPACE_FAILED,
+        message: "m".into(),
+        announce: false,
+    };
+    assert_eq!(
+        Stop::from(stalled),
+        Stop::Stalled {
+            reason: reason::WORKSPACE_FAILED,
+            message: "m".into(),
+            event: None,
+            retry: None,
+        },
+        "a broken workspace stays Stalled until it changes, with no event of its own"
+    );
+    let announced = Gate::Stalled {
+        reason: reason::WORKSPACE_FAILED,
+        message: "m".into(),
+        announce: true,
+    };
+    assert_eq!(
+        Stop::from(announced),
+        Stop::Stalled {
+            reason: reason::WORKSPACE_FAILED,
+            message: "m".into(),
+            event: Some(event::STACK_DESTROY_BLOCKED),
+            retry: None,
+        }
+    );
+    assert_eq!(
+        Stop::from(Gate::FetchFailing {
+            message: "f".into()
+        }),
+        Stop::Stalled {
+            reason: reason::SOURCE_UNAVAILABLE,
+            message: "f".into(),
+            event: None,
+            retry: None,
+        },
+        "the pod retries the fetch itself; its next status change wakes the Stack"
+    );
+    assert_eq!(
+        Stop::from(Gate::Waiting),
+        Stop::Waiting {
+            reason: reason::STACK_PROCESSING,
+            message: "waiting for workspace readiness".into(),
+        }
+    );
+}

@@ -1,0 +1,219 @@
+//! Why a Workspace reconcile ends before the workspace is Ready, typed. The steps return a
+//! [`Halt`]; the reconcile alone turns a [`Stop`] into the Ready (and Stalled) condition, an
+//! event, and when to look again.
+
+use std::time::Duration;
+
+use super::readiness::PodState;
+use crate::api::names::{event, workspace_reason as reason};
+use crate::controller::Error;
+
+/// How long a pod that is not yet the current one, or has no IP yet, waits for the caches.
+pub const RECHECK: Duration = Duration::from_secs(2);
+/// How long a workspace whose agent did not answer waits before dialing again.
+pub const CONNECT_RETRY: Duration = Duration::from_secs(5);
+
+/// When a stop is told as a Warning event too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    Never,
+    /// When the Ready condition it sets is news (a failure that persists is told once).
+    OnChange(&'static str),
+    /// Every time (a failed call that is retried: each attempt is news).
+    Always(&'static str),
+}
+
+/// Why the workspace is not Ready now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Ready=False with `reason` and `message`; the agent's address cleared when it cannot
+    /// be reached (`unreachable`); looked at again on change or after `retry`.
+    NotReady {
+        reason: String,
+        message: String,
+        announce: Announce,
+        unreachable: bool,
+        retry: Option<Duration>,
+    },
+    /// The workspace cannot become Ready until its spec or program changes: Ready=False and
+    /// Stalled with `reason`.
+    Stalled {
+        reason: &'static str,
+        message: String,
+        announce: Announce,
+    },
+    /// A call to the agent failed: Ready=False with the agent's reason, an event, and the
+    /// error to the runtime (its back-off and the failure metric).
+    AgentFailed {
+        reason: String,
+        message: String,
+        call: &'static str,
+    },
+    /// The caches trail what was just applied: look again soon, write nothing.
+    Recheck,
+}
+
+impl Stop {
+    fn not_ready(reason: &str, message: String, announce: Announce) -> Stop {
+        Stop::NotReady {
+            reason: reason.to_string(),
+            message,
+            announce,
+            unreachable: true,
+            retry: None,
+        }
+    }
+}
+
+/// How a step ends the reconcile early: a [`Stop`], or an API call that failed.
+#[derive(Debug)]
+pub enum Halt {
+    Stop(Stop),
+    Failed(Error),
+}
+
+impl From<Stop> for Halt {
+    fn from(s: Stop) -> Halt {
+        Halt::Stop(s)
+    }
+}
+
+impl From<Error> for Halt {
+    fn from(e: Error) -> Halt {
+        Halt::Failed(e)
+    }
+}
+
+impl From<kube::Error> for Halt {
+    fn from(e: kube::Error) -> Halt {
+        Halt::Failed(e.into())
+    }
+}
+
+/// The pod the agent runs in, available: its IP (none yet: [`Stop::Recheck`]) and whether it
+/// was initialized.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Available {
+    pub initialized: bool,
+}
+
+/// What the pod's state means for the Workspace.
+pub fn standing(state: PodState) -> Result<Available, Stop> {
+    match state {
+        PodState::FetchFailed(message) => Err(Stop::not_ready(
+            reason::FETCH_FAILED,
+            message,
+            Announce::OnChange(event::FETCH_FAILED),
+        )),
+        PodState::Rolling => Err(Stop::not_ready(
+            reason::ROLLING_UPDATE,
+            "Waiting for the statefulset to be updated".into(),
+            Announce::Never,
+        )),
+        PodState::Waiting(why) => {
+            let mut message = "Waiting for the workspace pod to be available".to_string();
+            if !why.is_empty() {
+                message.push_str(": ");
+                message.push_str(&why);
+            }
+            Err(Stop::not_ready(
+                reason::WAITING_FOR_REPLICAS,
+                message,
+                Announce::Never,
+            ))
+        }
+        // Only a pod with an IP is in the Service's endpoints, which is how the agent is
+        // reached.
+        PodState::Stale | PodState::Available { ip: None, .. } => Err(Stop::Recheck),
+        PodState::Available {
+            ip: Some(_),
+            initialized,
+        } => Ok(Available { initialized }),
+    }
+}
+
+/// The agent did not answer a dial (or no token could be had for it): told every time,
+/// dialed again after [`CONNECT_RETRY`].
+pub fn connection_failed(message: String) -> Stop {
+    Stop::NotReady {
+        reason: reason::CONNECTION_FAILED.to_string(),
+        message,
+        announce: Announce::Always(event::CONNECTION_FAILURE),
+        unreachable: true,
+        retry: Some(CONNECT_RETRY),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_pod_state_stops_with_its_reason_or_goes_on() {
+        assert_eq!(
+            standing(PodState::FetchFailed("digest mismatch".into())),
+            Err(Stop::NotReady {
+                reason: reason::FETCH_FAILED.into(),
+                message: "digest mismatch".into(),
+                announce: Announce::OnChange(event::FETCH_FAILED),
+                unreachable: true,
+                retry: None,
+            }),
+            "a fetch failure is told once, in the container's own words"
+        );
+        assert_eq!(
+            standing(PodState::Rolling),
+            Err(Stop::NotReady {
+                reason: reason::ROLLING_UPDATE.into(),
+                message: "Waiting for the statefulset to be updated".into(),
+                announce: Announce::Never,
+                unreachable: true,
+                retry: None,
+            })
+        );
+        let waiting = |why: &str| match standing(PodState::Waiting(why.into())) {
+            Err(Stop::NotReady {
+                reason: r, message, ..
+            }) if r == reason::WAITING_FOR_REPLICAS => message,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            waiting("ImagePullBackOff: not found"),
+            "Waiting for the workspace pod to be available: ImagePullBackOff: not found"
+        );
+        assert_eq!(
+            waiting(""),
+            "Waiting for the workspace pod to be available"
+        );
+        assert_eq!(standing(PodState::Stale), Err(Stop::Recheck));
+        assert_eq!(
+            standing(PodState::Available {
+                ip: None,
+                initialized: true
+            }),
+            Err(Stop::Recheck),
+            "no IP: not in the Service's endpoints yet"
+        );
+        assert_eq!(
+            standing(PodState::Available {
+                ip: Some("10.0.0.7".into()),
+                initialized: false
+            }),
+            Ok(Available { initialized: false })
+        );
+    }
+
+    #[test]
+    fn a_connection_failure_is_told_every_time_and_retried() {
+        assert_eq!(
+            connection_failed("deadline".into()),
+            Stop::NotReady {
+                reason: reason::CONNECTION_FAILED.into(),
+                message: "deadline".into(),
+                announce: Announce::Always(event::CONNECTION_FAILURE),
+                unreachable: true,
+                retry: Some(CONNECT_RETRY),
+            }
+        );
+    }
+}
