@@ -10,6 +10,7 @@ pub mod events;
 pub mod merge;
 pub mod metrics;
 pub mod program;
+pub mod runtime;
 pub mod settings;
 pub mod stack;
 pub mod status_queue;
@@ -17,11 +18,9 @@ pub mod update;
 pub mod workspace;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::Action;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -49,6 +48,8 @@ pub struct Context {
     pub statuses: Arc<cache::Statuses>,
     /// Workspace statuses, written behind the reconciles.
     pub workspace_statuses: status_queue::StatusQueue,
+    /// Consecutive failed reconciles per object (the retry back-off).
+    pub failures: Arc<runtime::Failures>,
 }
 
 impl Context {
@@ -77,6 +78,7 @@ impl Context {
             applied: cache::Applied::default(),
             statuses,
             workspace_statuses,
+            failures: Arc::default(),
             client,
             settings,
             metrics,
@@ -105,12 +107,6 @@ impl Error {
             Error::Other(_) => "other",
         }
     }
-}
-
-/// Back-off for reconciles that returned an error: quick at first, never more than 5 minutes.
-pub fn error_backoff(attempts: u32) -> Action {
-    let secs = (5u64 << attempts.min(6)).min(300);
-    Action::requeue(Duration::from_secs(secs))
 }
 
 /// Server-side apply of a status (merge of the fields we own, with the named manager).

@@ -24,9 +24,8 @@ use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use sha2::{Digest, Sha256};
-use tracing::warn;
 
-use super::{Context, Error, apply_status};
+use super::{Context, Error, apply_status, runtime};
 use crate::api::names::field_manager;
 use crate::api::program::Program;
 
@@ -126,12 +125,6 @@ pub async fn reconcile(p: Arc<Program>, ctx: Arc<Context>) -> Result<Action, Err
     Ok(Action::await_change())
 }
 
-fn error_policy(_p: Arc<Program>, err: &Error, ctx: Arc<Context>) -> Action {
-    warn!(error = %err, "program reconcile failed");
-    ctx.metrics.failure(CONTROLLER, err.kind());
-    Action::requeue(Duration::from_secs(5))
-}
-
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -155,11 +148,10 @@ pub async fn run(
                 .set(store.state().len() as i64);
         }
     });
-    Controller::for_stream(programs, reader)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+    let reconciler: runtime::Reconcile<Program> = |p, ctx| Box::pin(reconcile(p, ctx));
+    let controller = Controller::for_stream(programs, reader);
+    // Unbounded, as kube's default: Programs are few and their reconciles short.
+    runtime::run(controller, CONTROLLER, reconciler, ctx, 0, shutdown).await;
 }
 
 /// The Programs the server answers from: a watch of its own, started before leader election

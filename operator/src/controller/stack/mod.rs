@@ -19,7 +19,6 @@ pub mod workspace_spec;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -31,7 +30,7 @@ use tracing::{info, warn};
 
 use super::events::EventType;
 use super::{
-    Context, Error, apply_status, cache, update as update_ctl, workspace as workspace_ctl,
+    Context, Error, apply_status, cache, runtime, update as update_ctl, workspace as workspace_ctl,
 };
 use crate::api::names::{
     condition, event, field_manager, finalizer, label, stack_reason as reason,
@@ -515,12 +514,6 @@ async fn prerequisites(run: &mut Run<'_>, now: jiff::Timestamp) -> Result<(), Ha
     .into())
 }
 
-fn error_policy(_s: Arc<Stack>, err: &Error, ctx: Arc<Context>) -> Action {
-    warn!(error = %err, "stack reconcile failed");
-    ctx.metrics.failure(CONTROLLER, err.kind());
-    Action::requeue(Duration::from_secs(5))
-}
-
 /// Reconcile on a new generation, a new reconcile request, or deletion.
 fn stack_trigger(s: &Stack) -> Option<u64> {
     use std::hash::{Hash, Hasher};
@@ -603,7 +596,7 @@ pub async fn run(
         cache::slim_workspace,
         &ctx.caches.workspaces,
     );
-    Controller::for_stream(stacks, reader)
+    let controller = Controller::for_stream(stacks, reader)
         .owns_stream(workspaces)
         .owns(
             Api::<Update>::all(client.clone()),
@@ -630,12 +623,17 @@ pub async fn run(
                 }
             },
         )
-        .reconcile_on(flux_wakeups)
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+        .reconcile_on(flux_wakeups);
+    let reconciler: runtime::Reconcile<Stack> = |s, ctx| Box::pin(reconcile(s, ctx));
+    runtime::run(
+        controller,
+        CONTROLLER,
+        reconciler,
+        ctx,
+        concurrency,
+        shutdown,
+    )
+    .await;
 }
 
 /// Drops what this process remembers of a Stack that is gone.

@@ -4,11 +4,11 @@
 //! deleted after `ttlAfterCompleted`; a run cut off by an operator restart ends `Aborted`.
 
 pub mod outcome;
+pub mod plan;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -18,17 +18,17 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::events::EventType;
-use super::{Context, Error, apply_status, connect, duration, workspace};
+use super::{Context, Error, apply_status, connect, duration, runtime, workspace};
 use crate::api::names::{condition, event, field_manager, finalizer, update_reason as reason};
 use crate::api::stack::Stack;
 use crate::api::update::{Update, UpdateType};
 use crate::api::workspace::Workspace;
 use crate::proto as pb;
 use outcome::Draft;
+use plan::{Blocked, Plan};
 
 pub const CONTROLLER: &str = "update";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECT_RETRY: Duration = Duration::from_secs(5);
 
 pub fn is_complete(u: &Update) -> bool {
     u.status.as_ref().is_some_and(|s| {
@@ -44,6 +44,19 @@ pub struct RunResult {
     pub permalink: Option<String>,
     pub project: Option<pb::ProjectInfo>,
     pub outputs: Option<std::collections::HashMap<String, pb::OutputValue>>,
+}
+
+/// A [`RunResult`] from any of the four operations' result messages (they share these
+/// fields; only `up` has outputs).
+macro_rules! run_result {
+    ($r:ident, $outputs:expr) => {
+        RunResult {
+            summary: $r.summary,
+            permalink: $r.permalink,
+            project: $r.project_info,
+            outputs: $outputs,
+        }
+    };
 }
 
 /// Reads a server stream to its result; events are not needed here.
@@ -83,12 +96,7 @@ pub async fn run_operation(
             };
             let stream = agent.preview(req).await?.into_inner();
             drain(stream, |m| match m.response {
-                Some(pb::preview_stream::Response::Result(r)) => Some(RunResult {
-                    summary: r.summary,
-                    permalink: r.permalink,
-                    project: r.project_info,
-                    outputs: None,
-                }),
+                Some(pb::preview_stream::Response::Result(r)) => Some(run_result!(r, None)),
                 _ => None,
             })
             .await
@@ -107,12 +115,7 @@ pub async fn run_operation(
             };
             let stream = agent.up(req).await?.into_inner();
             drain(stream, |m| match m.response {
-                Some(pb::up_stream::Response::Result(r)) => Some(RunResult {
-                    summary: r.summary,
-                    permalink: r.permalink,
-                    project: r.project_info,
-                    outputs: Some(r.outputs),
-                }),
+                Some(pb::up_stream::Response::Result(r)) => Some(run_result!(r, Some(r.outputs))),
                 _ => None,
             })
             .await
@@ -127,12 +130,7 @@ pub async fn run_operation(
             };
             let stream = agent.refresh(req).await?.into_inner();
             drain(stream, |m| match m.response {
-                Some(pb::refresh_stream::Response::Result(r)) => Some(RunResult {
-                    summary: r.summary,
-                    permalink: r.permalink,
-                    project: r.project_info,
-                    outputs: None,
-                }),
+                Some(pb::refresh_stream::Response::Result(r)) => Some(run_result!(r, None)),
                 _ => None,
             })
             .await
@@ -150,12 +148,7 @@ pub async fn run_operation(
             };
             let stream = agent.destroy(req).await?.into_inner();
             drain(stream, |m| match m.response {
-                Some(pb::destroy_stream::Response::Result(r)) => Some(RunResult {
-                    summary: r.summary,
-                    permalink: r.permalink,
-                    project: r.project_info,
-                    outputs: None,
-                }),
+                Some(pb::destroy_stream::Response::Result(r)) => Some(run_result!(r, None)),
                 _ => None,
             })
             .await
@@ -229,66 +222,90 @@ pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Erro
         return Ok(Action::await_change());
     };
     let mut draft = Draft::new(&u);
-
-    // A deleted Update whose Stack is gone is released by itself: nobody else will.
-    if u.meta().deletion_timestamp.is_some()
-        && held(&u)
-        && !draft.conditions.is_true(condition::PROGRESSING)
-        && absorbing_stack(&ctx, &u).await?.is_none()
-    {
-        info!(update = %name, namespace = %ns, "the Stack of this deleted Update is gone; releasing its finalizer");
-        if !draft.conditions.is_true(condition::COMPLETE) {
+    let mut seen = plan::Seen {
+        deleting: u.meta().deletion_timestamp.is_some(),
+        held: held(&u),
+        complete: draft.conditions.is_true(condition::COMPLETE),
+        progressing: draft.conditions.is_true(condition::PROGRESSING),
+        absorbed_later: None,
+    };
+    if plan::needs_stack(&seen) {
+        seen.absorbed_later = Some(absorbing_stack(&ctx, &u).await?.is_some());
+    }
+    match plan::plan(&seen) {
+        Plan::Release { cancel } => {
+            info!(update = %name, namespace = %ns, "the Stack of this deleted Update is gone; releasing its finalizer");
+            if cancel {
+                draft.failed(reason::CANCELED, "the update was deleted before it ran");
+                save(&api, &name, &draft).await?;
+            }
+            hold(&api, &name, false).await?;
+            Ok(Action::await_change())
+        }
+        Plan::Expire => expire(&u, &ctx, &api, &draft).await,
+        Plan::Abort => {
+            draft.failed(
+                reason::ABORTED,
+                "the operator restarted while the update was running; its outcome is unknown",
+            );
+            save(&api, &name, &draft).await?;
+            Ok(Action::await_change())
+        }
+        // (PKO also cancels Updates without a controller owner; here an Update made by hand,
+        // with no owner at all, runs like any other.)
+        Plan::Cancel => {
             draft.failed(reason::CANCELED, "the update was deleted before it ran");
             save(&api, &name, &draft).await?;
+            Ok(Action::await_change())
         }
-        hold(&api, &name, false).await?;
-        return Ok(Action::await_change());
+        Plan::Run => match connect_agent(&ctx, &u).await {
+            Ok((ws, agent)) => execute(&ctx, &api, &u, draft, &ws, agent).await,
+            Err(Halt::Blocked(b)) => {
+                draft.blocked(b.reason, &b.message);
+                save(&api, &name, &draft).await?;
+                Ok(b.retry.map_or_else(Action::await_change, Action::requeue))
+            }
+            Err(Halt::Failed(e)) => Err(e),
+        },
     }
+}
 
-    if draft.conditions.is_true(condition::COMPLETE) {
-        return expire(&u, &ctx, &api, &draft).await;
-    }
-    if draft.conditions.is_true(condition::PROGRESSING) {
-        draft.failed(
-            reason::ABORTED,
-            "the operator restarted while the update was running; its outcome is unknown",
-        );
-        save(&api, &name, &draft).await?;
-        return Ok(Action::await_change());
-    }
-    // A deleted Update never runs. (PKO also cancels Updates without a controller owner; here
-    // an Update made by hand, with no owner at all, runs like any other.)
-    if u.meta().deletion_timestamp.is_some() {
-        draft.failed(reason::CANCELED, "the update was deleted before it ran");
-        save(&api, &name, &draft).await?;
-        return Ok(Action::await_change());
-    }
+/// How getting to the agent ends early.
+enum Halt {
+    Blocked(Blocked),
+    Failed(Error),
+}
 
+impl From<kube::Error> for Halt {
+    fn from(e: kube::Error) -> Halt {
+        Halt::Failed(e.into())
+    }
+}
+
+impl From<Error> for Halt {
+    fn from(e: Error) -> Halt {
+        Halt::Failed(e)
+    }
+}
+
+/// The Update's Workspace, ready, and a connection to its agent.
+async fn connect_agent(
+    ctx: &Context,
+    u: &Update,
+) -> Result<(Workspace, connect::AgentClient), Halt> {
     let ws_name = u.spec.workspace_name.clone().unwrap_or_default();
-    let workspaces: Api<Workspace> = Api::namespaced(ctx.client.clone(), &ns);
+    let workspaces: Api<Workspace> =
+        Api::namespaced(ctx.client.clone(), &u.namespace().unwrap_or_default());
     let Some(ws) = workspaces.get_opt(&ws_name).await? else {
-        draft.blocked(
-            reason::WORKSPACE_NOT_FOUND,
-            &format!("Workspace {ws_name:?} not found"),
-        );
-        save(&api, &name, &draft).await?;
-        return Ok(Action::await_change());
+        return Err(Halt::Blocked(Blocked::no_workspace(&ws_name)));
     };
     if !workspace::is_ready(&ws) {
-        draft.blocked(
-            reason::WORKSPACE_NOT_READY,
-            &format!("Workspace {ws_name:?} is not ready"),
-        );
-        save(&api, &name, &draft).await?;
-        return Ok(Action::await_change());
+        return Err(Halt::Blocked(Blocked::workspace_not_ready(&ws_name)));
     }
-
     // As PKO does: the agent through the workspace's headless Service (cluster DNS), unless
     // WORKSPACE_LOCALHOST says otherwise (an operator run outside the cluster).
-    if workspace_ip(&ctx, &ws).await?.is_none() {
-        draft.blocked(reason::WORKSPACE_NOT_READY, "the workspace pod has no IP");
-        save(&api, &name, &draft).await?;
-        return Ok(Action::requeue(CONNECT_RETRY));
+    if workspace_ip(ctx, &ws).await?.is_none() {
+        return Err(Halt::Blocked(Blocked::no_pod_ip()));
     }
     let addr = ctx
         .settings
@@ -300,24 +317,35 @@ pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Erro
         Ok(t) => connect::dial(&addr, &t, CONNECT_TIMEOUT).await,
         Err(e) => Err(e),
     };
-    let mut agent = match agent {
-        Ok(a) => a,
+    match agent {
+        Ok(a) => Ok((ws, a)),
         Err(e) => {
             let msg = e.to_string();
             ctx.workspace_events
                 .publish(&ws, EventType::Warning, event::CONNECTION_FAILURE, &msg)
                 .await;
-            draft.blocked(reason::TRANSIENT_FAILURE, &msg);
-            save(&api, &name, &draft).await?;
-            return Ok(Action::requeue(CONNECT_RETRY));
+            Err(Halt::Blocked(Blocked::unreachable(msg)))
         }
-    };
+    }
+}
 
+/// Runs the operation through `agent` to its end and records the result: conditions, the
+/// outputs Secret, an event on the Workspace; then the TTL takes over.
+async fn execute(
+    ctx: &Context,
+    api: &Api<Update>,
+    u: &Update,
+    mut draft: Draft,
+    ws: &Workspace,
+    mut agent: connect::AgentClient,
+) -> Result<Action, Error> {
+    let ns = u.namespace().unwrap_or_default();
+    let name = u.name_any();
     let started = super::now_rfc3339();
     draft.start_time = Some(started.clone());
     draft.end_time = None;
     draft.progressing();
-    save(&api, &name, &draft).await?;
+    save(api, &name, &draft).await?;
 
     let stack = u.spec.stack_name.clone().unwrap_or_default();
     let kind = u.spec.update_type.unwrap_or(UpdateType::Up);
@@ -331,7 +359,7 @@ pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Erro
         })
         .await;
     let result = match selected {
-        Ok(_) => run_operation(&mut agent, &u).await,
+        Ok(_) => run_operation(&mut agent, u).await,
         Err(st) => Err(st),
     };
     match result {
@@ -349,7 +377,7 @@ pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Erro
                     o
                 });
                 if let Some(owner) = owner {
-                    let secret = outcome::outputs_secret(&u, owner, &outputs);
+                    let secret = outcome::outputs_secret(u, owner, &outputs);
                     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
                     match secrets.create(&PostParams::default(), &secret).await {
                         Ok(_) => {}
@@ -362,7 +390,7 @@ pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Erro
             if succeeded {
                 ctx.workspace_events
                     .publish(
-                        &ws,
+                        ws,
                         EventType::Normal,
                         event::UPDATE_SUCCEEDED,
                         &format!("{past} stack \"{stack}\""),
@@ -372,7 +400,7 @@ pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Erro
                 let msg = draft.message.clone().unwrap_or_default();
                 ctx.workspace_events
                     .publish(
-                        &ws,
+                        ws,
                         EventType::Warning,
                         event::UPDATE_FAILED,
                         &format!("Failed to {verb} stack \"{stack}\": {msg}"),
@@ -386,7 +414,7 @@ pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Erro
             warn!(update = %name, namespace = %ns, error = %msg, "the update failed");
             ctx.workspace_events
                 .publish(
-                    &ws,
+                    ws,
                     EventType::Warning,
                     event::UPDATE_FAILED,
                     &format!("Failed to {verb} stack \"{stack}\": {msg}"),
@@ -394,8 +422,8 @@ pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Erro
                 .await;
         }
     }
-    save(&api, &name, &draft).await?;
-    expire(&u, &ctx, &api, &draft).await
+    save(api, &name, &draft).await?;
+    expire(u, ctx, api, &draft).await
 }
 
 async fn workspace_ip(ctx: &Context, ws: &Workspace) -> Result<Option<String>, Error> {
@@ -459,12 +487,6 @@ fn ttl_remaining(ttl: Duration, done: jiff::Timestamp, now: jiff::Timestamp) -> 
     (!remaining.is_zero()).then_some(remaining)
 }
 
-fn error_policy(_u: Arc<Update>, err: &Error, ctx: Arc<Context>) -> Action {
-    warn!(error = %err, "update reconcile failed");
-    ctx.metrics.failure(CONTROLLER, err.kind());
-    Action::requeue(Duration::from_secs(5))
-}
-
 /// Incomplete Updates waiting on `ws`.
 fn waiting_on(store: &Store<Update>, ws: &Workspace) -> Vec<ObjectRef<Update>> {
     let ns = ws.namespace();
@@ -495,23 +517,27 @@ pub async fn run(
     .applied_objects()
     .predicate_filter(update_trigger, Default::default());
     let store = reader.clone();
-    Controller::for_stream(updates, reader)
-        .watches(
-            Api::<Workspace>::all(client),
-            watcher::Config::default(),
-            move |ws: Workspace| {
-                if workspace::is_ready(&ws) {
-                    waiting_on(&store, &ws)
-                } else {
-                    Vec::new()
-                }
-            },
-        )
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+    let controller = Controller::for_stream(updates, reader).watches(
+        Api::<Workspace>::all(client),
+        watcher::Config::default(),
+        move |ws: Workspace| {
+            if workspace::is_ready(&ws) {
+                waiting_on(&store, &ws)
+            } else {
+                Vec::new()
+            }
+        },
+    );
+    let reconciler: runtime::Reconcile<Update> = |u, ctx| Box::pin(reconcile(u, ctx));
+    runtime::run(
+        controller,
+        CONTROLLER,
+        reconciler,
+        ctx,
+        concurrency,
+        shutdown,
+    )
+    .await;
 }
 
 /// Reconcile on a new generation, new owners, completion (for the TTL), or deletion (to

@@ -2,25 +2,16 @@
 //! whether it can take structured config), `pulumi install`, then each stack's selection,
 //! configuration and environments.
 
-use kube::ResourceExt;
-use kube::runtime::controller::Action;
-
-use super::Draft;
+use super::stop::{Announce, Halt, Stop};
+use super::{FALSE, Run};
 use crate::agent::config::from_json;
 use crate::api::names::{condition, event, workspace_reason as reason};
 use crate::api::workspace::{ConfigItem, Workspace};
 use crate::controller::connect::AgentClient;
-use crate::controller::events::EventType;
-use crate::controller::{Context, Error};
 use crate::proto::{self as pb, config_item, config_value_from};
 
 /// The first CLI release that takes structured (JSON) config values.
 pub const JSON_CONFIG_MIN: (u64, u64, u64) = (3, 202, 0);
-
-pub enum Outcome {
-    Done,
-    Stop(Action),
-}
 
 /// `v3.202.0`, `3.202.0-alpha.1+dirty` → (3, 202, 0).
 pub fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
@@ -91,99 +82,88 @@ pub fn status_reason(st: &tonic::Status) -> (String, String) {
     (code, st.message().to_string())
 }
 
-pub async fn initialize(
-    ctx: &Context,
-    ws: &Workspace,
-    agent: &mut AgentClient,
-    draft: &mut Draft,
-) -> Result<Outcome, Error> {
-    let name = ws.name_any();
-    let ns = ws.namespace().unwrap_or_default();
-    draft.conditions.remove(condition::STALLED);
+/// Initializes the pod through `agent`, saving each phase as it starts; a failure stalls the
+/// workspace (only a new pod, from a spec or program change, tries again).
+pub(super) async fn initialize(run: &mut Run<'_>, agent: &mut AgentClient) -> Result<(), Halt> {
+    let ws = run.ws;
+    run.draft.conditions.remove(condition::STALLED);
 
     let version = match agent.pulumi_version(pb::PulumiVersionRequest {}).await {
         Ok(r) => r.into_inner().version,
         Err(st) => {
-            let (why, msg) = status_reason(&st);
-            ctx.workspace_events
-                .publish(ws, EventType::Warning, event::CONNECTION_FAILURE, &msg)
-                .await;
-            draft.ready(super::FALSE, &why, &msg);
-            draft.save(ctx, &name, &ns);
-            return Err(Error::Agent(format!("PulumiVersion: {why}: {msg}")));
+            let (why, message) = status_reason(&st);
+            return Err(Stop::AgentFailed {
+                reason: why,
+                message,
+                call: "PulumiVersion",
+            }
+            .into());
         }
     };
-    draft.pulumi_version = Some(version.clone());
+    run.draft.pulumi_version = Some(version.clone());
+    json_config_supported(ws, &version)?;
 
-    let items: Vec<&ConfigItem> = ws
+    run.draft.ready(
+        FALSE,
+        reason::INSTALLING,
+        "Installing packages and plugins required by the program",
+    );
+    run.save();
+    if let Err(st) = agent.install(pb::InstallRequest {}).await {
+        return Err(stalled(
+            reason::INSTALLATION_FAILED,
+            st.message().to_string(),
+            event::INSTALLATION_FAILURE,
+        ));
+    }
+
+    run.draft.ready(
+        FALSE,
+        reason::INITIALIZING,
+        "Initializing and selecting a Pulumi stack",
+    );
+    run.save();
+    for stack in ws.spec.stacks.iter().flatten() {
+        if let Err(msg) = init_stack(agent, stack).await {
+            return Err(stalled(
+                reason::INITIALIZATION_FAILED,
+                format!("Failed to initialize stack \"{}\": {msg}", stack.name),
+                event::STACK_INITIALIZATION_FAILURE,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A failed initialization step: told every time (it runs once per pod).
+fn stalled(why: &'static str, message: String, event: &'static str) -> Halt {
+    Stop::Stalled {
+        reason: why,
+        message,
+        announce: Announce::Always(event),
+    }
+    .into()
+}
+
+/// Structured (JSON) config needs a CLI that takes it.
+pub fn json_config_supported(ws: &Workspace, version: &str) -> Result<(), Stop> {
+    let structured = ws
         .spec
         .stacks
         .iter()
         .flatten()
         .flat_map(|s| s.config.iter().flatten())
-        .collect();
-    if items.iter().any(|i| is_structured(i)) {
-        let ok = parse_version(&version).is_some_and(|v| v >= JSON_CONFIG_MIN);
-        if !ok {
-            let msg = format!(
-                "Pulumi CLI version {version} is too old for JSON configuration support, require >= v3.202.0"
-            );
-            ctx.workspace_events
-                .publish(
-                    ws,
-                    EventType::Warning,
-                    event::STACK_INITIALIZATION_FAILURE,
-                    &msg,
-                )
-                .await;
-            draft.ready(super::FALSE, reason::INCOMPATIBLE_CONFIGURATION, &msg);
-            draft.stalled(reason::INCOMPATIBLE_CONFIGURATION, &msg);
-            draft.save(ctx, &name, &ns);
-            return Ok(Outcome::Stop(Action::await_change()));
-        }
+        .any(is_structured);
+    if !structured || parse_version(version).is_some_and(|v| v >= JSON_CONFIG_MIN) {
+        return Ok(());
     }
-
-    draft.ready(
-        super::FALSE,
-        reason::INSTALLING,
-        "Installing packages and plugins required by the program",
-    );
-    draft.save(ctx, &name, &ns);
-    if let Err(st) = agent.install(pb::InstallRequest {}).await {
-        let msg = st.message().to_string();
-        ctx.workspace_events
-            .publish(ws, EventType::Warning, event::INSTALLATION_FAILURE, &msg)
-            .await;
-        draft.ready(super::FALSE, reason::INSTALLATION_FAILED, &msg);
-        draft.stalled(reason::INSTALLATION_FAILED, &msg);
-        draft.save(ctx, &name, &ns);
-        return Ok(Outcome::Stop(Action::await_change()));
-    }
-
-    draft.ready(
-        super::FALSE,
-        reason::INITIALIZING,
-        "Initializing and selecting a Pulumi stack",
-    );
-    draft.save(ctx, &name, &ns);
-    for stack in ws.spec.stacks.iter().flatten() {
-        if let Err(msg) = init_stack(agent, stack).await {
-            let msg = format!("Failed to initialize stack \"{}\": {msg}", stack.name);
-            ctx.workspace_events
-                .publish(
-                    ws,
-                    EventType::Warning,
-                    event::STACK_INITIALIZATION_FAILURE,
-                    &msg,
-                )
-                .await;
-            draft.ready(super::FALSE, reason::INITIALIZATION_FAILED, &msg);
-            draft.stalled(reason::INITIALIZATION_FAILED, &msg);
-            draft.save(ctx, &name, &ns);
-            return Ok(Outcome::Stop(Action::await_change()));
-        }
-    }
-    Ok(Outcome::Done)
+    Err(Stop::Stalled {
+        reason: reason::INCOMPATIBLE_CONFIGURATION,
+        message: format!(
+            "Pulumi CLI version {version} is too old for JSON configuration support, require >= v3.202.0"
+        ),
+        announce: Announce::Always(event::STACK_INITIALIZATION_FAILURE),
+    })
 }
 
 async fn init_stack(
@@ -278,6 +258,41 @@ mod tests {
         assert_eq!(
             to_proto(&bad),
             Err(ItemError::PathWithStructured("k".into()))
+        );
+    }
+
+    #[test]
+    fn only_structured_config_needs_a_cli_that_takes_json() {
+        use crate::api::workspace::{WorkspaceSpec, WorkspaceStack};
+        let with = |value: serde_json::Value| {
+            let spec = WorkspaceSpec {
+                stacks: Some(vec![WorkspaceStack {
+                    name: "dev".into(),
+                    config: Some(vec![ConfigItem {
+                        key: "k".into(),
+                        value: Some(value),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            };
+            Workspace::new("app", spec)
+        };
+        assert_eq!(
+            json_config_supported(&with(json!("text")), "3.100.0"),
+            Ok(())
+        );
+        assert_eq!(json_config_supported(&with(json!([1])), "v3.202.0"), Ok(()));
+        assert_eq!(
+            json_config_supported(&with(json!([1])), "3.201.9"),
+            Err(Stop::Stalled {
+                reason: reason::INCOMPATIBLE_CONFIGURATION,
+                message: "Pulumi CLI version 3.201.9 is too old for JSON configuration \
+                          support, require >= v3.202.0"
+                    .into(),
+                announce: Announce::Always(event::STACK_INITIALIZATION_FAILURE),
+            })
         );
     }
 

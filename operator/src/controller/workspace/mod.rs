@@ -6,11 +6,11 @@
 pub mod desired;
 mod init;
 pub mod readiness;
+pub mod stop;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
@@ -23,14 +23,13 @@ use tracing::{info, warn};
 
 use super::conditions::{Conditions, FALSE, TRUE, UNKNOWN};
 use super::events::EventType;
-use super::{Context, Error, cache, connect, status_queue};
+use super::{Context, Error, cache, connect, runtime, status_queue};
 use crate::api::names::{condition, event, field_manager, label, workspace_reason as reason};
 use crate::api::workspace::{Workspace, WorkspaceStatus};
-use readiness::PodState;
+use stop::{Announce, Halt, Stop};
 
 pub const CONTROLLER: &str = "workspace";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECT_RETRY: Duration = Duration::from_secs(5);
 
 /// The status this reconcile will write.
 pub(crate) struct Draft {
@@ -134,36 +133,119 @@ pub fn is_ready(ws: &Workspace) -> bool {
         && Conditions::from(status.conditions.as_ref()).is_true(condition::READY)
 }
 
+/// One reconcile of one Workspace: what it writes, and the events that go with it.
+struct Run<'a> {
+    ctx: &'a Context,
+    ws: &'a Workspace,
+    ns: String,
+    name: String,
+    draft: Draft,
+}
+
+impl Run<'_> {
+    fn save(&mut self) {
+        self.draft.save(self.ctx, &self.name, &self.ns);
+    }
+
+    async fn warn(&self, reason: &str, message: &str) {
+        warn!(workspace = %self.name, namespace = %self.ns, reason, message, "workspace not ready");
+        self.ctx
+            .workspace_events
+            .publish(self.ws, EventType::Warning, reason, message)
+            .await;
+    }
+
+    async fn announce(&self, announce: Announce, changed: bool, message: &str) {
+        match announce {
+            Announce::Always(r) => self.warn(r, message).await,
+            Announce::OnChange(r) if changed => self.warn(r, message).await,
+            Announce::OnChange(_) | Announce::Never => {}
+        }
+    }
+
+    /// Ends the reconcile for `stop`: the conditions, the event and the requeue, decided
+    /// here alone.
+    async fn stop(&mut self, stop: Stop) -> Result<Action, Error> {
+        let action = match stop {
+            Stop::NotReady {
+                reason: why,
+                message,
+                announce,
+                unreachable,
+                retry,
+            } => {
+                if unreachable {
+                    self.draft.address = None;
+                }
+                let changed = self.draft.ready(FALSE, &why, &message);
+                self.announce(announce, changed, &message).await;
+                retry.map_or_else(Action::await_change, Action::requeue)
+            }
+            Stop::Stalled {
+                reason: why,
+                message,
+                announce,
+            } => {
+                let changed = self.draft.ready(FALSE, why, &message);
+                self.announce(announce, changed, &message).await;
+                self.draft.stalled(why, &message);
+                Action::await_change()
+            }
+            Stop::AgentFailed {
+                reason: why,
+                message,
+                call,
+            } => {
+                self.warn(event::CONNECTION_FAILURE, &message).await;
+                self.draft.ready(FALSE, &why, &message);
+                self.save();
+                return Err(Error::Agent(format!("{call}: {why}: {message}")));
+            }
+            Stop::Recheck => return Ok(Action::requeue(stop::RECHECK)),
+        };
+        self.save();
+        Ok(action)
+    }
+}
+
 pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _measure = ctx.metrics.reconcile(CONTROLLER);
-    let ns = ws.namespace().unwrap_or_default();
-    let name = ws.name_any();
-    let mut draft = Draft::new(&ws);
-
+    let mut run = Run {
+        ctx: &ctx,
+        ws: &ws,
+        ns: ws.namespace().unwrap_or_default(),
+        name: ws.name_any(),
+        draft: Draft::new(&ws),
+    };
     if ws.meta().deletion_timestamp.is_some() {
-        draft.ready(FALSE, reason::DELETING, "Workspace is being deleted");
-        draft.save(&ctx, &name, &ns);
+        run.draft
+            .ready(FALSE, reason::DELETING, "Workspace is being deleted");
+        run.save();
         forget_workspace(&ctx, &ws);
         return Ok(Action::await_change());
     }
-
-    let svc = desired::service(&ws);
-    let sts = match desired::statefulset(&ws, &ctx.settings) {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = e.to_string();
-            if draft.ready(FALSE, reason::SPEC_INVALID, &msg) {
-                ctx.workspace_events
-                    .publish(ws.as_ref(), EventType::Warning, reason::SPEC_INVALID, &msg)
-                    .await;
-            }
-            draft.stalled(reason::SPEC_INVALID, &msg);
-            draft.save(&ctx, &name, &ns);
-            return Ok(Action::await_change());
+    match reconcile_steps(&mut run).await {
+        Ok(()) => {
+            run.draft.ready(TRUE, reason::SUCCEEDED, "");
+            run.save();
+            Ok(Action::await_change())
         }
-    };
-    let hash = desired::revision_hash(&ws);
-    let obj_name = desired::object_name(&ws);
+        Err(Halt::Stop(stop)) => run.stop(stop).await,
+        Err(Halt::Failed(e)) => Err(e),
+    }
+}
+
+/// The reconcile in order: apply the StatefulSet and the Service, see where the pod stands,
+/// dial its agent, initialize the pod once. Every way it ends early is a [`Halt`].
+async fn reconcile_steps(run: &mut Run<'_>) -> Result<(), Halt> {
+    let (ctx, ws, ns) = (run.ctx, run.ws, run.ns.clone());
+    let sts = desired::statefulset(ws, &ctx.settings).map_err(|e| Stop::Stalled {
+        reason: reason::SPEC_INVALID,
+        message: e.to_string(),
+        announce: Announce::OnChange(reason::SPEC_INVALID),
+    })?;
+    let hash = desired::revision_hash(ws);
+    let obj_name = desired::object_name(ws);
     // The StatefulSet first: it is what carries a new source to the pod.
     let current = cache::cached(&ctx.caches.statefulsets, &ns, &obj_name);
     let sts = ctx
@@ -184,113 +266,47 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
             &ns,
             &obj_name,
             field_manager::OPERATOR,
-            &svc,
+            &desired::service(ws),
             current.as_deref(),
         )
         .await?;
-    if draft.conditions.reason(condition::STALLED) == Some(reason::SPEC_INVALID) {
-        draft.conditions.remove(condition::STALLED);
+    if run.draft.conditions.reason(condition::STALLED) == Some(reason::SPEC_INVALID) {
+        run.draft.conditions.remove(condition::STALLED);
     }
 
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pod_name = desired::pod_name(&ws);
-    let mut pod = match ctx.caches.pods.get() {
+    let pod_name = desired::pod_name(ws);
+    let cached = match ctx.caches.pods.get() {
         Some(store) => store
             .get(&ObjectRef::new(&pod_name).within(&ns))
             .map(|p| (*p).clone()),
         None => pods.get_opt(&pod_name).await?,
     };
-    let mut state = readiness::pod_state(&sts, pod.as_ref(), &hash);
-    if matches!(
-        state,
-        PodState::Available {
-            initialized: false,
-            ..
-        }
-    ) {
+    let mut pod = stop::standing(readiness::pod_state(&sts, cached.as_ref(), &hash))?;
+    if !pod.initialized {
         // About to initialize: the cache may not show yet that an earlier reconcile already
         // did (its annotation), and doing it twice would announce it twice.
-        pod = pods.get_opt(&pod_name).await?;
-        state = readiness::pod_state(&sts, pod.as_ref(), &hash);
+        let fresh = pods.get_opt(&pod_name).await?;
+        pod = stop::standing(readiness::pod_state(&sts, fresh.as_ref(), &hash))?;
     }
-    let (ip, initialized) = match state {
-        PodState::FetchFailed(msg) => {
-            draft.address = None;
-            if draft.ready(FALSE, reason::FETCH_FAILED, &msg) {
-                warn!(workspace = %name, namespace = %ns, message = %msg, "the fetch init container failed");
-                ctx.workspace_events
-                    .publish(ws.as_ref(), EventType::Warning, event::FETCH_FAILED, &msg)
-                    .await;
-            }
-            draft.save(&ctx, &name, &ns);
-            return Ok(Action::await_change());
-        }
-        PodState::Rolling => {
-            draft.address = None;
-            draft.ready(
-                FALSE,
-                reason::ROLLING_UPDATE,
-                "Waiting for the statefulset to be updated",
-            );
-            draft.save(&ctx, &name, &ns);
-            return Ok(Action::await_change());
-        }
-        PodState::Waiting(why) => {
-            draft.address = None;
-            let mut msg = "Waiting for the workspace pod to be available".to_string();
-            if !why.is_empty() {
-                msg.push_str(": ");
-                msg.push_str(&why);
-            }
-            draft.ready(FALSE, reason::WAITING_FOR_REPLICAS, &msg);
-            draft.save(&ctx, &name, &ns);
-            return Ok(Action::await_change());
-        }
-        PodState::Stale => return Ok(Action::requeue(Duration::from_secs(2))),
-        PodState::Available { ip, initialized } => (ip, initialized),
-    };
 
     // As PKO does: the agent through the workspace's headless Service, which cluster DNS
     // resolves to the pod (WORKSPACE_LOCALHOST overrides it for an operator run outside the
-    // cluster). Only a pod with an IP is in the Service's endpoints.
-    if ip.is_none() {
-        return Ok(Action::requeue(Duration::from_secs(2)));
-    }
+    // cluster).
     let addr = ctx
         .settings
         .workspace_localhost
         .clone()
-        .unwrap_or_else(|| desired::service_address(&ws));
-    let token = ctx.tokens.token(&desired::audience(&ws)).await;
-    let agent = match token {
+        .unwrap_or_else(|| desired::service_address(ws));
+    let agent = match ctx.tokens.token(&desired::audience(ws)).await {
         Ok(t) => connect::dial(&addr, &t, CONNECT_TIMEOUT).await,
         Err(e) => Err(e),
     };
-    let mut agent = match agent {
-        Ok(a) => a,
-        Err(e) => {
-            let msg = e.to_string();
-            ctx.workspace_events
-                .publish(
-                    ws.as_ref(),
-                    EventType::Warning,
-                    event::CONNECTION_FAILURE,
-                    &msg,
-                )
-                .await;
-            draft.address = None;
-            draft.ready(FALSE, reason::CONNECTION_FAILED, &msg);
-            draft.save(&ctx, &name, &ns);
-            return Ok(Action::requeue(CONNECT_RETRY));
-        }
-    };
-    draft.address = Some(desired::service_address(&ws));
+    let mut agent = agent.map_err(|e| stop::connection_failed(e.to_string()))?;
+    run.draft.address = Some(desired::service_address(ws));
 
-    if !initialized {
-        match init::initialize(&ctx, &ws, &mut agent, &mut draft).await? {
-            init::Outcome::Done => {}
-            init::Outcome::Stop(action) => return Ok(action),
-        }
+    if !pod.initialized {
+        init::initialize(run, &mut agent).await?;
         let patch = json!({"metadata": {"annotations": {label::INITIALIZED: "true"}}});
         pods.patch(
             &pod_name,
@@ -298,25 +314,17 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
             &kube::api::Patch::Merge(&patch),
         )
         .await?;
-        info!(workspace = %name, namespace = %ns, pod = %pod_name, "workspace pod initialized");
+        info!(workspace = %run.name, namespace = %ns, pod = %pod_name, "workspace pod initialized");
         ctx.workspace_events
             .publish(
-                ws.as_ref(),
+                ws,
                 EventType::Normal,
                 event::INITIALIZED,
                 &format!("Initialized workspace pod \"{pod_name}\""),
             )
             .await;
     }
-    draft.ready(TRUE, reason::SUCCEEDED, "");
-    draft.save(&ctx, &name, &ns);
-    Ok(Action::await_change())
-}
-
-fn error_policy(_ws: Arc<Workspace>, err: &Error, ctx: Arc<Context>) -> Action {
-    warn!(error = %err, "workspace reconcile failed");
-    ctx.metrics.failure(CONTROLLER, err.kind());
-    Action::requeue(Duration::from_secs(5))
+    Ok(())
 }
 
 /// Drops what this process remembers of a Workspace that is gone or going.
@@ -373,16 +381,21 @@ pub async fn run(
         cache::slim_pod,
         &ctx.caches.pods,
     );
-    Controller::for_stream(workspaces, reader)
+    let controller = Controller::for_stream(workspaces, reader)
         .owns_stream(statefulsets)
         .owns_stream(services)
         .watches_stream(pods, |pod: Pod| {
             let ws = pod.labels().get(label::WORKSPACE_NAME)?.clone();
             Some(ObjectRef::new(&ws).within(&pod.namespace()?))
-        })
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+        });
+    let reconciler: runtime::Reconcile<Workspace> = |w, ctx| Box::pin(reconcile(w, ctx));
+    runtime::run(
+        controller,
+        CONTROLLER,
+        reconciler,
+        ctx,
+        concurrency,
+        shutdown,
+    )
+    .await;
 }

@@ -181,10 +181,7 @@ mod tests {
             waiting("ImagePullBackOff: not found"),
             "Waiting for the workspace pod to be available: ImagePullBackOff: not found"
         );
-        assert_eq!(
-            waiting(""),
-            "Waiting for the workspace pod to be available"
-        );
+        assert_eq!(waiting(""), "Waiting for the workspace pod to be available");
         assert_eq!(standing(PodState::Stale), Err(Stop::Recheck));
         assert_eq!(
             standing(PodState::Available {

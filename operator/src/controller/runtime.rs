@@ -1,0 +1,154 @@
+//! What the four controllers share around their reconcilers: one error policy (a warning that
+//! names the object, the failure metric, and a back-off per object that a success resets) and
+//! one way to run a controller until shutdown.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::warn;
+
+use super::{Context, Error};
+
+/// The first retry after a failed reconcile.
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// The longest wait between retries: an outage of the API server or an agent does not turn
+/// into a storm of reconciles, and a fix is noticed within minutes.
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+/// The wait after the `failures`-th consecutive failure: 5 s, doubling, at most 5 minutes.
+pub fn retry_after(failures: u32) -> Duration {
+    let doubled = FIRST_RETRY.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    doubled.min(MAX_RETRY)
+}
+
+/// Consecutive failed reconciles per object, and when the last one was.
+#[derive(Default)]
+pub struct Failures(Mutex<HashMap<String, (u32, Instant)>>);
+
+impl Failures {
+    /// Counts one more failure of `key`; returns how many in a row.
+    pub fn failed(&self, key: &str) -> u32 {
+        self.failed_at(key, Instant::now())
+    }
+
+    fn failed_at(&self, key: &str, now: Instant) -> u32 {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // A failing object is retried at least every MAX_RETRY: one not seen for twice that
+        // is gone (deleted while failing), and its count with it.
+        m.retain(|_, (_, last)| now.saturating_duration_since(*last) <= 2 * MAX_RETRY);
+        let entry = m.entry(key.to_string()).or_insert((0, now));
+        *entry = (entry.0.saturating_add(1), now);
+        entry.0
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+fn key<K: ResourceExt>(controller: &str, obj: &K) -> String {
+    format!(
+        "{controller}/{}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// A reconciler as the controllers write them.
+pub type Reconcile<K> = fn(Arc<K>, Arc<Context>) -> BoxFuture<'static, Result<Action, Error>>;
+
+/// Runs `controller` (its watches already set) until `shutdown` resolves, then lets running
+/// reconciles finish. A reconcile that fails is retried after [`retry_after`] its consecutive
+/// failures; one that succeeds (a stop with a condition is a success) resets the count.
+pub async fn run<K>(
+    controller: Controller<K>,
+    name: &'static str,
+    reconcile: Reconcile<K>,
+    ctx: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) where
+    K: Clone + Resource + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Debug + Unpin + Eq + Hash + Clone + Default,
+{
+    let reconciler = move |obj: Arc<K>, ctx: Arc<Context>| {
+        let key = key(name, obj.as_ref());
+        let failures = Arc::clone(&ctx.failures);
+        async move {
+            let result = reconcile(obj, ctx).await;
+            if result.is_ok() {
+                failures.succeeded(&key);
+            }
+            result
+        }
+    };
+    let error_policy = move |obj: Arc<K>, err: &Error, ctx: Arc<Context>| {
+        let n = ctx.failures.failed(&key(name, obj.as_ref()));
+        let wait = retry_after(n);
+        warn!(
+            controller = name,
+            namespace = %obj.namespace().unwrap_or_default(),
+            name = %obj.name_any(),
+            error = %err,
+            failures = n,
+            retry_in_s = wait.as_secs(),
+            "reconcile failed"
+        );
+        ctx.metrics.failure(name, err.kind());
+        Action::requeue(wait)
+    };
+    controller
+        .with_config(Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconciler, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_from_five_seconds_to_five_minutes() {
+        let secs: Vec<u64> = (1..=9).map(|n| retry_after(n).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(retry_after(0), FIRST_RETRY);
+        assert_eq!(retry_after(u32::MAX), MAX_RETRY, "no overflow");
+    }
+
+    #[test]
+    fn a_success_starts_the_count_again_for_that_object_only() {
+        let f = Failures::default();
+        assert_eq!(f.failed("stack/a/x"), 1);
+        assert_eq!(f.failed("stack/a/x"), 2);
+        assert_eq!(f.failed("stack/a/y"), 1);
+        f.succeeded("stack/a/x");
+        assert_eq!(f.failed("stack/a/x"), 1);
+        assert_eq!(f.failed("stack/a/y"), 2);
+    }
+
+    #[test]
+    fn the_count_of_an_object_no_longer_retried_is_dropped() {
+        let f = Failures::default();
+        let t0 = Instant::now();
+        assert_eq!(f.failed_at("update/a/gone", t0), 1);
+        assert_eq!(f.failed_at("update/a/gone", t0 + MAX_RETRY), 2);
+        let later = t0 + MAX_RETRY * 4;
+        assert_eq!(f.failed_at("update/a/other", later), 1);
+        assert_eq!(
+            f.0.lock().expect("lock").len(),
+            1,
+            "the gone object's entry went"
+        );
+        assert_eq!(f.failed_at("update/a/gone", later), 1);
+    }
+}
