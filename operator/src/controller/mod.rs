@@ -87,24 +87,30 @@ impl Context {
     }
 }
 
-/// Errors that end a reconcile early; the controller retries with back-off.
+/// Errors that end a reconcile early; the runtime retries with back-off (`runtime`). What
+/// the user must fix is not an error but a typed stop with a condition (see each controller).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API: {0}")]
+    #[error("Kubernetes API")]
     Kube(#[from] kube::Error),
-    #[error("{0}")]
-    Agent(String),
-    #[error("{0}")]
-    Other(String),
+    /// A call to a workspace's agent failed (the agent's reason, or the gRPC code's name).
+    #[error("agent call {call} failed: {reason}: {message}")]
+    Agent {
+        call: &'static str,
+        reason: String,
+        message: String,
+    },
+    #[error("packing the Program's artifact")]
+    Artifact(#[from] program::ArtifactError),
 }
 
 impl Error {
-    /// Label for metrics.
+    /// Label for metrics (`reconcile_failures_total{error=...}`).
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
-            Error::Agent(_) => "agent",
-            Error::Other(_) => "other",
+            Error::Agent { .. } => "agent",
+            Error::Artifact(_) => "artifact",
         }
     }
 }

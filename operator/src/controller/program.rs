@@ -104,7 +104,7 @@ pub async fn reconcile(p: Arc<Program>, ctx: Arc<Context>) -> Result<Action, Err
     let name = p.name_any();
     let generation = p.meta().generation.unwrap_or(0);
     let uid = p.uid().unwrap_or_default();
-    let bytes = pack(&p).map_err(|e| Error::Other(e.to_string()))?;
+    let bytes = pack(&p)?;
     let body = serde_json::json!({
         "apiVersion": "pulumi.com/v1",
         "kind": "Program",

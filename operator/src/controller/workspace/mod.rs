@@ -199,7 +199,11 @@ impl Run<'_> {
                 self.warn(event::CONNECTION_FAILURE, &message).await;
                 self.draft.ready(FALSE, &why, &message);
                 self.save();
-                return Err(Error::Agent(format!("{call}: {why}: {message}")));
+                return Err(Error::Agent {
+                    call,
+                    reason: why,
+                    message,
+                });
             }
             Stop::Recheck => return Ok(Action::requeue(stop::RECHECK)),
         };
