@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tracing::warn;
+use tracing::{Instrument, info_span, warn};
 
 use super::{Context, Error};
 
@@ -74,6 +74,27 @@ fn key<K: ResourceExt>(controller: &str, obj: &K) -> String {
     )
 }
 
+/// How a reconcile's steps end early: the controller's typed stop `S`, which it turns into a
+/// condition, an event and a requeue; or a call that failed, which the runtime retries with
+/// back-off.
+#[derive(Debug)]
+pub enum Halt<S> {
+    Stop(S),
+    Failed(Error),
+}
+
+impl<S> From<Error> for Halt<S> {
+    fn from(e: Error) -> Halt<S> {
+        Halt::Failed(e)
+    }
+}
+
+impl<S> From<kube::Error> for Halt<S> {
+    fn from(e: kube::Error) -> Halt<S> {
+        Halt::Failed(e.into())
+    }
+}
+
 /// A reconciler as the controllers write them.
 pub type Reconcile<K> = fn(Arc<K>, Arc<Context>) -> BoxFuture<'static, Result<Action, Error>>;
 
@@ -94,6 +115,13 @@ pub async fn run<K>(
     let reconciler = move |obj: Arc<K>, ctx: Arc<Context>| {
         let key = key(name, obj.as_ref());
         let failures = Arc::clone(&ctx.failures);
+        // Every log line of the reconcile carries the object.
+        let span = info_span!(
+            "reconcile",
+            controller = name,
+            namespace = %obj.namespace().unwrap_or_default(),
+            name = %obj.name_any()
+        );
         async move {
             let result = reconcile(obj, ctx).await;
             if result.is_ok() {
@@ -101,6 +129,7 @@ pub async fn run<K>(
             }
             result
         }
+        .instrument(span)
     };
     let error_policy = move |obj: Arc<K>, err: &Error, ctx: Arc<Context>| {
         let n = ctx.failures.failed(&key(name, obj.as_ref()));

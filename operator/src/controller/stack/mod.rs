@@ -256,9 +256,7 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Action, Halt> {
 
     if run.deleting && !sync::destroys_on_delete(run.stack) {
         run.draft.ready();
-        run.save().await?;
-        set_finalizer(&run.api, run.stack, run.resource_version.as_deref(), false).await?;
-        return Ok(Action::await_change());
+        return Ok(cleanup(run).await?);
     }
 
     let seen = source::Seen {
@@ -393,8 +391,17 @@ async fn create_update(
         run.save().await?;
         return Err(e.into());
     }
-    info!(stack = %run.name, namespace = %run.ns, update = %uname, kind = updates::type_name(kind), reason = %message, "update created");
+    info!(update = %uname, kind = updates::type_name(kind), reason = %message, "update created");
     Ok(())
+}
+
+/// The one way a Stack being deleted is let go, once no destroy is due or one succeeded: its
+/// status written, then our finalizer removed (the API server deletes it; the watch's delete
+/// makes this process forget it).
+async fn cleanup(run: &mut Run<'_>) -> Result<Action, Error> {
+    run.save().await?;
+    set_finalizer(&run.api, run.stack, run.resource_version.as_deref(), false).await?;
+    Ok(Action::await_change())
 }
 
 /// Records a finished (or vanished) Update as the Stack's last update ([`absorb::absorb`]
@@ -411,7 +418,7 @@ async fn absorb(
         match secrets.get_opt(secret_name).await? {
             Some(s) => run.draft.outputs = Some(updates::outputs(&s)),
             None => {
-                warn!(stack = %run.name, secret = secret_name, "the update's outputs Secret is gone")
+                warn!(secret = secret_name, "the update's outputs Secret is gone")
             }
         }
     }
@@ -441,11 +448,7 @@ async fn synced(
         sync::Standing::Unchanged => {}
     }
     match sync::settle(&run.current(), run.deleting, polls_branch, now) {
-        sync::Settle::Release => {
-            run.save().await?;
-            set_finalizer(&run.api, run.stack, run.resource_version.as_deref(), false).await?;
-            Ok(Action::await_change())
-        }
+        sync::Settle::Release => cleanup(run).await,
         sync::Settle::AwaitDestroy(wait) => {
             run.save().await?;
             Ok(Action::requeue(wait))

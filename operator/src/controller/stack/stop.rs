@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::api::names::stack_reason as reason;
 use crate::api::stack::StackUpdateState;
-use crate::controller::Error;
+use crate::controller::runtime;
 
 /// How long a Stack whose source has no revision now waits before another look.
 pub const SOURCE_RETRY: Duration = Duration::from_secs(30);
@@ -53,29 +53,12 @@ impl Stop {
     }
 }
 
-/// How a step ends the reconcile early: a [`Stop`], or an API call that failed (retried by
-/// the runtime with back-off).
-#[derive(Debug)]
-pub enum Halt {
-    Stop(Stop),
-    Failed(Error),
-}
+/// How a step ends the reconcile early: a [`Stop`], or a call that failed.
+pub type Halt = runtime::Halt<Stop>;
 
 impl From<Stop> for Halt {
     fn from(s: Stop) -> Halt {
         Halt::Stop(s)
-    }
-}
-
-impl From<Error> for Halt {
-    fn from(e: Error) -> Halt {
-        Halt::Failed(e)
-    }
-}
-
-impl From<kube::Error> for Halt {
-    fn from(e: kube::Error) -> Halt {
-        Halt::Failed(e.into())
     }
 }
 

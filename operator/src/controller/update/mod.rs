@@ -234,7 +234,7 @@ pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Erro
     }
     match plan::plan(&seen) {
         Plan::Release { cancel } => {
-            info!(update = %name, namespace = %ns, "the Stack of this deleted Update is gone; releasing its finalizer");
+            info!("the Stack of this deleted Update is gone; releasing its finalizer");
             if cancel {
                 draft.failed(reason::CANCELED, "the update was deleted before it ran");
                 save(&api, &name, &draft).await?;
@@ -260,7 +260,7 @@ pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Erro
         }
         Plan::Run => match connect_agent(&ctx, &u).await {
             Ok((ws, agent)) => execute(&ctx, &api, &u, draft, &ws, agent).await,
-            Err(Halt::Blocked(b)) => {
+            Err(Halt::Stop(b)) => {
                 draft.blocked(b.reason, &b.message);
                 save(&api, &name, &draft).await?;
                 Ok(b.retry.map_or_else(Action::await_change, Action::requeue))
@@ -271,41 +271,28 @@ pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Erro
 }
 
 /// How getting to the agent ends early.
-enum Halt {
-    Blocked(Blocked),
-    Failed(Error),
-}
-
-impl From<kube::Error> for Halt {
-    fn from(e: kube::Error) -> Halt {
-        Halt::Failed(e.into())
-    }
-}
-
-impl From<Error> for Halt {
-    fn from(e: Error) -> Halt {
-        Halt::Failed(e)
-    }
-}
+type Halt = runtime::Halt<Blocked>;
 
 /// The Update's Workspace, ready, and a connection to its agent.
 async fn connect_agent(
     ctx: &Context,
     u: &Update,
 ) -> Result<(Workspace, connect::AgentClient), Halt> {
-    let ws_name = u.spec.workspace_name.clone().unwrap_or_default();
+    let Some(ws_name) = u.spec.workspace_name.as_deref().filter(|n| !n.is_empty()) else {
+        return Err(Halt::Stop(Blocked::no_workspace_name()));
+    };
     let workspaces: Api<Workspace> =
         Api::namespaced(ctx.client.clone(), &u.namespace().unwrap_or_default());
-    let Some(ws) = workspaces.get_opt(&ws_name).await? else {
-        return Err(Halt::Blocked(Blocked::no_workspace(&ws_name)));
+    let Some(ws) = workspaces.get_opt(ws_name).await? else {
+        return Err(Halt::Stop(Blocked::no_workspace(ws_name)));
     };
     if !workspace::is_ready(&ws) {
-        return Err(Halt::Blocked(Blocked::workspace_not_ready(&ws_name)));
+        return Err(Halt::Stop(Blocked::workspace_not_ready(ws_name)));
     }
     // As PKO does: the agent through the workspace's headless Service (cluster DNS), unless
     // WORKSPACE_LOCALHOST says otherwise (an operator run outside the cluster).
     if workspace_ip(ctx, &ws).await?.is_none() {
-        return Err(Halt::Blocked(Blocked::no_pod_ip()));
+        return Err(Halt::Stop(Blocked::no_pod_ip()));
     }
     let addr = ctx
         .settings
@@ -324,7 +311,7 @@ async fn connect_agent(
             ctx.workspace_events
                 .publish(&ws, EventType::Warning, event::CONNECTION_FAILURE, &msg)
                 .await;
-            Err(Halt::Blocked(Blocked::unreachable(msg)))
+            Err(Halt::Stop(Blocked::unreachable(msg)))
         }
     }
 }
@@ -350,7 +337,7 @@ async fn execute(
     let stack = u.spec.stack_name.clone().unwrap_or_default();
     let kind = u.spec.update_type.unwrap_or(UpdateType::Up);
     let (past, verb) = outcome::verbs(kind);
-    info!(update = %name, namespace = %ns, stack = %stack, kind = verb, "running the update");
+    info!(stack = %stack, kind = verb, "running the update");
     let selected = agent
         .select_stack(pb::SelectStackRequest {
             stack_name: stack.clone(),
@@ -411,7 +398,7 @@ async fn execute(
         Err(st) => {
             draft.error(&st);
             let msg = draft.message.clone().unwrap_or_default();
-            warn!(update = %name, namespace = %ns, error = %msg, "the update failed");
+            warn!(error = %msg, "the update failed");
             ctx.workspace_events
                 .publish(
                     ws,
@@ -451,7 +438,7 @@ async fn expire(
     let ttl = match duration::parse(ttl) {
         Ok(d) => d,
         Err(e) => {
-            warn!(update = %u.name_any(), error = %e, "ignoring ttlAfterCompleted");
+            warn!(error = %e, "ignoring ttlAfterCompleted");
             return Ok(Action::await_change());
         }
     };

@@ -70,6 +70,17 @@ pub struct Blocked {
 }
 
 impl Blocked {
+    /// Nothing to look up: only a spec change (a new generation) can fix it.
+    pub fn no_workspace_name() -> Blocked {
+        Blocked {
+            reason: reason::WORKSPACE_NOT_FOUND,
+            message: "spec.workspaceName is not set: set it to the Workspace that runs this \
+                      Update"
+                .into(),
+            retry: None,
+        }
+    }
+
     pub fn no_workspace(name: &str) -> Blocked {
         Blocked {
             reason: reason::WORKSPACE_NOT_FOUND,
@@ -171,6 +182,12 @@ mod tests {
             }
         );
         assert_eq!(Blocked::workspace_not_ready("app").retry, None);
+        let unnamed = Blocked::no_workspace_name();
+        assert_eq!(
+            (unnamed.reason, unnamed.retry),
+            (reason::WORKSPACE_NOT_FOUND, None)
+        );
+        assert!(unnamed.message.starts_with("spec.workspaceName is not set"));
         assert_eq!(Blocked::no_pod_ip().retry, Some(CONNECT_RETRY));
         assert_eq!(
             Blocked::unreachable("refused".into()).reason,

@@ -148,7 +148,7 @@ impl Run<'_> {
     }
 
     async fn warn(&self, reason: &str, message: &str) {
-        warn!(workspace = %self.name, namespace = %self.ns, reason, message, "workspace not ready");
+        warn!(reason, message, "workspace not ready");
         self.ctx
             .workspace_events
             .publish(self.ws, EventType::Warning, reason, message)
@@ -318,7 +318,7 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<(), Halt> {
             &kube::api::Patch::Merge(&patch),
         )
         .await?;
-        info!(workspace = %run.name, namespace = %ns, pod = %pod_name, "workspace pod initialized");
+        info!(pod = %pod_name, "workspace pod initialized");
         ctx.workspace_events
             .publish(
                 ws,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::readiness::PodState;
 use crate::api::names::{event, workspace_reason as reason};
-use crate::controller::Error;
+use crate::controller::runtime;
 
 /// How long a pod that is not yet the current one, or has no IP yet, waits for the caches.
 pub const RECHECK: Duration = Duration::from_secs(2);
@@ -65,28 +65,12 @@ impl Stop {
     }
 }
 
-/// How a step ends the reconcile early: a [`Stop`], or an API call that failed.
-#[derive(Debug)]
-pub enum Halt {
-    Stop(Stop),
-    Failed(Error),
-}
+/// How a step ends the reconcile early: a [`Stop`], or a call that failed.
+pub type Halt = runtime::Halt<Stop>;
 
 impl From<Stop> for Halt {
     fn from(s: Stop) -> Halt {
         Halt::Stop(s)
-    }
-}
-
-impl From<Error> for Halt {
-    fn from(e: Error) -> Halt {
-        Halt::Failed(e)
-    }
-}
-
-impl From<kube::Error> for Halt {
-    fn from(e: kube::Error) -> Halt {
-        Halt::Failed(e.into())
     }
 }
 
