@@ -107,6 +107,50 @@ pub struct StackUpdateState {
     pub failures: Option<i64>,
 }
 
+/// How an update ended, as `status.lastUpdate.state` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    Succeeded,
+    Failed,
+}
+
+impl UpdateOutcome {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UpdateOutcome::Succeeded => "succeeded",
+            UpdateOutcome::Failed => "failed",
+        }
+    }
+}
+
+impl StackUpdateState {
+    /// How the update ended; None before any has (or for a state no operator writes).
+    pub fn outcome(&self) -> Option<UpdateOutcome> {
+        [UpdateOutcome::Succeeded, UpdateOutcome::Failed]
+            .into_iter()
+            .find(|o| self.state.as_deref() == Some(o.as_str()))
+    }
+
+    pub fn set_outcome(&mut self, outcome: UpdateOutcome) {
+        self.state = Some(outcome.as_str().into());
+    }
+
+    pub fn failed(&self) -> bool {
+        self.outcome() == Some(UpdateOutcome::Failed)
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.outcome() == Some(UpdateOutcome::Succeeded)
+    }
+
+    /// The operation it ran; None when unset or unknown.
+    pub fn kind(&self) -> Option<crate::api::update::UpdateType> {
+        self.update_type
+            .as_deref()
+            .and_then(crate::api::update::UpdateType::parse)
+    }
+}
+
 /// The update in progress.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -160,5 +204,45 @@ pub mod v1alpha1 {
         /// The last completed update.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub last_update: Option<StackUpdateState>,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::update::UpdateType;
+
+    #[test]
+    fn states_and_types_read_as_written_and_nothing_else() {
+        let mut last = StackUpdateState::default();
+        assert_eq!((last.outcome(), last.kind()), (None, None));
+        last.set_outcome(UpdateOutcome::Failed);
+        assert_eq!(last.state.as_deref(), Some("failed"));
+        assert!(last.failed() && !last.succeeded());
+        last.set_outcome(UpdateOutcome::Succeeded);
+        assert_eq!(last.state.as_deref(), Some("succeeded"));
+        assert!(last.succeeded() && !last.failed());
+        last.state = Some("Succeeded".into());
+        assert_eq!(
+            last.outcome(),
+            None,
+            "states are lowercase, as PKO writes them"
+        );
+        for t in [
+            UpdateType::Preview,
+            UpdateType::Up,
+            UpdateType::Destroy,
+            UpdateType::Refresh,
+        ] {
+            last.update_type = Some(t.as_str().into());
+            assert_eq!(last.kind(), Some(t));
+            assert_eq!(
+                serde_json::to_value(t).expect("serializes"),
+                serde_json::json!(t.as_str()),
+                "as_str agrees with the API's spelling"
+            );
+        }
+        last.update_type = Some("apply".into());
+        assert_eq!(last.kind(), None);
     }
 }

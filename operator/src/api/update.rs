@@ -93,6 +93,29 @@ pub enum UpdateType {
     Refresh,
 }
 
+impl UpdateType {
+    /// As the API spells it (`spec.type`, `status.lastUpdate.type`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UpdateType::Preview => "preview",
+            UpdateType::Up => "up",
+            UpdateType::Destroy => "destroy",
+            UpdateType::Refresh => "refresh",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<UpdateType> {
+        [
+            UpdateType::Preview,
+            UpdateType::Up,
+            UpdateType::Destroy,
+            UpdateType::Refresh,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+}
+
 /// The observed state of an Update.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -4,11 +4,10 @@
 
 use kube::ResourceExt;
 
-use super::sync::{self, FAILED, SUCCEEDED};
-use super::updates;
+use super::sync;
 use crate::api::names::{condition, event, update_reason};
-use crate::api::stack::{CurrentStackUpdate, Stack, StackUpdateState};
-use crate::api::update::Update;
+use crate::api::stack::{CurrentStackUpdate, Stack, StackUpdateState, UpdateOutcome};
+use crate::api::update::{Update, UpdateType};
 use crate::api::workspace::ProjectInfo;
 use crate::controller::conditions::Conditions;
 use crate::controller::events::EventType;
@@ -41,8 +40,8 @@ pub fn absorb(
     let conditions = Conditions::from(ustatus.conditions.as_ref());
     let utype = u
         .and_then(|u| u.spec.update_type)
-        .map(updates::type_name)
-        .unwrap_or("up");
+        .unwrap_or(UpdateType::Up)
+        .as_str();
     let mut last = StackUpdateState {
         generation: current.generation,
         reconcile_request: current.reconcile_request.clone(),
@@ -63,7 +62,7 @@ pub fn absorb(
             ),
             Some(_) => ustatus.message.clone().unwrap_or_default(),
         };
-        last.state = Some(FAILED.into());
+        last.set_outcome(UpdateOutcome::Failed);
         last.message = Some(message.clone());
         last.failures = Some(sync::next_failures(
             prev,
@@ -90,7 +89,7 @@ pub fn absorb(
             events,
         };
     }
-    last.state = Some(SUCCEEDED.into());
+    last.set_outcome(UpdateOutcome::Succeeded);
     last.last_successful_commit = Some(commit);
     last.failures = Some(0);
     events.push((

@@ -36,12 +36,11 @@ use crate::api::names::{
     condition, event, field_manager, finalizer, label, stack_reason as reason,
 };
 use crate::api::program::Program;
-use crate::api::stack::{CurrentStackUpdate, Stack};
+use crate::api::stack::{CurrentStackUpdate, Stack, StackUpdateState};
 use crate::api::update::{Update, UpdateType};
 use crate::api::workspace::Workspace;
 use status::Draft;
 use stop::{Halt, SOURCE_RETRY, Stop};
-use sync::FAILED;
 
 pub const CONTROLLER: &str = "stack";
 
@@ -97,7 +96,7 @@ impl Run<'_> {
             .draft
             .last_update
             .as_ref()
-            .is_some_and(|l| l.state.as_deref() == Some(FAILED));
+            .is_some_and(StackUpdateState::failed);
         self.ctx
             .metrics
             .stacks_failing
@@ -391,7 +390,7 @@ async fn create_update(
         run.save().await?;
         return Err(e.into());
     }
-    info!(update = %uname, kind = updates::type_name(kind), reason = %message, "update created");
+    info!(update = %uname, kind = kind.as_str(), reason = %message, "update created");
     Ok(())
 }
 
@@ -661,7 +660,7 @@ fn spawn_gauges(ctx: Arc<Context>, store: Store<Stack>) {
                     .status
                     .as_ref()
                     .and_then(|st| st.last_update.as_ref())
-                    .is_some_and(|l| l.state.as_deref() == Some(FAILED));
+                    .is_some_and(StackUpdateState::failed);
                 ctx.metrics
                     .stacks_failing
                     .get_or_create(&super::metrics::StackLabels {

@@ -4,7 +4,7 @@ use crate::api::stack::Stack;
 use crate::api::stack_spec::PrerequisiteRef;
 use crate::controller::duration;
 
-use super::sync::{SUCCEEDED, reconcile_request};
+use super::sync::reconcile_request;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsatisfied {
@@ -32,7 +32,7 @@ pub fn check(
     }) else {
         return Err(not("prerequisite has not run to completion"));
     };
-    if last.state.as_deref() != Some(SUCCEEDED) {
+    if !last.succeeded() {
         return Err(not("prerequisite failed"));
     }
     let within = req

@@ -7,11 +7,13 @@
 use std::time::Duration;
 
 use crate::api::names::{label, stack_reason};
-use crate::api::stack::{Stack, StackUpdateState};
+use crate::api::stack::{Stack, StackUpdateState, UpdateOutcome};
 use crate::api::stack_spec::WorkspaceReclaimPolicy;
+use crate::api::update::UpdateType;
 
-pub const SUCCEEDED: &str = "succeeded";
-pub const FAILED: &str = "failed";
+/// `status.lastUpdate.state` as written (statuses in tests are built from these).
+pub const SUCCEEDED: &str = UpdateOutcome::Succeeded.as_str();
+pub const FAILED: &str = UpdateOutcome::Failed.as_str();
 
 pub const BASE_BACKOFF: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(86_400);
@@ -111,10 +113,10 @@ pub fn decide(stack: &Stack, seen: Observed<'_>) -> Sync {
     if last.reconcile_request != request {
         return Sync::Needed(format!("Sync request: {:?}", request.unwrap_or_default()));
     }
-    match last.state.as_deref() {
-        Some(SUCCEEDED) => {
+    match last.outcome() {
+        Some(UpdateOutcome::Succeeded) => {
             if seen.deleting {
-                if last.update_type.as_deref() == Some("destroy") {
+                if last.kind() == Some(UpdateType::Destroy) {
                     return Sync::Synced;
                 }
                 return Sync::Needed("Stack marked for deletion".into());
@@ -139,7 +141,7 @@ pub fn decide(stack: &Stack, seen: Observed<'_>) -> Sync {
             }
             Sync::Synced
         }
-        Some(FAILED) => {
+        Some(UpdateOutcome::Failed) => {
             if last.last_attempted_commit.as_deref().unwrap_or("") != seen.commit {
                 return Sync::Needed(format!("New commit detected: {:?}", seen.commit));
             }
@@ -154,7 +156,7 @@ pub fn decide(stack: &Stack, seen: Observed<'_>) -> Sync {
             }
             Sync::Synced
         }
-        _ => Sync::Synced,
+        None => Sync::Synced,
     }
 }
 
@@ -165,12 +167,12 @@ pub fn requeue_after(stack: &Stack, polls_branch: bool, now: jiff::Timestamp) ->
     let mut candidates = Vec::new();
     if let Some(last) = status.last_update.as_ref() {
         let elapsed = elapsed_since(last, now);
-        match last.state.as_deref() {
-            Some(FAILED) => {
+        match last.outcome() {
+            Some(UpdateOutcome::Failed) => {
                 let wait = backoff(last.failures.unwrap_or(1), max_backoff(stack));
                 candidates.push(wait.saturating_sub(elapsed));
             }
-            Some(SUCCEEDED)
+            Some(UpdateOutcome::Succeeded)
                 if stack
                     .spec
                     .0
@@ -201,7 +203,7 @@ pub fn next_failures(
 ) -> i64 {
     match prev {
         Some(p)
-            if p.state.as_deref() == Some(FAILED)
+            if p.failed()
                 && p.generation == generation
                 && &p.reconcile_request == request
                 && p.last_attempted_commit.as_deref().unwrap_or("") == commit =>
@@ -229,9 +231,9 @@ pub enum Standing {
 
 /// [`Standing`] of a Stack whose last update is `last`, with back-off capped at `cap`.
 pub fn standing(last: &StackUpdateState, cap: Duration, now: jiff::Timestamp) -> Standing {
-    match last.state.as_deref() {
-        Some(SUCCEEDED) => Standing::Ready,
-        Some(FAILED) => {
+    match last.outcome() {
+        Some(UpdateOutcome::Succeeded) => Standing::Ready,
+        Some(UpdateOutcome::Failed) => {
             let failures = last.failures.unwrap_or(1);
             let wait = backoff(failures, cap);
             let at: jiff::Timestamp = last
@@ -247,7 +249,7 @@ pub fn standing(last: &StackUpdateState, cap: Duration, now: jiff::Timestamp) ->
                 next.round(jiff::Unit::Second).unwrap_or(next),
                 human(wait)
             );
-            if last.update_type.as_deref() == Some("preview") {
+            if last.kind() == Some(UpdateType::Preview) {
                 Standing::Retrying {
                     reason: stack_reason::PREVIEW_FAILED,
                     message: format!("preview failed ({failures} attempt(s)); {when}"),
@@ -273,7 +275,7 @@ pub fn destroys_on_delete(stack: &Stack) -> bool {
 /// Whether a Stack being deleted with `destroyOnFinalize` may lose its finalizer: only after
 /// a destroy succeeded.
 pub fn destroyed(last: &StackUpdateState) -> bool {
-    last.state.as_deref() == Some(SUCCEEDED) && last.update_type.as_deref() == Some("destroy")
+    last.succeeded() && last.kind() == Some(UpdateType::Destroy)
 }
 
 /// What a Stack with nothing to run does besides saying where it stands.
@@ -309,7 +311,7 @@ pub fn settle(stack: &Stack, deleting: bool, polls_branch: bool, now: jiff::Time
         };
     }
     let reclaim = stack.spec.0.workspace_reclaim_policy == Some(WorkspaceReclaimPolicy::Delete)
-        && last.state.as_deref() != Some(FAILED);
+        && !last.failed();
     Settle::Idle {
         reclaim,
         requeue: requeue_after(stack, polls_branch, now),

@@ -29,15 +29,6 @@ pub fn kind(stack: &Stack, deleting: bool) -> UpdateType {
     }
 }
 
-pub fn type_name(t: UpdateType) -> &'static str {
-    match t {
-        UpdateType::Preview => "preview",
-        UpdateType::Up => "up",
-        UpdateType::Destroy => "destroy",
-        UpdateType::Refresh => "refresh",
-    }
-}
-
 /// `<stack>-<hex unix millis>`, as PKO names them.
 pub fn name(stack: &Stack, now: jiff::Timestamp) -> String {
     format!("{}-{:x}", stack.name_any(), now.as_millisecond())
@@ -58,7 +49,7 @@ pub fn desired_update(
     let mut u = json!({
         "workspaceName": ws.name_any(),
         "stackName": spec.stack,
-        "type": type_name(t),
+        "type": t.as_str(),
         "ttlAfterCompleted": TTL,
         "message": message,
     });

@@ -3,6 +3,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use super::*;
 use crate::api::update::{UpdateSpec, UpdateStatus, UpdateType};
 use crate::controller::stack::fixtures::{condition, stack};
+use crate::controller::stack::sync::{FAILED, SUCCEEDED};
 
 fn now() -> jiff::Timestamp {
     "2026-12-06T10:00:00.4Z".parse().expect("time")
