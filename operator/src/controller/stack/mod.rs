@@ -13,29 +13,26 @@ pub mod status;
 pub mod stop;
 pub mod sync;
 pub mod updates;
+mod wiring;
 pub mod workspace_gate;
 pub mod workspace_spec;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
 use super::events::EventType;
 use super::{
-    Context, Error, apply_status, cache, runtime, update as update_ctl, workspace as workspace_ctl,
+    Context, Error, apply_status, cache, update as update_ctl, workspace as workspace_ctl,
 };
 use crate::api::names::{
     condition, event, field_manager, finalizer, label, stack_reason as reason,
 };
-use crate::api::program::Program;
 use crate::api::stack::{CurrentStackUpdate, Stack, StackUpdateState};
 use crate::api::update::{Update, UpdateType};
 use crate::api::workspace::Workspace;
@@ -43,6 +40,8 @@ use status::Draft;
 use stop::{Halt, SOURCE_RETRY, Stop};
 
 pub const CONTROLLER: &str = "stack";
+
+pub use wiring::run;
 
 struct Run<'a> {
     ctx: &'a Context,
@@ -516,128 +515,6 @@ async fn prerequisites(run: &mut Run<'_>, now: jiff::Timestamp) -> Result<(), Ha
     .into())
 }
 
-/// Reconcile on a new generation, a new reconcile request, or deletion.
-fn stack_trigger(s: &Stack) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.metadata.generation.hash(&mut h);
-    sync::reconcile_request(s).hash(&mut h);
-    s.metadata.deletion_timestamp.is_some().hash(&mut h);
-    Some(h.finish())
-}
-
-fn dependents(store: &Store<Stack>, s: &Stack) -> Vec<ObjectRef<Stack>> {
-    let name = s.name_any();
-    let ns = s.namespace();
-    store
-        .state()
-        .iter()
-        .filter(|d| d.namespace() == ns)
-        .filter(|d| {
-            d.spec
-                .0
-                .prerequisites
-                .iter()
-                .flatten()
-                .any(|p| p.name == name)
-        })
-        .map(|d| ObjectRef::from_obj(d.as_ref()))
-        .collect()
-}
-
-fn program_users(store: &Store<Stack>, p: &Program) -> Vec<ObjectRef<Stack>> {
-    let name = p.name_any();
-    let ns = p.namespace();
-    store
-        .state()
-        .iter()
-        .filter(|s| {
-            s.namespace() == ns
-                && s.spec
-                    .0
-                    .program_ref
-                    .as_ref()
-                    .is_some_and(|r| r.name == name)
-        })
-        .map(|s| ObjectRef::from_obj(s.as_ref()))
-        .collect()
-}
-
-pub async fn run(
-    ctx: Arc<Context>,
-    concurrency: u16,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let client = ctx.client.clone();
-    let (reader, writer) = reflector::store();
-    let forget = Arc::clone(&ctx);
-    let stacks = cache::on_delete(
-        watcher(
-            Api::<Stack>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(crate::controller::cache::slim)
-        .reflect(writer),
-        move |s: &Stack| forget_stack(&forget, s),
-    )
-    .applied_objects()
-    .predicate_filter(stack_trigger, Default::default());
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    ctx.flux_watches.wire(tx, reader.clone());
-    let flux_wakeups =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
-    spawn_gauges(Arc::clone(&ctx), reader.clone());
-    let selector = format!("{}={}", label::PULUMI_COMPONENT, label::COMPONENT_STACK);
-    let (deps, users) = (reader.clone(), reader.clone());
-    // The Workspaces are kept in a store: a reconcile compares its Workspace with the cached
-    // one instead of applying it again unchanged.
-    let workspaces = cache::watched(
-        Api::<Workspace>::all(client.clone()),
-        watcher::Config::default().labels(&selector),
-        cache::slim_workspace,
-        &ctx.caches.workspaces,
-    );
-    let controller = Controller::for_stream(stacks, reader)
-        .owns_stream(workspaces)
-        .owns(
-            Api::<Update>::all(client.clone()),
-            watcher::Config::default().labels(&selector),
-        )
-        .watches(
-            Api::<Program>::all(client.clone()),
-            watcher::Config::default(),
-            move |p: Program| program_users(&users, &p),
-        )
-        .watches(
-            Api::<Stack>::all(client),
-            watcher::Config::default(),
-            move |s: Stack| {
-                if s.status
-                    .as_ref()
-                    .and_then(|st| st.last_update.as_ref())
-                    .is_some()
-                    || s.meta().deletion_timestamp.is_some()
-                {
-                    dependents(&deps, &s)
-                } else {
-                    Vec::new()
-                }
-            },
-        )
-        .reconcile_on(flux_wakeups);
-    let reconciler: runtime::Reconcile<Stack> = |s, ctx| Box::pin(reconcile(s, ctx));
-    runtime::run(
-        controller,
-        CONTROLLER,
-        reconciler,
-        ctx,
-        concurrency,
-        shutdown,
-    )
-    .await;
-}
-
 /// Drops what this process remembers of a Stack that is gone.
 fn forget_stack(ctx: &Context, s: &Stack) {
     let uid = s.uid().unwrap_or_default();
@@ -645,32 +522,6 @@ fn forget_stack(ctx: &Context, s: &Stack) {
     ctx.statuses.forget(&uid);
     ctx.applied
         .forget::<Workspace>(&s.namespace().unwrap_or_default(), &s.name_any());
-}
-
-/// `stacks_active` and `stacks_failing` from the Stack cache, every few seconds.
-fn spawn_gauges(ctx: Arc<Context>, store: Store<Stack>) {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            let state = store.state();
-            ctx.metrics.stacks_active.set(state.len() as i64);
-            ctx.metrics.stacks_failing.clear();
-            for s in state {
-                let failing = s
-                    .status
-                    .as_ref()
-                    .and_then(|st| st.last_update.as_ref())
-                    .is_some_and(StackUpdateState::failed);
-                ctx.metrics
-                    .stacks_failing
-                    .get_or_create(&super::metrics::StackLabels {
-                        namespace: s.namespace().unwrap_or_default(),
-                        name: s.name_any(),
-                    })
-                    .set(i64::from(failing));
-            }
-        }
-    });
 }
 
 /// The Update type a Stack would run (for tests and docs).

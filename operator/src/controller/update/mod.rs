@@ -326,7 +326,6 @@ async fn execute(
     ws: &Workspace,
     mut agent: connect::AgentClient,
 ) -> Result<Action, Error> {
-    let ns = u.namespace().unwrap_or_default();
     let name = u.name_any();
     let started = super::now_rfc3339();
     draft.start_time = Some(started.clone());
@@ -336,20 +335,8 @@ async fn execute(
 
     let stack = u.spec.stack_name.clone().unwrap_or_default();
     let kind = u.spec.update_type.unwrap_or(UpdateType::Up);
-    let (past, verb) = outcome::verbs(kind);
-    info!(stack = %stack, kind = verb, "running the update");
-    let selected = agent
-        .select_stack(pb::SelectStackRequest {
-            stack_name: stack.clone(),
-            create: Some(true),
-            secrets_provider: None,
-        })
-        .await;
-    let result = match selected {
-        Ok(_) => run_operation(&mut agent, u).await,
-        Err(st) => Err(st),
-    };
-    match result {
+    info!(stack = %stack, kind = outcome::verbs(kind).1, "running the update");
+    let succeeded = match operate(&mut agent, u, &stack).await {
         Ok(r) => {
             let succeeded = draft.result(
                 r.summary.as_ref(),
@@ -357,60 +344,67 @@ async fn execute(
                 r.project.as_ref(),
                 &started,
             );
-            if let Some(outputs) = r.outputs.filter(|o| !o.is_empty()) {
-                let owner = u.controller_owner_ref(&()).map(|mut o| {
-                    o.controller = None;
-                    o.block_owner_deletion = None;
-                    o
-                });
-                if let Some(owner) = owner {
-                    let secret = outcome::outputs_secret(u, owner, &outputs);
-                    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-                    match secrets.create(&PostParams::default(), &secret).await {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(e)) if e.code == 409 => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    draft.outputs = Some(outcome::outputs_secret_name(&name));
-                }
+            if let Some(outputs) = r.outputs.filter(|o| !o.is_empty())
+                && write_outputs(ctx, u, &outputs).await?
+            {
+                draft.outputs = Some(outcome::outputs_secret_name(&name));
             }
-            if succeeded {
-                ctx.workspace_events
-                    .publish(
-                        ws,
-                        EventType::Normal,
-                        event::UPDATE_SUCCEEDED,
-                        &format!("{past} stack \"{stack}\""),
-                    )
-                    .await;
-            } else {
-                let msg = draft.message.clone().unwrap_or_default();
-                ctx.workspace_events
-                    .publish(
-                        ws,
-                        EventType::Warning,
-                        event::UPDATE_FAILED,
-                        &format!("Failed to {verb} stack \"{stack}\": {msg}"),
-                    )
-                    .await;
-            }
+            succeeded
         }
         Err(st) => {
             draft.error(&st);
-            let msg = draft.message.clone().unwrap_or_default();
-            warn!(error = %msg, "the update failed");
-            ctx.workspace_events
-                .publish(
-                    ws,
-                    EventType::Warning,
-                    event::UPDATE_FAILED,
-                    &format!("Failed to {verb} stack \"{stack}\": {msg}"),
-                )
-                .await;
+            warn!(error = %draft.message.as_deref().unwrap_or_default(), "the update failed");
+            false
         }
-    }
+    };
+    let (kind_of_event, reason, note) =
+        outcome::announcement(kind, &stack, succeeded, draft.message.as_deref());
+    ctx.workspace_events
+        .publish(ws, kind_of_event, reason, &note)
+        .await;
     save(api, &name, &draft).await?;
     expire(u, ctx, api, &draft).await
+}
+
+/// Selects the Update's stack and runs its operation to the result.
+async fn operate(
+    agent: &mut connect::AgentClient,
+    u: &Update,
+    stack: &str,
+) -> Result<RunResult, tonic::Status> {
+    agent
+        .select_stack(pb::SelectStackRequest {
+            stack_name: stack.to_string(),
+            create: Some(true),
+            secrets_provider: None,
+        })
+        .await?;
+    run_operation(agent, u).await
+}
+
+/// Writes the outputs Secret (owned by the Update's owner, so it outlives the Update until
+/// the Stack goes); returns whether there is one. An Update without an owner keeps none.
+async fn write_outputs(
+    ctx: &Context,
+    u: &Update,
+    outputs: &std::collections::HashMap<String, pb::OutputValue>,
+) -> Result<bool, Error> {
+    let Some(owner) = u.controller_owner_ref(&()).map(|mut o| {
+        o.controller = None;
+        o.block_owner_deletion = None;
+        o
+    }) else {
+        return Ok(false);
+    };
+    let secret = outcome::outputs_secret(u, owner, outputs);
+    let secrets: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &u.namespace().unwrap_or_default());
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(true),
+        // Already written: this is a retry of the same result.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(true),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn workspace_ip(ctx: &Context, ws: &Workspace) -> Result<Option<String>, Error> {

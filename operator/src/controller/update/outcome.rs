@@ -8,10 +8,11 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::Digest as _;
 
-use crate::api::names::{condition, label, update_reason as reason};
+use crate::api::names::{condition, event, label, update_reason as reason};
 use crate::api::update::{Update, UpdateType};
 use crate::api::workspace::ProjectInfo;
 use crate::controller::conditions::{Conditions, FALSE, TRUE};
+use crate::controller::events::EventType;
 use crate::proto as pb;
 
 /// The status this reconcile will write.
@@ -295,6 +296,33 @@ pub fn outputs_secret(
 }
 
 /// The events' wording for an operation type.
+/// The Workspace event that tells how a run ended: `UpdateSucceeded` ("Updated stack
+/// \"dev\""), or `UpdateFailed` with the failure ("Failed to update stack \"dev\": ...").
+pub fn announcement(
+    t: UpdateType,
+    stack: &str,
+    succeeded: bool,
+    message: Option<&str>,
+) -> (EventType, &'static str, String) {
+    let (past, verb) = verbs(t);
+    if succeeded {
+        (
+            EventType::Normal,
+            event::UPDATE_SUCCEEDED,
+            format!("{past} stack \"{stack}\""),
+        )
+    } else {
+        (
+            EventType::Warning,
+            event::UPDATE_FAILED,
+            format!(
+                "Failed to {verb} stack \"{stack}\": {}",
+                message.unwrap_or_default()
+            ),
+        )
+    }
+}
+
 pub fn verbs(t: UpdateType) -> (&'static str, &'static str) {
     match t {
         UpdateType::Preview => ("Previewed", "preview"),
@@ -315,6 +343,30 @@ mod tests {
         u.metadata.uid = Some("u1".into());
         u.metadata.generation = Some(1);
         u
+    }
+
+    #[test]
+    fn a_run_is_announced_on_the_workspace_in_pko_s_words() {
+        assert_eq!(
+            announcement(UpdateType::Up, "dev", true, None),
+            (
+                EventType::Normal,
+                event::UPDATE_SUCCEEDED,
+                "Updated stack \"dev\"".into()
+            )
+        );
+        assert_eq!(
+            announcement(UpdateType::Destroy, "dev", false, Some("lock held")),
+            (
+                EventType::Warning,
+                event::UPDATE_FAILED,
+                "Failed to destroy stack \"dev\": lock held".into()
+            )
+        );
+        assert_eq!(
+            announcement(UpdateType::Preview, "dev", false, None).2,
+            "Failed to preview stack \"dev\": "
+        );
     }
 
     #[test]

@@ -249,31 +249,7 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<(), Halt> {
         announce: Announce::OnChange(reason::SPEC_INVALID),
     })?;
     let hash = desired::revision_hash(ws);
-    let obj_name = desired::object_name(ws);
-    // The StatefulSet first: it is what carries a new source to the pod.
-    let current = cache::cached(&ctx.caches.statefulsets, &ns, &obj_name);
-    let sts = ctx
-        .applied
-        .apply(
-            &Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns),
-            &ns,
-            &obj_name,
-            field_manager::OPERATOR,
-            &sts,
-            current.as_deref(),
-        )
-        .await?;
-    let current = cache::cached(&ctx.caches.services, &ns, &obj_name);
-    ctx.applied
-        .apply(
-            &Api::<Service>::namespaced(ctx.client.clone(), &ns),
-            &ns,
-            &obj_name,
-            field_manager::OPERATOR,
-            &desired::service(ws),
-            current.as_deref(),
-        )
-        .await?;
+    let sts = apply_owned(ctx, ws, &sts).await?;
     if run.draft.conditions.reason(condition::STALLED) == Some(reason::SPEC_INVALID) {
         run.draft.conditions.remove(condition::STALLED);
     }
@@ -329,6 +305,42 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<(), Halt> {
             .await;
     }
     Ok(())
+}
+
+/// Applies the workspace's StatefulSet, then its Service (when either differs from what was
+/// applied last); returns the StatefulSet as the server has it.
+async fn apply_owned(
+    ctx: &Context,
+    ws: &Workspace,
+    sts: &StatefulSet,
+) -> Result<StatefulSet, kube::Error> {
+    let ns = ws.namespace().unwrap_or_default();
+    let obj_name = desired::object_name(ws);
+    // The StatefulSet first: it is what carries a new source to the pod.
+    let current = cache::cached(&ctx.caches.statefulsets, &ns, &obj_name);
+    let applied = ctx
+        .applied
+        .apply(
+            &Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns),
+            &ns,
+            &obj_name,
+            field_manager::OPERATOR,
+            sts,
+            current.as_deref(),
+        )
+        .await?;
+    let current = cache::cached(&ctx.caches.services, &ns, &obj_name);
+    ctx.applied
+        .apply(
+            &Api::<Service>::namespaced(ctx.client.clone(), &ns),
+            &ns,
+            &obj_name,
+            field_manager::OPERATOR,
+            &desired::service(ws),
+            current.as_deref(),
+        )
+        .await?;
+    Ok(applied)
 }
 
 /// Drops what this process remembers of a Workspace that is gone or going.

@@ -1,0 +1,168 @@
+//! How the Stack controller is fed: the Stacks it reconciles and what wakes one (its
+//! Workspace and Updates, the Programs and prerequisite Stacks it names, its Flux source), and
+//! the gauges kept from the Stack cache.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+
+use super::{CONTROLLER, forget_stack, reconcile, sync};
+use crate::api::names::label;
+use crate::api::program::Program;
+use crate::api::stack::{Stack, StackUpdateState};
+use crate::api::update::Update;
+use crate::api::workspace::Workspace;
+use crate::controller::{Context, cache, metrics, runtime};
+
+/// Reconcile on a new generation, a new reconcile request, or deletion.
+fn stack_trigger(s: &Stack) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.metadata.generation.hash(&mut h);
+    sync::reconcile_request(s).hash(&mut h);
+    s.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+fn dependents(store: &Store<Stack>, s: &Stack) -> Vec<ObjectRef<Stack>> {
+    let name = s.name_any();
+    let ns = s.namespace();
+    store
+        .state()
+        .iter()
+        .filter(|d| d.namespace() == ns)
+        .filter(|d| {
+            d.spec
+                .0
+                .prerequisites
+                .iter()
+                .flatten()
+                .any(|p| p.name == name)
+        })
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+fn program_users(store: &Store<Stack>, p: &Program) -> Vec<ObjectRef<Stack>> {
+    let name = p.name_any();
+    let ns = p.namespace();
+    store
+        .state()
+        .iter()
+        .filter(|s| {
+            s.namespace() == ns
+                && s.spec
+                    .0
+                    .program_ref
+                    .as_ref()
+                    .is_some_and(|r| r.name == name)
+        })
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+pub async fn run(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (reader, writer) = reflector::store();
+    let forget = Arc::clone(&ctx);
+    let stacks = cache::on_delete(
+        watcher(
+            Api::<Stack>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(crate::controller::cache::slim)
+        .reflect(writer),
+        move |s: &Stack| forget_stack(&forget, s),
+    )
+    .applied_objects()
+    .predicate_filter(stack_trigger, Default::default());
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    ctx.flux_watches.wire(tx, reader.clone());
+    let flux_wakeups =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    spawn_gauges(Arc::clone(&ctx), reader.clone());
+    let selector = format!("{}={}", label::PULUMI_COMPONENT, label::COMPONENT_STACK);
+    let (deps, users) = (reader.clone(), reader.clone());
+    // The Workspaces are kept in a store: a reconcile compares its Workspace with the cached
+    // one instead of applying it again unchanged.
+    let workspaces = cache::watched(
+        Api::<Workspace>::all(client.clone()),
+        watcher::Config::default().labels(&selector),
+        cache::slim_workspace,
+        &ctx.caches.workspaces,
+    );
+    let controller = Controller::for_stream(stacks, reader)
+        .owns_stream(workspaces)
+        .owns(
+            Api::<Update>::all(client.clone()),
+            watcher::Config::default().labels(&selector),
+        )
+        .watches(
+            Api::<Program>::all(client.clone()),
+            watcher::Config::default(),
+            move |p: Program| program_users(&users, &p),
+        )
+        .watches(
+            Api::<Stack>::all(client),
+            watcher::Config::default(),
+            move |s: Stack| {
+                if s.status
+                    .as_ref()
+                    .and_then(|st| st.last_update.as_ref())
+                    .is_some()
+                    || s.meta().deletion_timestamp.is_some()
+                {
+                    dependents(&deps, &s)
+                } else {
+                    Vec::new()
+                }
+            },
+        )
+        .reconcile_on(flux_wakeups);
+    let reconciler: runtime::Reconcile<Stack> = |s, ctx| Box::pin(reconcile(s, ctx));
+    runtime::run(
+        controller,
+        CONTROLLER,
+        reconciler,
+        ctx,
+        concurrency,
+        shutdown,
+    )
+    .await;
+}
+
+/// `stacks_active` and `stacks_failing` from the Stack cache, every few seconds.
+fn spawn_gauges(ctx: Arc<Context>, store: Store<Stack>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let state = store.state();
+            ctx.metrics.stacks_active.set(state.len() as i64);
+            ctx.metrics.stacks_failing.clear();
+            for s in state {
+                let failing = s
+                    .status
+                    .as_ref()
+                    .and_then(|st| st.last_update.as_ref())
+                    .is_some_and(StackUpdateState::failed);
+                ctx.metrics
+                    .stacks_failing
+                    .get_or_create(&metrics::StackLabels {
+                        namespace: s.namespace().unwrap_or_default(),
+                        name: s.name_any(),
+                    })
+                    .set(i64::from(failing));
+            }
+        }
+    });
+}
