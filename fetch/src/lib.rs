@@ -10,4 +10,5 @@ pub mod http;
 pub mod report;
 pub mod safe_path;
 pub mod unpack;
+pub mod vars;
 pub mod workspace;

@@ -12,7 +12,7 @@ use fetch::git::{self, GitError, GitRequest};
 use fetch::report::{self, LogFormat};
 use fetch::unpack::{DEFAULT_MAX_SIZE, ModePolicy, UnpackOptions};
 use fetch::workspace::Workspace;
-use fetch::{digest::Digest, http};
+use fetch::{digest::Digest, http, vars};
 use reqwest::Url;
 use tracing::{error, info};
 
@@ -63,11 +63,11 @@ enum Command {
 #[derive(Args, Debug)]
 struct GitArgs {
     /// Repository URL: https://, http://, ssh://, user@host:path or file://.
-    #[arg(long, env = "GIT_URL")]
+    #[arg(long, env = vars::GIT_URL)]
     url: String,
 
     /// Commit SHA (what the operator passes), branch or tag.
-    #[arg(long, env = "GIT_REVISION")]
+    #[arg(long, env = vars::GIT_REVISION)]
     revision: String,
 
     /// Directory that receives the checkout; replaced whole on success, removed on failure.
@@ -75,7 +75,7 @@ struct GitArgs {
     target_dir: PathBuf,
 
     /// Sub-directory of the repository holding the program (empty: the repository root).
-    #[arg(long, env = "GIT_DIR", default_value = "")]
+    #[arg(long, env = vars::GIT_DIR, default_value = "")]
     dir: String,
 
     /// Symlink to create pointing at the program directory (e.g. /share/workspace).
@@ -83,7 +83,7 @@ struct GitArgs {
     link: Option<PathBuf>,
 
     /// Fetch only the commit (depth 1) when the server allows it.
-    #[arg(long, env = "GIT_SHALLOW")]
+    #[arg(long, env = vars::GIT_SHALLOW)]
     shallow: bool,
 
     /// Overall time limit in seconds.
@@ -102,12 +102,12 @@ struct GitArgs {
 #[derive(Args, Debug)]
 struct FluxArgs {
     /// Artifact URL (`status.artifact.url` of the Flux source).
-    #[arg(long, env = "FLUX_URL")]
+    #[arg(long, env = vars::FLUX_URL)]
     url: String,
 
     /// Expected digest (`status.artifact.digest`): sha256:, sha384:, sha512: or blake3:
     /// followed by lowercase hex, or a bare sha256 hex checksum.
-    #[arg(long, env = "FLUX_DIGEST")]
+    #[arg(long, env = vars::FLUX_DIGEST)]
     digest: String,
 
     /// Directory that receives the unpacked tree; replaced whole on success, removed on failure.
@@ -115,7 +115,7 @@ struct FluxArgs {
     target_dir: PathBuf,
 
     /// Sub-directory of the artifact holding the program (empty: the artifact root).
-    #[arg(long, env = "FLUX_DIR", default_value = "")]
+    #[arg(long, env = vars::FLUX_DIR, default_value = "")]
     dir: String,
 
     /// Symlink to create pointing at the program directory (e.g. /share/workspace).
@@ -125,7 +125,7 @@ struct FluxArgs {
     /// Limit on the uncompressed archive in bytes; -1 for no limit.
     #[arg(
         long,
-        env = "FLUX_MAX_UNTAR_SIZE_BYTES",
+        env = vars::FLUX_MAX_UNTAR_SIZE_BYTES,
         default_value_t = DEFAULT_MAX_SIZE as i64,
         allow_negative_numbers = true
     )]

@@ -6,6 +6,7 @@ use std::fmt;
 
 use super::known_hosts::{KnownHosts, KnownHostsError};
 use super::ssh_key::{self, KeyError};
+use crate::vars;
 
 #[derive(Clone)]
 pub enum Credentials {
@@ -67,14 +68,14 @@ pub fn from_env(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Credentials, Option<KnownHosts>), CredentialsError> {
     let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-    let username = get("GIT_USERNAME");
-    let password = env("GIT_PASSWORD").filter(|v| !v.is_empty());
-    let token = get("GIT_TOKEN");
-    let key = get("GIT_SSH_PRIVATE_KEY");
+    let username = get(vars::GIT_USERNAME);
+    let password = env(vars::GIT_PASSWORD).filter(|v| !v.is_empty());
+    let token = get(vars::GIT_TOKEN);
+    let key = get(vars::GIT_SSH_PRIVATE_KEY);
     let app = [
-        "GIT_GITHUB_APP_ID",
-        "GIT_GITHUB_APP_INSTALLATION_ID",
-        "GIT_GITHUB_APP_PRIVATE_KEY",
+        vars::GIT_GITHUB_APP_ID,
+        vars::GIT_GITHUB_APP_INSTALLATION_ID,
+        vars::GIT_GITHUB_APP_PRIVATE_KEY,
     ]
     .map(&get);
 
@@ -154,7 +155,7 @@ pub fn from_env(
         Credentials::None
     };
 
-    let known_hosts = get("GIT_SSH_KNOWN_HOSTS")
+    let known_hosts = get(vars::GIT_SSH_KNOWN_HOSTS)
         .map(|t| KnownHosts::parse(&t))
         .transpose()?;
     Ok((credentials, known_hosts))

@@ -91,7 +91,7 @@ impl Settings {
                 },
             }
         };
-        let untar = get("FLUX_MAX_UNTAR_SIZE_BYTES");
+        let untar = get(fetch::vars::FLUX_MAX_UNTAR_SIZE_BYTES);
         if let Some(v) = &untar
             && v.parse::<i64>().map_or(true, |n| n < -1)
         {

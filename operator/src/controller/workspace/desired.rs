@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use fetch::vars;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{EnvVar, SecretKeySelector, Service};
 use kube::{Resource, ResourceExt};
@@ -167,26 +168,29 @@ fn fetch_container(spec: &WorkspaceSpec, settings: &Settings) -> Option<Value> {
     }
     if let Some(git) = &spec.git {
         let mut env = vec![
-            plain_env("GIT_URL", git.url.clone().unwrap_or_default()),
-            plain_env("GIT_REVISION", git.git_ref.clone().unwrap_or_default()),
-            plain_env("GIT_DIR", git.dir.clone().unwrap_or_default()),
+            plain_env(vars::GIT_URL, git.url.clone().unwrap_or_default()),
+            plain_env(vars::GIT_REVISION, git.git_ref.clone().unwrap_or_default()),
+            plain_env(vars::GIT_DIR, git.dir.clone().unwrap_or_default()),
         ];
         if git.shallow == Some(true) {
-            env.push(plain_env("GIT_SHALLOW", "true"));
+            env.push(plain_env(vars::GIT_SHALLOW, "true"));
         }
         if let Some(auth) = &git.auth {
-            env.extend(secret_env("GIT_SSH_PRIVATE_KEY", &auth.ssh_private_key));
-            env.extend(secret_env("GIT_USERNAME", &auth.username));
-            env.extend(secret_env("GIT_PASSWORD", &auth.password));
-            env.extend(secret_env("GIT_TOKEN", &auth.token));
-            env.extend(secret_env("GIT_SSH_KNOWN_HOSTS", &auth.known_hosts));
+            env.extend(secret_env(vars::GIT_SSH_PRIVATE_KEY, &auth.ssh_private_key));
+            env.extend(secret_env(vars::GIT_USERNAME, &auth.username));
+            env.extend(secret_env(vars::GIT_PASSWORD, &auth.password));
+            env.extend(secret_env(vars::GIT_TOKEN, &auth.token));
+            env.extend(secret_env(vars::GIT_SSH_KNOWN_HOSTS, &auth.known_hosts));
             if let Some(app) = &auth.github_app {
-                env.extend(secret_env("GIT_GITHUB_APP_ID", &app.app_id));
+                env.extend(secret_env(vars::GIT_GITHUB_APP_ID, &app.app_id));
                 env.extend(secret_env(
-                    "GIT_GITHUB_APP_INSTALLATION_ID",
+                    vars::GIT_GITHUB_APP_INSTALLATION_ID,
                     &app.installation_id,
                 ));
-                env.extend(secret_env("GIT_GITHUB_APP_PRIVATE_KEY", &app.private_key));
+                env.extend(secret_env(
+                    vars::GIT_GITHUB_APP_PRIVATE_KEY,
+                    &app.private_key,
+                ));
             }
         }
         return Some(json!({
@@ -201,12 +205,12 @@ fn fetch_container(spec: &WorkspaceSpec, settings: &Settings) -> Option<Value> {
     }
     if let Some(flux) = &spec.flux {
         let mut env = vec![
-            plain_env("FLUX_URL", flux.url.clone().unwrap_or_default()),
-            plain_env("FLUX_DIGEST", flux.digest.clone().unwrap_or_default()),
-            plain_env("FLUX_DIR", flux.dir.clone().unwrap_or_default()),
+            plain_env(vars::FLUX_URL, flux.url.clone().unwrap_or_default()),
+            plain_env(vars::FLUX_DIGEST, flux.digest.clone().unwrap_or_default()),
+            plain_env(vars::FLUX_DIR, flux.dir.clone().unwrap_or_default()),
         ];
         if let Some(max) = &settings.flux_max_untar_size {
-            env.push(plain_env("FLUX_MAX_UNTAR_SIZE_BYTES", max.clone()));
+            env.push(plain_env(vars::FLUX_MAX_UNTAR_SIZE_BYTES, max.clone()));
         }
         return Some(json!({
             "name": pod::FETCH_CONTAINER,
