@@ -3,14 +3,20 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::SecretKeySelector;
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, PodSpec, SecretKeySelector,
+    SecretVolumeSource, Volume, VolumeMount,
+};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::api::names::label;
 use crate::api::stack::Stack;
 use crate::api::stack_spec::{GitAuthConfig, ResourceRef, ResourceSelectorType};
-use crate::api::workspace::{GitAuth, GitHubAppAuth, ProjectInfo, Workspace};
+use crate::api::workspace::{
+    ConfigItem, ConfigValueFrom, EmbeddedPodTemplateSpec, FluxSource, GitAuth, GitHubAppAuth,
+    GitSource, ProjectInfo, Workspace, WorkspaceSpec, WorkspaceStack,
+};
 use crate::controller::merge;
 
 pub const CONFIGMAP_ROOT: &str = "/var/run/configmaps/stacks.pulumi.com/configmaps";
@@ -211,114 +217,145 @@ pub fn workspace_git_auth(stack: &Stack) -> Result<Option<GitAuth>, SpecError> {
     Ok(Some(out))
 }
 
-/// The Workspace for `stack` with `source`.
-pub fn desired_workspace(stack: &Stack, source: &Source) -> Result<Workspace, SpecError> {
-    let ns = stack.namespace().unwrap_or_default();
+/// The pulumi container's environment from the Stack: backend, access token, `envRefs`.
+fn stack_env(stack: &Stack, ns: &str) -> Result<Vec<EnvVar>, SpecError> {
     let spec = &stack.spec.0;
-    let mut env: Vec<Value> = Vec::new();
+    let secret = |name: &str, s: &str, key: &str| EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: s.to_string(),
+                key: key.to_string(),
+                optional: None,
+            }),
+            ..Default::default()
+        }),
+        value: None,
+    };
+    let literal = |name: &str, v: &str| EnvVar {
+        name: name.to_string(),
+        value: Some(v.to_string()),
+        value_from: None,
+    };
+    let mut env = Vec::new();
     if let Some(b) = spec.backend.as_deref().filter(|b| !b.is_empty()) {
-        env.push(json!({"name": "PULUMI_BACKEND_URL", "value": b}));
+        env.push(literal("PULUMI_BACKEND_URL", b));
     }
     if let Some(s) = spec
         .access_token_secret
         .as_deref()
         .filter(|s| !s.is_empty())
     {
-        env.push(json!({"name": "PULUMI_ACCESS_TOKEN", "valueFrom": {"secretKeyRef": {"name": s, "key": "accessToken"}}}));
+        env.push(secret("PULUMI_ACCESS_TOKEN", s, "accessToken"));
     }
     for (name, r) in spec.env_refs.iter().flatten() {
         let field = format!("spec.envRefs[{name}]");
-        env.push(match resolve(&ns, &field, r)? {
-            Resolved::Literal(v) => json!({"name": name, "value": v}),
-            Resolved::Secret { name: s, key } => {
-                json!({"name": name, "valueFrom": {"secretKeyRef": {"name": s, "key": key}}})
-            }
+        env.push(match resolve(ns, &field, r)? {
+            Resolved::Literal(v) => literal(name, v),
+            Resolved::Secret { name: s, key } => secret(name, s, key),
         });
     }
+    Ok(env)
+}
 
-    let mut config: Vec<Value> = Vec::new();
-    let mut volumes: BTreeMap<String, Value> = BTreeMap::new();
-    let mut mounts: BTreeMap<String, Value> = BTreeMap::new();
+/// The stack's config items, and the volumes (by name) and mounts (by path) that carry the
+/// ConfigMaps and Secrets they read from files.
+#[derive(Default)]
+struct StackConfig {
+    items: Vec<ConfigItem>,
+    volumes: BTreeMap<String, Volume>,
+    mounts: BTreeMap<String, VolumeMount>,
+}
+
+impl StackConfig {
+    /// `key` read from `dir/file`, `dir` the read-only mount of the volume `vol`.
+    fn file(&mut self, key: &str, dir: String, file: &str, secret: bool, vol: Volume) {
+        self.items.push(ConfigItem {
+            key: key.to_string(),
+            value_from: Some(ConfigValueFrom {
+                path: Some(format!("{dir}/{file}")),
+                ..Default::default()
+            }),
+            secret: Some(secret),
+            ..Default::default()
+        });
+        self.mounts.insert(
+            dir.clone(),
+            VolumeMount {
+                name: vol.name.clone(),
+                mount_path: dir,
+                read_only: Some(true),
+                ..Default::default()
+            },
+        );
+        self.volumes.insert(vol.name.clone(), vol);
+    }
+
+    fn literal(&mut self, key: &str, value: serde_json::Value, secret: bool) {
+        self.items.push(ConfigItem {
+            key: key.to_string(),
+            value: Some(value),
+            secret: Some(secret),
+            ..Default::default()
+        });
+    }
+}
+
+/// `config`, `configRef`, `secrets` and `secretsRef`, in that order (PKO's).
+fn stack_config(stack: &Stack, ns: &str) -> Result<StackConfig, SpecError> {
+    let spec = &stack.spec.0;
+    let mut c = StackConfig::default();
     for (key, v) in spec.config.iter().flatten() {
-        config.push(json!({"key": key, "value": v, "secret": false}));
+        c.literal(key, json!(v), false);
     }
     for (key, r) in spec.config_ref.iter().flatten() {
-        let dir = format!("{CONFIGMAP_ROOT}/{}", r.name);
-        let mut item =
-            json!({"key": key, "valueFrom": {"path": format!("{dir}/{}", r.key)}, "secret": false});
-        if let Some(j) = r.json {
-            item["valueFrom"]["json"] = json!(j);
+        let vol = Volume {
+            name: format!("configmap-{}", r.name),
+            config_map: Some(ConfigMapVolumeSource {
+                name: r.name.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        c.file(
+            key,
+            format!("{CONFIGMAP_ROOT}/{}", r.name),
+            &r.key,
+            false,
+            vol,
+        );
+        if let Some(j) = r.json
+            && let Some(from) = c.items.last_mut().and_then(|i| i.value_from.as_mut())
+        {
+            from.json = Some(j);
         }
-        config.push(item);
-        let vol = format!("configmap-{}", r.name);
-        volumes.insert(
-            vol.clone(),
-            json!({"name": vol, "configMap": {"name": r.name}}),
-        );
-        mounts.insert(
-            dir.clone(),
-            json!({"name": vol, "mountPath": dir, "readOnly": true}),
-        );
     }
     for (key, v) in spec.secrets.iter().flatten() {
-        config.push(json!({"key": key, "value": v, "secret": true}));
+        c.literal(key, json!(v), true);
     }
     for (key, r) in spec.secrets_ref.iter().flatten() {
         let field = format!("spec.secretsRef[{key}]");
-        match resolve(&ns, &field, r)? {
-            Resolved::Literal(v) => config.push(json!({"key": key, "value": v, "secret": true})),
-            Resolved::Secret { name, key: skey } => {
-                let dir = format!("{SECRET_ROOT}/{name}");
-                config.push(json!({"key": key, "valueFrom": {"path": format!("{dir}/{skey}")}, "secret": true}));
-                let vol = format!("secret-{name}");
-                volumes.insert(
-                    vol.clone(),
-                    json!({"name": vol, "secret": {"secretName": name}}),
-                );
-                mounts.insert(
-                    dir.clone(),
-                    json!({"name": vol, "mountPath": dir, "readOnly": true}),
-                );
+        match resolve(ns, &field, r)? {
+            Resolved::Literal(v) => c.literal(key, json!(v), true),
+            Resolved::Secret { name, key: file } => {
+                let vol = Volume {
+                    name: format!("secret-{name}"),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(name.to_string()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                c.file(key, format!("{SECRET_ROOT}/{name}"), file, true, vol);
             }
         }
     }
+    Ok(c)
+}
 
-    let mut ws_stack = json!({
-        "name": spec.stack,
-        "create": !spec.use_local_stack_only.unwrap_or(false),
-    });
-    if let Some(envs) = spec.environment.as_ref().filter(|e| !e.is_empty()) {
-        ws_stack["environment"] = json!(envs);
-    }
-    if let Some(sp) = spec.secrets_provider.as_deref().filter(|s| !s.is_empty()) {
-        ws_stack["secretsProvider"] = json!(sp);
-    }
-    if !config.is_empty() {
-        ws_stack["config"] = json!(config);
-    }
-
-    let mut pulumi = json!({"name": crate::api::names::pod::PULUMI_CONTAINER});
-    if !mounts.is_empty() {
-        pulumi["volumeMounts"] = json!(mounts.values().collect::<Vec<_>>());
-    }
-    let mut pod_spec = json!({"containers": [pulumi]});
-    if !volumes.is_empty() {
-        pod_spec["volumes"] = json!(volumes.values().collect::<Vec<_>>());
-    }
-    let mut ws_spec = json!({
-        "podTemplate": {"spec": pod_spec},
-        "stacks": [ws_stack],
-    });
-    if let Some(sa) = spec
-        .service_account_name
-        .as_deref()
-        .filter(|s| !s.is_empty())
-    {
-        ws_spec["serviceAccountName"] = json!(sa);
-    }
-    if !env.is_empty() {
-        ws_spec["env"] = json!(env);
-    }
+/// The source fields of the Workspace: `git`, `flux` or `projectInfo`.
+fn source_spec(source: &Source, spec: &mut WorkspaceSpec) {
+    let non_empty = |d: &Option<String>| d.clone().filter(|d| !d.is_empty());
     match source {
         Source::None => {}
         Source::Git {
@@ -328,27 +365,62 @@ pub fn desired_workspace(stack: &Stack, source: &Source) -> Result<Workspace, Sp
             shallow,
             auth,
         } => {
-            let mut g = json!({"url": url, "ref": commit});
-            if let Some(d) = dir.as_deref().filter(|d| !d.is_empty()) {
-                g["dir"] = json!(d);
-            }
-            if *shallow {
-                g["shallow"] = json!(true);
-            }
-            if let Some(a) = auth {
-                g["auth"] = json!(a.as_ref());
-            }
-            ws_spec["git"] = g;
+            spec.git = Some(GitSource {
+                url: Some(url.clone()),
+                git_ref: Some(commit.clone()),
+                dir: non_empty(dir),
+                auth: auth.as_deref().cloned(),
+                shallow: shallow.then_some(true),
+            });
         }
         Source::Artifact { url, digest, dir } => {
-            let mut f = json!({"url": url, "digest": digest});
-            if let Some(d) = dir.as_deref().filter(|d| !d.is_empty()) {
-                f["dir"] = json!(d);
-            }
-            ws_spec["flux"] = f;
+            spec.flux = Some(FluxSource {
+                url: Some(url.clone()),
+                digest: Some(digest.clone()),
+                dir: non_empty(dir),
+            });
         }
-        Source::ProjectInfo(p) => ws_spec["projectInfo"] = json!(p),
+        Source::ProjectInfo(p) => spec.project_info = Some(p.clone()),
     }
+}
+
+/// The Workspace for `stack` with `source`: built from typed parts, then the user's
+/// `workspaceTemplate` merged over it (as JSON: PKO's merge is by field and list key), then
+/// what the template may not change.
+pub fn desired_workspace(stack: &Stack, source: &Source) -> Result<Workspace, SpecError> {
+    let ns = stack.namespace().unwrap_or_default();
+    let spec = &stack.spec.0;
+    let env = stack_env(stack, &ns)?;
+    let config = stack_config(stack, &ns)?;
+    let ws_stack = WorkspaceStack {
+        name: spec.stack.clone(),
+        create: Some(!spec.use_local_stack_only.unwrap_or(false)),
+        secrets_provider: spec.secrets_provider.clone().filter(|s| !s.is_empty()),
+        config: (!config.items.is_empty()).then_some(config.items),
+        environment: spec.environment.clone().filter(|e| !e.is_empty()),
+    };
+    let pulumi = Container {
+        name: crate::api::names::pod::PULUMI_CONTAINER.into(),
+        volume_mounts: (!config.mounts.is_empty()).then(|| config.mounts.into_values().collect()),
+        ..Default::default()
+    };
+    let mut typed = WorkspaceSpec {
+        pod_template: Some(EmbeddedPodTemplateSpec {
+            metadata: None,
+            spec: Some(PodSpec {
+                containers: vec![pulumi],
+                volumes: (!config.volumes.is_empty())
+                    .then(|| config.volumes.into_values().collect()),
+                ..Default::default()
+            }),
+        }),
+        stacks: Some(vec![ws_stack]),
+        service_account_name: spec.service_account_name.clone().filter(|s| !s.is_empty()),
+        env: (!env.is_empty()).then_some(env),
+        ..Default::default()
+    };
+    source_spec(source, &mut typed);
+    let ws_spec = serde_json::to_value(&typed).map_err(|e| SpecError::Template(e.to_string()))?;
 
     let mut doc = json!({
         "metadata": {
