@@ -42,6 +42,28 @@ impl Children {
         if let Ok(mut pids) = self.pids.lock() {
             pids.insert(pid);
         }
+        self.tracked(pid)
+    }
+
+    /// Starts a child with `spawn` and records it before the reaper can see it: the registry
+    /// stays locked from before the fork until the pid is in it, and the reaper asks the
+    /// registry before each wait. Recording after `spawn` returned left a window in which a
+    /// child that exits at once (`pulumi version`) was reaped as an orphan and its own waiter
+    /// got ECHILD ("No child processes").
+    pub fn spawn_tracked<T>(
+        self: &Arc<Self>,
+        spawn: impl FnOnce() -> std::io::Result<T>,
+        pid_of: impl Fn(&T) -> Option<u32>,
+    ) -> std::io::Result<(T, ChildGuard)> {
+        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
+        let child = spawn()?;
+        let pid = pid_of(&child).map_or(0, |p| p as i32);
+        pids.insert(pid);
+        drop(pids);
+        Ok((child, self.tracked(pid)))
+    }
+
+    fn tracked(self: &Arc<Self>, pid: i32) -> ChildGuard {
         if self.is_stopping() {
             interrupt(pid);
         }
@@ -197,6 +219,41 @@ mod tests {
         assert_eq!(parse_stat("42 (sleep) Z 1 42 42 0"), Some(('Z', 1)));
         assert_eq!(parse_stat("7 (a) b (c)) S 3 7 7 0 -1"), Some(('S', 3)));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn a_child_is_in_the_registry_before_the_reaper_can_ask() {
+        let children = Children::new();
+        let c = Arc::clone(&children);
+        let (pid, guard) = children
+            .spawn_tracked(
+                || {
+                    // The reaper's question (contains) would wait here: the registry is held.
+                    assert!(
+                        c.pids.try_lock().is_err(),
+                        "the registry is locked while spawning"
+                    );
+                    Ok(4242u32)
+                },
+                |p| Some(*p),
+            )
+            .expect("spawned");
+        assert_eq!(pid, 4242);
+        assert!(children.contains(4242));
+        drop(guard);
+        assert!(!children.contains(4242));
+        assert!(
+            children
+                .spawn_tracked(
+                    || Err::<u32, _>(std::io::Error::other("no such file")),
+                    |p| Some(*p)
+                )
+                .is_err()
+        );
+        assert!(
+            children.snapshot().is_empty(),
+            "a failed spawn records nothing"
+        );
     }
 
     #[tokio::test]

@@ -222,15 +222,14 @@ impl Pulumi {
     ) -> Result<(Output, Vec<serde_json::Value>), CliError> {
         let shown = display_args(args);
         debug!(command = %shown, "running pulumi");
-        let mut child = self
-            .command(args)
-            .spawn()
+        let (mut child, _guard) = self
+            .children
+            .spawn_tracked(|| self.command(args).spawn(), |c| c.id())
             .map_err(|source| CliError::Spawn {
                 binary: self.binary.display().to_string(),
                 source,
             })?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
-        let _guard = self.children.track(pid);
         let stdout = tokio::spawn(read_stdout(child.stdout.take(), capture));
         let stderr = tokio::spawn(read_lines(child.stderr.take(), "stderr", true));
 
