@@ -37,14 +37,6 @@ impl Children {
         Arc::new(Children::default())
     }
 
-    /// Records a started child; if shutdown has begun, it is interrupted at once.
-    pub fn track(self: &Arc<Self>, pid: i32) -> ChildGuard {
-        if let Ok(mut pids) = self.pids.lock() {
-            pids.insert(pid);
-        }
-        self.tracked(pid)
-    }
-
     /// Starts a child with `spawn` and records it before the reaper can see it: the registry
     /// stays locked from before the fork until the pid is in it, and the reaper asks the
     /// registry before each wait. Recording after `spawn` returned left a window in which a
@@ -60,17 +52,15 @@ impl Children {
         let pid = pid_of(&child).map_or(0, |p| p as i32);
         pids.insert(pid);
         drop(pids);
-        Ok((child, self.tracked(pid)))
-    }
-
-    fn tracked(self: &Arc<Self>, pid: i32) -> ChildGuard {
+        // Shutdown has begun: the new child is interrupted at once.
         if self.is_stopping() {
             interrupt(pid);
         }
-        ChildGuard {
+        let guard = ChildGuard {
             children: Arc::clone(self),
             pid,
-        }
+        };
+        Ok((child, guard))
     }
 
     pub fn contains(&self, pid: i32) -> bool {
@@ -259,7 +249,9 @@ mod tests {
     #[tokio::test]
     async fn wait_idle_returns_when_the_last_child_is_released() {
         let children = Children::new();
-        let guard = children.track(999_999);
+        let (_, guard) = children
+            .spawn_tracked(|| Ok(999_999u32), |p| Some(*p))
+            .expect("tracked");
         assert!(!children.wait_idle(Duration::from_millis(50)).await);
         let c = Arc::clone(&children);
         let waiter = tokio::spawn(async move { c.wait_idle(Duration::from_secs(5)).await });
