@@ -54,18 +54,6 @@ impl Failures {
     }
 }
 
-/// `err` and its sources, outermost first, as one line.
-pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}
-
 fn key<K: ResourceExt>(controller: &str, obj: &K) -> String {
     format!(
         "{controller}/{}/{}",
@@ -138,7 +126,7 @@ pub async fn run<K>(
             controller = name,
             namespace = %obj.namespace().unwrap_or_default(),
             name = %obj.name_any(),
-            error = %describe(err),
+            error = %fetch::error::chain(err),
             failures = n,
             retry_in_s = wait.as_secs(),
             "reconcile failed"
@@ -159,12 +147,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_failure_is_described_with_its_causes() {
+    fn a_failure_is_logged_with_its_causes() {
         let e = Error::Artifact(crate::controller::program::ArtifactError::Yaml(
             "bad".into(),
         ));
         assert_eq!(
-            describe(&e),
+            fetch::error::chain(&e),
             "packing the Program's artifact: the program cannot be written as YAML: bad"
         );
     }
