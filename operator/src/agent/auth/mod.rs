@@ -15,12 +15,14 @@
 //!   learned from a verified token, never assumed, so a cluster that changes issuers is not
 //!   locked out: its new tokens are reviewed in that slot and their issuer learned.
 
-use std::collections::HashMap;
+mod claims;
+mod peers;
+mod verdicts;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::Engine;
 use tokio::sync::Semaphore;
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
@@ -34,23 +36,18 @@ use tonic::metadata::MetadataMap;
 use tracing::{debug, warn};
 
 use crate::api::names::group;
+use claims::{Claims, now_unix};
+use peers::{PeerRecord, Peers};
+use verdicts::Verdicts;
 
 const AUTHN_OK_TTL: Duration = Duration::from_secs(3600);
 const AUTHN_FAIL_TTL: Duration = Duration::from_secs(60);
 const AUTHZ_ALLOW_TTL: Duration = Duration::from_secs(300);
 const AUTHZ_DENY_TTL: Duration = Duration::from_secs(5);
-const CACHE_LIMIT: usize = 1024;
 /// TokenReviews in flight at once for callers with a clean record.
 const CONCURRENT_REVIEWS: usize = 4;
 /// ... and for callers whose tokens failed review recently, all of them together.
 const SUSPECT_REVIEWS: usize = 1;
-/// After this many failed reviews within [`FAILURE_WINDOW`] from one address, that address's new
-/// tokens are refused unreviewed until the window ends (tokens already known keep their cached
-/// verdict; other addresses are not affected).
-const FAILURES_PER_WINDOW: u32 = 20;
-const FAILURE_WINDOW: Duration = Duration::from_secs(10);
-/// Addresses whose failures are remembered; past it, the quiet ones are forgotten first.
-const PEER_LIMIT: usize = 4096;
 /// Verified issuers remembered (a cluster has one, two while it migrates).
 const MAX_ISSUERS: usize = 4;
 
@@ -84,19 +81,16 @@ impl Authenticator {
     }
 }
 
-/// Verdicts by key, each with its expiry.
-type Cache<K, V> = Mutex<HashMap<K, (Instant, V)>>;
-
 pub struct KubeAuth {
     client: kube::Client,
     audiences: Vec<String>,
     namespace: String,
     workspace: String,
-    authn: Cache<[u8; 32], Result<Identity, String>>,
-    authz: Cache<[u8; 32], Result<(), String>>,
+    authn: Verdicts<[u8; 32], Result<Identity, String>>,
+    authz: Verdicts<[u8; 32], Result<(), String>>,
     reviews: Semaphore,
     suspect_reviews: Semaphore,
-    peers: Mutex<HashMap<IpAddr, FailureWindow>>,
+    peers: Peers,
     /// The issuers of the tokens the apiserver verified.
     issuers: Mutex<Vec<String>>,
     /// For the hint when the TokenReview API is refused.
@@ -138,11 +132,11 @@ impl KubeAuth {
             audiences,
             namespace,
             workspace,
-            authn: Mutex::new(HashMap::new()),
-            authz: Mutex::new(HashMap::new()),
+            authn: Verdicts::new(),
+            authz: Verdicts::new(),
             reviews: Semaphore::new(CONCURRENT_REVIEWS),
             suspect_reviews: Semaphore::new(SUSPECT_REVIEWS),
-            peers: Mutex::new(HashMap::new()),
+            peers: Peers::default(),
             issuers: Mutex::new(Vec::new()),
             pod_service_account,
         }
@@ -158,14 +152,14 @@ impl KubeAuth {
 
     async fn authenticate(&self, token: &str, peer: IpAddr) -> Result<Identity, Status> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(hit) = cached(&self.authn, &key) {
+        if let Some(hit) = self.authn.get(&key) {
             return hit.map_err(Status::unauthenticated);
         }
         let claims = Claims::read(token, now_unix()).map_err(Status::unauthenticated)?;
         claims
             .precheck(&self.audiences)
             .map_err(Status::unauthenticated)?;
-        let record = self.peer_record(peer);
+        let record = self.peers.record(peer);
         if record == PeerRecord::Saturated {
             return Err(Status::unavailable(
                 "too many invalid tokens were presented from this address recently; try again in \
@@ -187,7 +181,7 @@ impl KubeAuth {
             .await
             .map_err(|_| Status::unavailable("the agent is shutting down"))?;
         // Another call may have reviewed the same token while this one waited.
-        if let Some(hit) = cached(&self.authn, &key) {
+        if let Some(hit) = self.authn.get(&key) {
             return hit.map_err(Status::unauthenticated);
         }
         let review = TokenReview {
@@ -242,56 +236,16 @@ impl KubeAuth {
             // Never trust a verdict past the token's own expiry.
             AUTHN_OK_TTL.min(claims.expires_in)
         } else {
-            self.record_failure(peer);
+            self.peers.failed(peer);
             AUTHN_FAIL_TTL
         };
-        remember(&self.authn, key, ttl, verdict.clone());
+        self.authn.put(key, ttl, verdict.clone());
         verdict.map_err(Status::unauthenticated)
-    }
-
-    fn peer_record(&self, peer: IpAddr) -> PeerRecord {
-        let Ok(mut peers) = self.peers.lock() else {
-            return PeerRecord::Clean;
-        };
-        let Some(w) = peers.get_mut(&peer) else {
-            return PeerRecord::Clean;
-        };
-        if w.saturated(Instant::now()) {
-            PeerRecord::Saturated
-        } else if w.failures > 0 {
-            PeerRecord::Suspect
-        } else {
-            PeerRecord::Clean
-        }
-    }
-
-    fn record_failure(&self, peer: IpAddr) {
-        let Ok(mut peers) = self.peers.lock() else {
-            return;
-        };
-        let now = Instant::now();
-        if peers.len() >= PEER_LIMIT && !peers.contains_key(&peer) {
-            peers.retain(|_, w| {
-                w.roll(now);
-                w.failures > 0
-            });
-            if peers.len() >= PEER_LIMIT {
-                // A flood from more addresses than the map holds: drop the oldest window.
-                if let Some(oldest) = peers
-                    .iter()
-                    .min_by_key(|(_, w)| w.started)
-                    .map(|(ip, _)| *ip)
-                {
-                    peers.remove(&oldest);
-                }
-            }
-        }
-        peers.entry(peer).or_default().record(now);
     }
 
     async fn authorize(&self, who: &Identity) -> Result<(), Status> {
         let key = who.cache_key();
-        if let Some(hit) = cached(&self.authz, &key) {
+        if let Some(hit) = self.authz.get(&key) {
             return hit.map_err(Status::permission_denied);
         }
         let review = SubjectAccessReview {
@@ -344,7 +298,7 @@ impl KubeAuth {
         } else {
             AUTHZ_DENY_TTL
         };
-        remember(&self.authz, key, ttl, verdict.clone());
+        self.authz.put(key, ttl, verdict.clone());
         verdict.map_err(Status::permission_denied)
     }
 }
@@ -373,116 +327,6 @@ impl Identity {
             }
         }
         h.finalize().into()
-    }
-}
-
-/// Where a caller's address stands with its recent failed reviews.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PeerRecord {
-    Clean,
-    /// Some failures in the window: reviewed, in the suspects' slot.
-    Suspect,
-    /// The budget is spent: refused unreviewed until the window ends.
-    Saturated,
-}
-
-/// Failed TokenReviews of one address in the current window.
-#[derive(Debug, Default)]
-struct FailureWindow {
-    started: Option<Instant>,
-    failures: u32,
-}
-
-impl FailureWindow {
-    fn roll(&mut self, now: Instant) {
-        if self
-            .started
-            .is_none_or(|s| now.duration_since(s) >= FAILURE_WINDOW)
-        {
-            self.started = Some(now);
-            self.failures = 0;
-        }
-    }
-
-    fn record(&mut self, now: Instant) {
-        self.roll(now);
-        self.failures += 1;
-    }
-
-    fn saturated(&mut self, now: Instant) -> bool {
-        self.roll(now);
-        self.failures >= FAILURES_PER_WINDOW
-    }
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// What a bearer says of itself, read from its (unverified) JWT claims; the apiserver verifies
-/// the signature. Service-account tokens always carry `exp`, `aud` and `iss`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Claims {
-    /// How long the token may still be used.
-    expires_in: Duration,
-    audiences: Vec<String>,
-    issuer: Option<String>,
-}
-
-impl Claims {
-    /// Something that is not a JWT, has no `exp`, or has expired is refused here, without
-    /// asking the apiserver.
-    fn read(token: &str, now: u64) -> Result<Claims, String> {
-        let mut parts = token.split('.');
-        let (Some(_header), Some(claims), Some(_sig), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err("the bearer token is not a JWT".into());
-        };
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(claims.trim_end_matches('='))
-            .map_err(|_| "the bearer token is not a JWT".to_string())?;
-        let claims: serde_json::Value = serde_json::from_slice(&raw)
-            .map_err(|_| "the bearer token is not a JWT".to_string())?;
-        let exp = claims
-            .get("exp")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| "the bearer token has no expiry (exp)".to_string())?;
-        if exp <= now {
-            return Err("the bearer token has expired".into());
-        }
-        // RFC 7519: `aud` is one string or an array of them.
-        let audiences = match claims.get("aud") {
-            Some(serde_json::Value::String(a)) => vec![a.clone()],
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        };
-        Ok(Claims {
-            expires_in: Duration::from_secs(exp - now),
-            audiences,
-            issuer: claims
-                .get("iss")
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_string),
-        })
-    }
-
-    /// Refuses, without a review, a token that cannot pass one: not for one of `audiences`
-    /// (the review asks for them, so it would refuse the token too).
-    fn precheck(&self, audiences: &[String]) -> Result<(), String> {
-        if !self.audiences.iter().any(|a| audiences.contains(a)) {
-            return Err(format!(
-                "the bearer token is not for this workspace (audience {})",
-                audiences.join(", ")
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -525,26 +369,6 @@ where
     }
 }
 
-fn cached<K: std::hash::Hash + Eq, V: Clone>(cache: &Cache<K, V>, key: &K) -> Option<V> {
-    let cache = cache.lock().ok()?;
-    let (expires, value) = cache.get(key)?;
-    (Instant::now() < *expires).then(|| value.clone())
-}
-
-fn remember<K: std::hash::Hash + Eq, V>(cache: &Cache<K, V>, key: K, ttl: Duration, value: V) {
-    let Ok(mut cache) = cache.lock() else {
-        return;
-    };
-    let now = Instant::now();
-    if cache.len() >= CACHE_LIMIT {
-        cache.retain(|_, (expires, _)| *expires > now);
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
-        }
-    }
-    cache.insert(key, (now + ttl, value));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,60 +398,6 @@ mod tests {
         );
     }
 
-    fn jwt(claims: &str) -> String {
-        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        format!("{}.{}.sig", enc(r#"{"alg":"RS256"}"#), enc(claims))
-    }
-
-    fn expiry(token: &str, now: u64) -> Result<Duration, String> {
-        Claims::read(token, now).map(|c| c.expires_in)
-    }
-
-    #[test]
-    fn a_token_is_trusted_no_longer_than_its_expiry() {
-        assert_eq!(
-            expiry(&jwt(r#"{"exp":1100,"sub":"x"}"#), 1000),
-            Ok(Duration::from_secs(100))
-        );
-        assert_eq!(
-            expiry(&jwt(r#"{"exp":900}"#), 1000),
-            Err("the bearer token has expired".into())
-        );
-        assert_eq!(
-            expiry(&jwt(r#"{"sub":"x"}"#), 1000),
-            Err("the bearer token has no expiry (exp)".into())
-        );
-        for junk in [
-            "junk",
-            "a.b",
-            "a.b.c.d",
-            "a.!!!.c",
-            &format!("x.{}.y", "e30"),
-        ] {
-            assert!(expiry(junk, 1000).is_err(), "{junk}");
-        }
-    }
-
-    #[test]
-    fn tokens_for_another_audience_are_refused_unreviewed() {
-        let ours = vec!["ws1.ns".to_string()];
-        let read = |claims: &str| Claims::read(&jwt(claims), 1000).expect("claims");
-        let one = read(r#"{"exp":2000,"aud":"ws1.ns","iss":"https://k8s"}"#);
-        assert_eq!(one.precheck(&ours), Ok(()));
-        assert_eq!(one.issuer.as_deref(), Some("https://k8s"));
-        let listed = read(r#"{"exp":2000,"aud":["api","ws1.ns"]}"#);
-        assert_eq!(listed.precheck(&ours), Ok(()));
-        assert_eq!(listed.issuer, None);
-        for other in [
-            r#"{"exp":2000,"aud":"ws2.ns","iss":"https://k8s"}"#,
-            r#"{"exp":2000,"aud":["api"],"iss":"https://k8s"}"#,
-            r#"{"exp":2000,"iss":"https://k8s"}"#,
-        ] {
-            let e = read(other).precheck(&ours).unwrap_err();
-            assert!(e.contains("not for this workspace"), "{other}: {e}");
-        }
-    }
-
     #[test]
     fn identities_differing_in_uid_or_extra_never_share_a_verdict() {
         let base = Identity {
@@ -654,60 +424,19 @@ mod tests {
         assert_eq!(base.cache_key(), base.clone().cache_key());
     }
 
-    fn kube_auth() -> KubeAuth {
+    #[tokio::test]
+    async fn a_saturated_address_is_refused_before_any_review() {
         let config = kube::Config::new("https://127.0.0.1:1".parse().expect("url"));
         let client = kube::Client::try_from(config).expect("client");
-        KubeAuth::new(client, vec!["ws.ns".into()], "ns".into(), "ws".into())
-    }
-
-    #[tokio::test]
-    async fn failures_close_the_door_for_their_own_address_only() {
-        let auth = kube_auth();
+        let auth = KubeAuth::new(client, vec!["ws.ns".into()], "ns".into(), "ws".into());
         let junk: IpAddr = "10.0.0.66".parse().expect("ip");
-        let operator: IpAddr = "10.0.0.7".parse().expect("ip");
-        assert_eq!(auth.peer_record(junk), PeerRecord::Clean);
-        auth.record_failure(junk);
-        assert_eq!(auth.peer_record(junk), PeerRecord::Suspect);
-        for _ in 1..FAILURES_PER_WINDOW {
-            auth.record_failure(junk);
+        for _ in 0..100 {
+            auth.peers.failed(junk);
         }
-        assert_eq!(auth.peer_record(junk), PeerRecord::Saturated);
-        assert_eq!(auth.peer_record(operator), PeerRecord::Clean);
-        // A saturated address is refused before any review or slot.
-        let token = jwt(&format!(r#"{{"exp":{},"aud":"ws.ns"}}"#, now_unix() + 600));
+        assert_eq!(auth.peers.record(junk), PeerRecord::Saturated);
+        let token = claims::jwt(&format!(r#"{{"exp":{},"aud":"ws.ns"}}"#, now_unix() + 600));
         let e = auth.authenticate(&token, junk).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
         assert!(e.message().contains("from this address"), "{e:?}");
-    }
-
-    #[tokio::test]
-    async fn the_failure_map_stays_bounded() {
-        let auth = kube_auth();
-        for i in 0..(PEER_LIMIT as u32 + 10) {
-            auth.record_failure(IpAddr::V4(Ipv4Addr::from(i)));
-        }
-        let len = auth.peers.lock().map(|p| p.len()).unwrap_or(0);
-        assert!(len <= PEER_LIMIT, "{len}");
-    }
-
-    #[test]
-    fn many_failed_reviews_close_the_door_for_a_while() {
-        let mut w = FailureWindow::default();
-        let t0 = Instant::now();
-        for _ in 0..FAILURES_PER_WINDOW {
-            assert!(!w.saturated(t0));
-            w.record(t0);
-        }
-        assert!(w.saturated(t0 + Duration::from_secs(1)));
-        assert!(!w.saturated(t0 + FAILURE_WINDOW));
-    }
-
-    #[test]
-    fn cache_entries_expire() {
-        let cache = Mutex::new(HashMap::new());
-        remember(&cache, "a", Duration::from_secs(60), 1);
-        remember(&cache, "b", Duration::ZERO, 2);
-        assert_eq!(cached(&cache, &"a"), Some(1));
-        assert_eq!(cached(&cache, &"b"), None);
     }
 }

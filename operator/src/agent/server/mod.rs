@@ -1,24 +1,29 @@
 //! `agent.AutomationService`: the operator's calls, carried out with the Pulumi CLI in the
 //! workspace directory.
 
+mod replies;
+
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use super::auth::Authenticator;
-use super::config::{self, ConfigError, Host};
-use super::operation::{self, Kind};
-use super::process::Children;
-use super::project::Project;
-use super::pulumi::{self, CliError, Output, Pulumi};
+use crate::agent::auth::Authenticator;
+use crate::agent::config::{self, Host};
+use crate::agent::operation::{self, Kind};
+use crate::agent::process::Children;
+use crate::agent::project::Project;
+use crate::agent::pulumi::{self, Output, Pulumi};
+use crate::proto as pb;
 use crate::proto::automation_service_server::AutomationService;
-use crate::proto::{self as pb, PulumiErrorInfo};
+use replies::{
+    HistoryEntry, StackListEntry, WhoAmI, config_error, is_no_such_stack, normalize_version, now,
+    operation_failed, preview_summary, timestamp, with_known_error,
+};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -235,103 +240,6 @@ impl AgentServer {
 
 fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
-}
-
-fn is_no_such_stack(e: &CliError) -> bool {
-    let text = e.full_text();
-    text.contains("no stack named") && text.contains("found")
-}
-
-/// The CLI's history and stack list times (`2025-10-10T12:34:56.000Z`).
-pub fn timestamp(s: &str) -> Option<prost_types::Timestamp> {
-    let t: jiff::Timestamp = s.parse().ok()?;
-    Some(prost_types::Timestamp {
-        seconds: t.as_second(),
-        nanos: t.subsec_nanosecond(),
-    })
-}
-
-fn now() -> prost_types::Timestamp {
-    let t = jiff::Timestamp::now();
-    prost_types::Timestamp {
-        seconds: t.as_second(),
-        nanos: t.subsec_nanosecond(),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StackListEntry {
-    name: String,
-    #[serde(default)]
-    current: bool,
-    last_update: Option<String>,
-    #[serde(default)]
-    update_in_progress: bool,
-    resource_count: Option<i32>,
-    url: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct HistoryEntry {
-    start_time: Option<String>,
-    end_time: Option<String>,
-    result: Option<String>,
-    message: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WhoAmI {
-    #[serde(default)]
-    user: String,
-    #[serde(default)]
-    organizations: Option<Vec<String>>,
-    #[serde(default)]
-    url: String,
-}
-
-/// Failures a caller can act on, recognised in the CLI's output and passed on as a
-/// `PulumiErrorInfo` detail (PKO's reasons, plus the file backend's lock message).
-pub fn known_error(text: &str) -> Option<PulumiErrorInfo> {
-    if text.contains("Conflict: Another update is currently in progress")
-        || text.contains("the stack is currently locked by")
-    {
-        return Some(PulumiErrorInfo {
-            code: 409,
-            reason: "UpdateConflict".into(),
-            message: "Another update is currently in progress".into(),
-        });
-    }
-    if text.contains("invalid access token")
-        || text.contains("Unauthorized: No credentials provided or are invalid")
-    {
-        return Some(PulumiErrorInfo {
-            code: 401,
-            reason: "InvalidAccessToken".into(),
-            message: "Invalid access token used to authenticate with Pulumi Cloud".into(),
-        });
-    }
-    None
-}
-
-fn with_known_error(code: tonic::Code, message: String, e: &CliError) -> Status {
-    match known_error(&e.full_text()) {
-        Some(info) => pb::status_with_error_info(code, message, &info),
-        None => Status::new(code, message),
-    }
-}
-
-fn operation_failed(kind: Kind, e: &CliError) -> Status {
-    with_known_error(
-        tonic::Code::Unknown,
-        format!("{} failed: {e}", kind.verb()),
-        e,
-    )
-}
-
-fn config_error(e: ConfigError) -> Status {
-    Status::invalid_argument(e.to_string())
 }
 
 /// Runs `body` on a task and streams what it sends; the final item is its result or error.
@@ -626,72 +534,5 @@ impl AutomationService for Arc<AgentServer> {
         Ok(Response::new(pb::PulumiVersionResult {
             version: normalize_version(&out.stdout),
         }))
-    }
-}
-
-/// `v3.259.0\n` → `3.259.0` (the form PKO's agent reports).
-pub fn normalize_version(out: &str) -> String {
-    let v = out.trim();
-    v.strip_prefix('v').unwrap_or(v).to_string()
-}
-
-/// A preview's summary from its engine summary event (the history has no previews).
-fn preview_summary(
-    started: prost_types::Timestamp,
-    events: &[Value],
-    message: Option<String>,
-) -> pb::UpdateSummary {
-    let summary = events.iter().rev().find_map(|e| e.get("summaryEvent"));
-    let result = summary
-        .and_then(|s| s.get("result"))
-        .and_then(Value::as_str)
-        .unwrap_or("succeeded")
-        .to_string();
-    pb::UpdateSummary {
-        start_time: Some(started),
-        end_time: Some(now()),
-        result,
-        message: message.unwrap_or_default(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn known_failures_carry_their_reason() {
-        let locked = "error: the stack is currently locked by 1 lock(s). Either wait for the other \
-                      process(es) to end or delete the lock file with `pulumi cancel`.";
-        assert_eq!(
-            known_error(locked).map(|i| i.reason),
-            Some("UpdateConflict".into())
-        );
-        assert_eq!(
-            known_error("[409] Conflict: Another update is currently in progress.").map(|i| i.code),
-            Some(409)
-        );
-        assert_eq!(
-            known_error("error: Unauthorized: No credentials provided or are invalid.")
-                .map(|i| i.reason),
-            Some("InvalidAccessToken".into())
-        );
-        assert_eq!(known_error("error: resource failed"), None);
-    }
-
-    #[test]
-    fn cli_times_and_versions_parse() {
-        let t = timestamp("2025-10-10T12:34:56.500Z").expect("parses");
-        assert_eq!((t.seconds, t.nanos), (1_760_099_696, 500_000_000));
-        assert_eq!(timestamp("yesterday"), None);
-        assert_eq!(normalize_version("v3.259.0\n"), "3.259.0");
-    }
-
-    #[test]
-    fn a_preview_summary_takes_the_engine_result() {
-        let ev = vec![serde_json::json!({"summaryEvent": {"result": "failed"}})];
-        let s = preview_summary(now(), &ev, Some("why".into()));
-        assert_eq!((s.result.as_str(), s.message.as_str()), ("failed", "why"));
-        assert_eq!(preview_summary(now(), &[], None).result, "succeeded");
     }
 }
