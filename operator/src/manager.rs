@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::controller::metrics::Metrics;
 use crate::controller::settings::Settings;
-use crate::controller::{self, Context};
+use crate::controller::{self, Contexts};
 use crate::leader;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -198,7 +198,9 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
     } else {
         format!("http://{adv}")
     };
-    let ctx = Context::new(client.clone(), settings, Arc::clone(&metrics), base);
+    let namespace = settings.namespace.clone();
+    let (agent_image, fetch_image) = (settings.agent_image.clone(), settings.fetch_image.clone());
+    let ctx = Contexts::new(client.clone(), settings, Arc::clone(&metrics), base.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = watch::channel(false);
 
@@ -260,7 +262,7 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
         let e = leader::Elector::new(
             client.clone(),
             leader::Config {
-                namespace: ctx.settings.namespace.clone(),
+                namespace,
                 name: "operator.pulumi.com".into(),
                 identity,
                 lease_duration: duration_flag(
@@ -297,23 +299,23 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
         }
     };
     let n = flags.max_concurrent_reconciles.max(1);
+    let workspaces = Arc::clone(&ctx.workspace);
     let controllers = tokio::spawn({
-        let ctx = Arc::clone(&ctx);
         let rx = stop_rx.clone();
         async move {
             tokio::join!(
-                controller::workspace::run(Arc::clone(&ctx), n, stop(&rx)),
-                controller::update::run(Arc::clone(&ctx), n, stop(&rx)),
-                controller::stack::run(Arc::clone(&ctx), n, stop(&rx)),
-                controller::program::run(Arc::clone(&ctx), stop(&rx)),
+                controller::workspace::run(ctx.workspace, n, stop(&rx)),
+                controller::update::run(ctx.update, n, stop(&rx)),
+                controller::stack::run(ctx.stack, n, stop(&rx)),
+                controller::program::run(ctx.program, stop(&rx)),
             );
         }
     });
     let _ = ready_tx.send(true);
     info!(
-        agent_image = %ctx.settings.agent_image,
-        fetch_image = %ctx.settings.fetch_image,
-        program_url = %ctx.program_base_url,
+        %agent_image,
+        %fetch_image,
+        program_url = %base,
         "controllers running"
     );
 
@@ -331,7 +333,7 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
         _ = lost => {
             warn!("leadership lost: stopping");
             // The next leader owns the statuses from now on.
-            ctx.workspace_statuses.close();
+            workspaces.status_queue.close();
             false
         }
     };
@@ -341,8 +343,8 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
     }
     if still_leader {
         // Statuses handed over by the last reconciles are written before the lease goes.
-        ctx.workspace_statuses.flush(Duration::from_secs(10)).await;
-        ctx.workspace_statuses.close();
+        workspaces.status_queue.flush(Duration::from_secs(10)).await;
+        workspaces.status_queue.close();
     }
     if let Some(e) = &elector {
         e.release().await;

@@ -3,7 +3,8 @@
 //! Stacks: a server-side apply costs it a full structured merge even when the result is
 //! unchanged, and every Stack reconcile used to send half a dozen of them. Here:
 //!
-//! - `Caches`: watch-fed stores of the objects the controllers own, read instead of GETs.
+//! - `watched`: watch-fed stores of the objects the controllers own, read instead of GETs
+//!   (each controller's context holds its own).
 //! - `Applied`: the last body each object was applied with, and the generation and uid the
 //!   server answered. An apply is skipped only while the cached object still has that uid and
 //!   generation, so a spec edited by someone else (a new generation), a deleted object (a new
@@ -17,7 +18,7 @@ use std::sync::{Mutex, OnceLock};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -26,16 +27,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::workspace::Workspace;
-
-/// Stores filled by the controllers' watches once they run; empty (`None`) in one-shot uses,
-/// where every read goes to the API server.
-#[derive(Default)]
-pub struct Caches {
-    pub workspaces: OnceLock<Store<Workspace>>,
-    pub statefulsets: OnceLock<Store<StatefulSet>>,
-    pub services: OnceLock<Store<Service>>,
-    pub pods: OnceLock<Store<Pod>>,
-}
 
 /// Watches `api`, keeps what `trim` leaves of each object in a store published as `slot`, and
 /// returns the touched objects (deletions included) for a controller to be triggered by.

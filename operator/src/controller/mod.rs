@@ -29,61 +29,52 @@ use events::Recorder;
 use metrics::Metrics;
 use settings::Settings;
 
-/// What every controller shares.
-pub struct Context {
-    pub client: Client,
-    pub settings: Settings,
-    pub tokens: Tokens,
-    pub metrics: Arc<Metrics>,
-    pub workspace_events: Recorder,
-    pub update_events: Recorder,
-    pub stack_events: Recorder,
-    /// Where Program artifacts are served (`http://host:port`).
-    pub program_base_url: String,
-    /// Flux source kinds the Stack controller watches (started lazily).
-    pub flux_watches: stack::flux::Watches,
-    /// Watch-fed copies of owned objects, and what was last written to them.
-    pub caches: cache::Caches,
-    pub applied: cache::Applied,
-    pub statuses: Arc<cache::Statuses>,
-    /// Workspace statuses, written behind the reconciles.
-    pub workspace_statuses: status_queue::StatusQueue,
-    /// Consecutive failed reconciles per object (the retry back-off).
-    pub failures: Arc<runtime::Failures>,
+/// Each controller's context, made once by the manager. A controller sees only what it uses;
+/// what two share (the agent tokens, the Workspace event recorder) is shared by `Arc`.
+pub struct Contexts {
+    pub workspace: Arc<workspace::Context>,
+    pub update: Arc<update::Context>,
+    pub stack: Arc<stack::Context>,
+    pub program: Arc<program::Context>,
 }
 
-impl Context {
+impl Contexts {
+    /// `program_base_url`: where Program artifacts are served (`http://host:port`).
     pub fn new(
         client: Client,
         settings: Settings,
         metrics: Arc<Metrics>,
         program_base_url: String,
-    ) -> Arc<Context> {
-        let statuses = Arc::new(cache::Statuses::default());
-        let workspace_statuses = status_queue::StatusQueue::new(
-            workspace::status_writer(client.clone()),
-            Arc::clone(&statuses),
-        );
-        Arc::new(Context {
-            tokens: Tokens::new(
-                client.clone(),
-                settings.namespace.clone(),
-                settings.service_account.clone(),
-            ),
-            workspace_events: Recorder::new(client.clone(), "workspace-controller"),
-            update_events: Recorder::new(client.clone(), "update-controller"),
-            stack_events: Recorder::new(client.clone(), "stack-controller"),
-            flux_watches: stack::flux::Watches::default(),
-            caches: cache::Caches::default(),
-            applied: cache::Applied::default(),
-            statuses,
-            workspace_statuses,
-            failures: Arc::default(),
-            client,
-            settings,
-            metrics,
-            program_base_url,
-        })
+    ) -> Contexts {
+        let tokens = Arc::new(Tokens::new(
+            client.clone(),
+            settings.namespace.clone(),
+            settings.service_account.clone(),
+        ));
+        let workspace_events = Arc::new(Recorder::new(client.clone(), "workspace-controller"));
+        Contexts {
+            update: Arc::new(update::Context {
+                client: client.clone(),
+                metrics: Arc::clone(&metrics),
+                tokens: Arc::clone(&tokens),
+                events: Recorder::new(client.clone(), "update-controller"),
+                workspace_events: Arc::clone(&workspace_events),
+                workspace_localhost: settings.workspace_localhost.clone(),
+            }),
+            stack: Arc::new(stack::Context::new(client.clone(), Arc::clone(&metrics))),
+            program: Arc::new(program::Context {
+                client: client.clone(),
+                metrics: Arc::clone(&metrics),
+                base_url: program_base_url,
+            }),
+            workspace: Arc::new(workspace::Context::new(
+                client,
+                settings,
+                metrics,
+                tokens,
+                workspace_events,
+            )),
+        }
     }
 }
 

@@ -25,11 +25,20 @@ use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::{Context, Error, apply_status, runtime};
+use super::metrics::Metrics;
+use super::{Error, apply_status, runtime};
 use crate::api::names::field_manager;
 use crate::api::program::Program;
 
 pub const CONTROLLER: &str = "program";
+
+/// What the Program controller needs.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    /// Where the artifacts are served (`http://host:port`).
+    pub base_url: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
@@ -112,7 +121,7 @@ pub async fn reconcile(p: Arc<Program>, ctx: Arc<Context>) -> Result<Action, Err
             "observedGeneration": generation,
             "artifact": {
                 "path": artifact_path(&ns, &name, &uid, generation),
-                "url": artifact_url(&ctx.program_base_url, &ns, &name, &uid, generation),
+                "url": artifact_url(&ctx.base_url, &ns, &name, &uid, generation),
                 "revision": generation.to_string(),
                 "digest": digest(&bytes),
                 "lastUpdateTime": super::now_rfc3339(),
@@ -129,14 +138,7 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    let (reader, writer) = reflector::store();
-    let programs = watcher(Api::<Program>::all(client), watcher::Config::default())
-        .default_backoff()
-        .modify(crate::controller::cache::slim)
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+    let (reader, programs) = runtime::primary(ctx.client.clone(), predicates::generation, |_| {});
     let store = reader.clone();
     let gauge_ctx = Arc::clone(&ctx);
     tokio::spawn(async move {
@@ -148,10 +150,14 @@ pub async fn run(
                 .set(store.state().len() as i64);
         }
     });
-    let reconciler: runtime::Reconcile<Program> = |p, ctx| Box::pin(reconcile(p, ctx));
+    let reconciler: runtime::Reconcile<Program, Context> = |p, ctx| Box::pin(reconcile(p, ctx));
     let controller = Controller::for_stream(programs, reader);
+    let metrics = Arc::clone(&ctx.metrics);
     // Unbounded, as kube's default: Programs are few and their reconciles short.
-    runtime::run(controller, CONTROLLER, reconciler, ctx, 0, shutdown).await;
+    runtime::run(
+        controller, CONTROLLER, reconciler, ctx, metrics, 0, shutdown,
+    )
+    .await;
 }
 
 /// The Programs the server answers from: a watch of its own, started before leader election

@@ -1,6 +1,6 @@
-//! What the four controllers share around their reconcilers: one error policy (a warning that
-//! names the object, the failure metric, and a back-off per object that a success resets) and
-//! one way to run a controller until shutdown.
+//! What the four controllers share around their reconcilers: the watch of their own kind, one
+//! error policy (a warning that names the object, the failure metric, and a back-off per
+//! object that a success resets) and one way to run a controller until shutdown.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -8,14 +8,18 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::{Resource, ResourceExt};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, info_span, warn};
 
-use super::{Context, Error};
+use super::metrics::Metrics;
+use super::{Error, cache};
 
 /// The first retry after a failed reconcile.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
@@ -83,26 +87,66 @@ impl<S> From<kube::Error> for Halt<S> {
     }
 }
 
-/// A reconciler as the controllers write them.
-pub type Reconcile<K> = fn(Arc<K>, Arc<Context>) -> BoxFuture<'static, Result<Action, Error>>;
+/// A reconciler as the controllers write them, over the controller's own context `C`.
+pub type Reconcile<K, C> = fn(Arc<K>, Arc<C>) -> BoxFuture<'static, Result<Action, Error>>;
+
+/// A trigger's value from the parts of an object whose change should start a reconcile (for
+/// `predicate_filter`): equal parts, no reconcile.
+pub fn fingerprint(parts: impl Hash) -> Option<u64> {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut h);
+    Some(h.finish())
+}
+
+/// The watch of a controller's own kind in all namespaces: each object slimmed into the store
+/// the controller reads, `gone` called with each deleted one (so what is remembered of it goes
+/// too), and only the changes `trigger` notices passed on to be reconciled.
+pub fn primary<K>(
+    client: Client,
+    trigger: fn(&K) -> Option<u64>,
+    gone: impl Fn(&K) + Send + 'static,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let objects = cache::on_delete(
+        watcher(Api::<K>::all(client), watcher::Config::default())
+            .default_backoff()
+            .modify(cache::slim)
+            .reflect(writer),
+        gone,
+    )
+    .applied_objects()
+    .predicate_filter(trigger, Default::default());
+    (reader, objects)
+}
 
 /// Runs `controller` (its watches already set) until `shutdown` resolves, then lets running
 /// reconciles finish. A reconcile that fails is retried after [`retry_after`] its consecutive
 /// failures; one that succeeds (a stop with a condition is a success) resets the count.
-pub async fn run<K>(
+pub async fn run<K, C>(
     controller: Controller<K>,
     name: &'static str,
-    reconcile: Reconcile<K>,
-    ctx: Arc<Context>,
+    reconcile: Reconcile<K, C>,
+    ctx: Arc<C>,
+    metrics: Arc<Metrics>,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) where
     K: Clone + Resource + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Debug + Unpin + Eq + Hash + Clone + Default,
+    C: Send + Sync + 'static,
 {
-    let reconciler = move |obj: Arc<K>, ctx: Arc<Context>| {
+    let failures = Arc::new(Failures::default());
+    let succeeded = Arc::clone(&failures);
+    let reconciler = move |obj: Arc<K>, ctx: Arc<C>| {
         let key = key(name, obj.as_ref());
-        let failures = Arc::clone(&ctx.failures);
+        let failures = Arc::clone(&succeeded);
         // Every log line of the reconcile carries the object.
         let span = info_span!(
             "reconcile",
@@ -119,8 +163,8 @@ pub async fn run<K>(
         }
         .instrument(span)
     };
-    let error_policy = move |obj: Arc<K>, err: &Error, ctx: Arc<Context>| {
-        let n = ctx.failures.failed(&key(name, obj.as_ref()));
+    let error_policy = move |obj: Arc<K>, err: &Error, _: Arc<C>| {
+        let n = failures.failed(&key(name, obj.as_ref()));
         let wait = retry_after(n);
         warn!(
             controller = name,
@@ -131,7 +175,7 @@ pub async fn run<K>(
             retry_in_s = wait.as_secs(),
             "reconcile failed"
         );
-        ctx.metrics.failure(name, err.kind());
+        metrics.failure(name, err.kind());
         Action::requeue(wait)
     };
     controller

@@ -197,6 +197,49 @@ impl AgentServer {
             .collect())
     }
 
+    /// What every operation checks first: the caller, that the pod is not stopping, and the
+    /// selected stack. Returns that stack and the request.
+    async fn start_operation<R>(&self, request: Request<R>) -> Result<(String, R), Status> {
+        self.auth.check(&request).await?;
+        self.refuse_when_stopping()?;
+        let stack = self.selected().await?;
+        Ok((stack, request.into_inner()))
+    }
+
+    /// Runs an operation on a task and streams it: its engine events as `event(e)`, then what
+    /// `finish` makes of the finished run (the result message or the failure).
+    fn stream<T, F, Fut>(
+        self: &Arc<Self>,
+        kind: Kind,
+        argv: Vec<String>,
+        event: fn(prost_types::Struct) -> T,
+        finish: F,
+    ) -> BoxStream<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<AgentServer>, Output, Vec<Value>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, Status>> + Send + 'static,
+    {
+        let me = Arc::clone(self);
+        spawn_stream(move |tx| async move {
+            let result = match me.operate(kind, argv, &tx, event).await {
+                Ok((out, seen)) => finish(me, out, seen).await,
+                Err(st) => Err(st),
+            };
+            let _ = tx.send(result).await;
+        })
+    }
+
+    /// `destroy --remove`: the stack goes once its resources have.
+    async fn remove_stack(&self, stack: &str) -> Result<(), Status> {
+        self.pulumi
+            .run(&args(&["stack", "rm", "--yes", stack]))
+            .await
+            .map_err(|e| Status::unknown(format!("destroy failed: removing the stack: {e}")))?;
+        *self.stack.lock().await = None;
+        Ok(())
+    }
+
     /// Runs an operation, forwarding engine events into `tx` as `wrap(event)`.
     async fn operate<T: Send + 'static>(
         &self,
@@ -366,22 +409,19 @@ impl AutomationService for Arc<AgentServer> {
         &self,
         request: Request<pb::PreviewRequest>,
     ) -> Result<Response<Self::PreviewStream>, Status> {
-        self.auth.check(&request).await?;
-        self.refuse_when_stopping()?;
-        let stack = self.selected().await?;
-        let r = request.into_inner();
+        use pb::preview_stream::Response as R;
+        let (stack, r) = self.start_operation(request).await?;
         let argv = operation::preview(&r, &stack, &self.pulumi.debug_args());
-        let me = Arc::clone(self);
-        Ok(Response::new(spawn_stream(move |tx| async move {
-            use pb::preview_stream::Response as R;
-            let started = now();
-            let result = match me
-                .operate(Kind::Preview, argv, &tx, |e| pb::PreviewStream {
-                    response: Some(R::Event(e)),
-                })
-                .await
-            {
-                Ok((out, seen)) => Ok(pb::PreviewStream {
+        let started = now();
+        let event = |e| pb::PreviewStream {
+            response: Some(R::Event(e)),
+        };
+        Ok(Response::new(self.stream(
+            Kind::Preview,
+            argv,
+            event,
+            move |me, out, seen| async move {
+                Ok(pb::PreviewStream {
                     response: Some(R::Result(pb::PreviewResult {
                         summary: Some(preview_summary(started, &seen, r.message)),
                         permalink: pulumi::permalink(&out.stdout),
@@ -389,11 +429,9 @@ impl AutomationService for Arc<AgentServer> {
                         stdout: out.stdout,
                         stderr: out.stderr,
                     })),
-                }),
-                Err(st) => Err(st),
-            };
-            let _ = tx.send(result).await;
-        })))
+                })
+            },
+        )))
     }
 
     type RefreshStream = BoxStream<pb::RefreshStream>;
@@ -402,20 +440,18 @@ impl AutomationService for Arc<AgentServer> {
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<Self::RefreshStream>, Status> {
-        self.auth.check(&request).await?;
-        self.refuse_when_stopping()?;
-        let stack = self.selected().await?;
-        let argv = operation::refresh(request.get_ref(), &stack, &self.pulumi.debug_args());
-        let me = Arc::clone(self);
-        Ok(Response::new(spawn_stream(move |tx| async move {
-            use pb::refresh_stream::Response as R;
-            let result = match me
-                .operate(Kind::Refresh, argv, &tx, |e| pb::RefreshStream {
-                    response: Some(R::Event(e)),
-                })
-                .await
-            {
-                Ok((out, _)) => Ok(pb::RefreshStream {
+        use pb::refresh_stream::Response as R;
+        let (stack, r) = self.start_operation(request).await?;
+        let argv = operation::refresh(&r, &stack, &self.pulumi.debug_args());
+        let event = |e| pb::RefreshStream {
+            response: Some(R::Event(e)),
+        };
+        Ok(Response::new(self.stream(
+            Kind::Refresh,
+            argv,
+            event,
+            move |me, out, _| async move {
+                Ok(pb::RefreshStream {
                     response: Some(R::Result(pb::RefreshResult {
                         summary: me.last_summary(&stack).await,
                         permalink: pulumi::permalink(&out.stdout),
@@ -423,11 +459,9 @@ impl AutomationService for Arc<AgentServer> {
                         stdout: out.stdout,
                         stderr: out.stderr,
                     })),
-                }),
-                Err(st) => Err(st),
-            };
-            let _ = tx.send(result).await;
-        })))
+                })
+            },
+        )))
     }
 
     type UpStream = BoxStream<pb::UpStream>;
@@ -436,36 +470,30 @@ impl AutomationService for Arc<AgentServer> {
         &self,
         request: Request<pb::UpRequest>,
     ) -> Result<Response<Self::UpStream>, Status> {
-        self.auth.check(&request).await?;
-        self.refuse_when_stopping()?;
-        let stack = self.selected().await?;
-        let argv = operation::up(request.get_ref(), &stack, &self.pulumi.debug_args());
-        let me = Arc::clone(self);
-        Ok(Response::new(spawn_stream(move |tx| async move {
-            use pb::up_stream::Response as R;
-            let result = match me
-                .operate(Kind::Up, argv, &tx, |e| pb::UpStream {
-                    response: Some(R::Event(e)),
+        use pb::up_stream::Response as R;
+        let (stack, r) = self.start_operation(request).await?;
+        let argv = operation::up(&r, &stack, &self.pulumi.debug_args());
+        let event = |e| pb::UpStream {
+            response: Some(R::Event(e)),
+        };
+        Ok(Response::new(self.stream(
+            Kind::Up,
+            argv,
+            event,
+            move |me, out, _| async move {
+                let outputs = me.outputs(&stack).await?;
+                Ok(pb::UpStream {
+                    response: Some(R::Result(pb::UpResult {
+                        summary: me.last_summary(&stack).await,
+                        permalink: pulumi::permalink(&out.stdout),
+                        outputs,
+                        project_info: Some(me.project_info()),
+                        stdout: out.stdout,
+                        stderr: out.stderr,
+                    })),
                 })
-                .await
-            {
-                Ok((out, _)) => match me.outputs(&stack).await {
-                    Ok(outputs) => Ok(pb::UpStream {
-                        response: Some(R::Result(pb::UpResult {
-                            summary: me.last_summary(&stack).await,
-                            permalink: pulumi::permalink(&out.stdout),
-                            outputs,
-                            project_info: Some(me.project_info()),
-                            stdout: out.stdout,
-                            stderr: out.stderr,
-                        })),
-                    }),
-                    Err(st) => Err(st),
-                },
-                Err(st) => Err(st),
-            };
-            let _ = tx.send(result).await;
-        })))
+            },
+        )))
     }
 
     type DestroyStream = BoxStream<pb::DestroyStream>;
@@ -474,51 +502,34 @@ impl AutomationService for Arc<AgentServer> {
         &self,
         request: Request<pb::DestroyRequest>,
     ) -> Result<Response<Self::DestroyStream>, Status> {
-        self.auth.check(&request).await?;
-        self.refuse_when_stopping()?;
-        let stack = self.selected().await?;
-        let remove = request.get_ref().remove.unwrap_or(false);
-        let argv = operation::destroy(request.get_ref(), &stack, &self.pulumi.debug_args());
-        let me = Arc::clone(self);
-        Ok(Response::new(spawn_stream(move |tx| async move {
-            use pb::destroy_stream::Response as R;
-            let result = match me
-                .operate(Kind::Destroy, argv, &tx, |e| pb::DestroyStream {
-                    response: Some(R::Event(e)),
-                })
-                .await
-            {
-                Ok((out, _)) => {
-                    let summary = me.last_summary(&stack).await;
-                    let succeeded = summary.as_ref().is_none_or(|s| s.result == "succeeded");
-                    let mut removal = Ok(());
-                    if remove && succeeded {
-                        removal = me
-                            .pulumi
-                            .run(&args(&["stack", "rm", "--yes", &stack]))
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| {
-                                Status::unknown(format!("destroy failed: removing the stack: {e}"))
-                            });
-                        if removal.is_ok() {
-                            *me.stack.lock().await = None;
-                        }
-                    }
-                    removal.map(|()| pb::DestroyStream {
-                        response: Some(R::Result(pb::DestroyResult {
-                            summary,
-                            permalink: pulumi::permalink(&out.stdout),
-                            project_info: Some(me.project_info()),
-                            stdout: out.stdout,
-                            stderr: out.stderr,
-                        })),
-                    })
+        use pb::destroy_stream::Response as R;
+        let (stack, r) = self.start_operation(request).await?;
+        let remove = r.remove.unwrap_or(false);
+        let argv = operation::destroy(&r, &stack, &self.pulumi.debug_args());
+        let event = |e| pb::DestroyStream {
+            response: Some(R::Event(e)),
+        };
+        Ok(Response::new(self.stream(
+            Kind::Destroy,
+            argv,
+            event,
+            move |me, out, _| async move {
+                let summary = me.last_summary(&stack).await;
+                let succeeded = summary.as_ref().is_none_or(|s| s.result == "succeeded");
+                if remove && succeeded {
+                    me.remove_stack(&stack).await?;
                 }
-                Err(st) => Err(st),
-            };
-            let _ = tx.send(result).await;
-        })))
+                Ok(pb::DestroyStream {
+                    response: Some(R::Result(pb::DestroyResult {
+                        summary,
+                        permalink: pulumi::permalink(&out.stdout),
+                        project_info: Some(me.project_info()),
+                        stdout: out.stdout,
+                        stderr: out.stderr,
+                    })),
+                })
+            },
+        )))
     }
 
     async fn pulumi_version(

@@ -17,19 +17,19 @@ mod wiring;
 pub mod workspace_gate;
 pub mod workspace_spec;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::{Resource, ResourceExt};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::events::EventType;
-use super::{
-    Context, Error, apply_status, cache, update as update_ctl, workspace as workspace_ctl,
-};
+use super::events::{EventType, Recorder};
+use super::metrics::Metrics;
+use super::{Error, apply_status, cache, update as update_ctl, workspace as workspace_ctl};
 use crate::api::names::{
     condition, event, field_manager, finalizer, label, stack_reason as reason,
 };
@@ -42,6 +42,35 @@ use stop::{Halt, SOURCE_RETRY, Stop};
 pub const CONTROLLER: &str = "stack";
 
 pub use wiring::run;
+
+/// What the Stack controller keeps between reconciles.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub events: Recorder,
+    /// Flux source kinds watched (each started with the first Stack that names it).
+    pub flux_watches: flux::Watches,
+    /// The Workspaces, watch-fed (empty until the controller runs), and what was last applied
+    /// to them.
+    pub workspaces: OnceLock<Store<Workspace>>,
+    pub applied: cache::Applied,
+    /// The last status written per Stack.
+    pub statuses: cache::Statuses,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>) -> Context {
+        Context {
+            events: Recorder::new(client.clone(), "stack-controller"),
+            client,
+            metrics,
+            flux_watches: flux::Watches::default(),
+            workspaces: OnceLock::new(),
+            applied: cache::Applied::default(),
+            statuses: cache::Statuses::default(),
+        }
+    }
+}
 
 struct Run<'a> {
     ctx: &'a Context,
@@ -114,7 +143,7 @@ impl Run<'_> {
 
     async fn flush_events(&mut self) {
         for (t, r, note) in std::mem::take(&mut self.events) {
-            self.ctx.stack_events.publish(self.stack, t, r, &note).await;
+            self.ctx.events.publish(self.stack, t, r, &note).await;
         }
     }
 
@@ -319,7 +348,7 @@ async fn apply_workspace(run: &mut Run<'_>, ws: &Workspace) -> Result<Workspace,
     run.draft
         .reconciling(reason::STACK_PROCESSING, "waiting for workspace readiness");
     let workspaces: Api<Workspace> = Api::namespaced(run.ctx.client.clone(), &run.ns);
-    let current = cache::cached(&run.ctx.caches.workspaces, &run.ns, &run.name);
+    let current = cache::cached(&run.ctx.workspaces, &run.ns, &run.name);
     let applied = match run
         .ctx
         .applied
@@ -518,7 +547,7 @@ async fn prerequisites(run: &mut Run<'_>, now: jiff::Timestamp) -> Result<(), Ha
 /// Drops what this process remembers of a Stack that is gone.
 fn forget_stack(ctx: &Context, s: &Stack) {
     let uid = s.uid().unwrap_or_default();
-    ctx.stack_events.forget(&uid);
+    ctx.events.forget(&uid);
     ctx.statuses.forget(&uid);
     ctx.applied
         .forget::<Workspace>(&s.namespace().unwrap_or_default(), &s.name_any());

@@ -9,13 +9,13 @@ use std::time::Duration;
 use kube::Api;
 use kube::api::DynamicObject;
 
+use super::Context;
 use super::stop::{Halt, Stop};
 use super::workspace_spec::{self, Source};
 use super::{flux, git};
 use crate::api::program::Program;
 use crate::api::stack::Stack;
 use crate::api::workspace::ProjectInfo;
-use crate::controller::Context;
 
 /// How long a spec that names a missing or unreadable Secret waits before another look.
 const SECRET_RETRY: Duration = Duration::from_secs(60);

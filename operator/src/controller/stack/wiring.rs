@@ -7,26 +7,25 @@ use std::time::Duration;
 
 use kube::api::Api;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use super::{CONTROLLER, forget_stack, reconcile, sync};
+use super::{CONTROLLER, Context, forget_stack, reconcile, sync};
 use crate::api::names::label;
 use crate::api::program::Program;
 use crate::api::stack::{Stack, StackUpdateState};
 use crate::api::update::Update;
 use crate::api::workspace::Workspace;
-use crate::controller::{Context, cache, metrics, runtime};
+use crate::controller::{cache, metrics, runtime};
 
 /// Reconcile on a new generation, a new reconcile request, or deletion.
 fn stack_trigger(s: &Stack) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.metadata.generation.hash(&mut h);
-    sync::reconcile_request(s).hash(&mut h);
-    s.metadata.deletion_timestamp.is_some().hash(&mut h);
-    Some(h.finish())
+    runtime::fingerprint((
+        s.metadata.generation,
+        sync::reconcile_request(s),
+        s.metadata.deletion_timestamp.is_some(),
+    ))
 }
 
 fn dependents(store: &Store<Stack>, s: &Stack) -> Vec<ObjectRef<Stack>> {
@@ -72,20 +71,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (reader, writer) = reflector::store();
     let forget = Arc::clone(&ctx);
-    let stacks = cache::on_delete(
-        watcher(
-            Api::<Stack>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(crate::controller::cache::slim)
-        .reflect(writer),
-        move |s: &Stack| forget_stack(&forget, s),
-    )
-    .applied_objects()
-    .predicate_filter(stack_trigger, Default::default());
+    let (reader, stacks) = runtime::primary(client.clone(), stack_trigger, move |s: &Stack| {
+        forget_stack(&forget, s)
+    });
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     ctx.flux_watches.wire(tx, reader.clone());
     let flux_wakeups =
@@ -99,7 +88,7 @@ pub async fn run(
         Api::<Workspace>::all(client.clone()),
         watcher::Config::default().labels(&selector),
         cache::slim_workspace,
-        &ctx.caches.workspaces,
+        &ctx.workspaces,
     );
     let controller = Controller::for_stream(stacks, reader)
         .owns_stream(workspaces)
@@ -129,12 +118,14 @@ pub async fn run(
             },
         )
         .reconcile_on(flux_wakeups);
-    let reconciler: runtime::Reconcile<Stack> = |s, ctx| Box::pin(reconcile(s, ctx));
+    let reconciler: runtime::Reconcile<Stack, Context> = |s, ctx| Box::pin(reconcile(s, ctx));
+    let metrics = Arc::clone(&ctx.metrics);
     runtime::run(
         controller,
         CONTROLLER,
         reconciler,
         ctx,
+        metrics,
         concurrency,
         shutdown,
     )

@@ -5,20 +5,22 @@
 
 pub mod outcome;
 pub mod plan;
+mod wiring;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Resource, ResourceExt};
+use kube::runtime::controller::Action;
+use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
+use super::connect::Tokens;
 use super::events::EventType;
-use super::{Context, Error, apply_status, connect, duration, runtime, workspace};
+use super::events::Recorder;
+use super::metrics::Metrics;
+use super::{Error, apply_status, connect, duration, runtime, workspace};
 use crate::api::names::{condition, event, field_manager, finalizer, update_reason as reason};
 use crate::api::stack::Stack;
 use crate::api::update::{Update, UpdateType};
@@ -29,6 +31,21 @@ use plan::{Blocked, Plan};
 
 pub const CONTROLLER: &str = "update";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub use wiring::run;
+
+/// What the Update controller needs.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    /// Tokens for calling the agents.
+    pub tokens: Arc<Tokens>,
+    pub events: Recorder,
+    /// Results are announced on the Workspace too (`UpdateSucceeded`, `UpdateFailed`).
+    pub workspace_events: Arc<Recorder>,
+    /// Where to reach the agents instead of their Service (`WORKSPACE_LOCALHOST`).
+    pub workspace_localhost: Option<String>,
+}
 
 pub fn is_complete(u: &Update) -> bool {
     u.status.as_ref().is_some_and(|s| {
@@ -295,7 +312,6 @@ async fn connect_agent(
         return Err(Halt::Stop(Blocked::no_pod_ip()));
     }
     let addr = ctx
-        .settings
         .workspace_localhost
         .clone()
         .unwrap_or_else(|| workspace::desired::service_address(&ws));
@@ -444,7 +460,7 @@ async fn expire(
     if let Some(wait) = ttl_remaining(ttl, done, jiff::Timestamp::now()) {
         return Ok(Action::requeue(wait + Duration::from_millis(100)));
     }
-    ctx.update_events
+    ctx.events
         .publish(
             u,
             EventType::Normal,
@@ -466,73 +482,6 @@ fn ttl_remaining(ttl: Duration, done: jiff::Timestamp, now: jiff::Timestamp) -> 
     let elapsed = Duration::try_from(now.duration_since(done)).unwrap_or(Duration::ZERO);
     let remaining = ttl.saturating_sub(elapsed);
     (!remaining.is_zero()).then_some(remaining)
-}
-
-/// Incomplete Updates waiting on `ws`.
-fn waiting_on(store: &Store<Update>, ws: &Workspace) -> Vec<ObjectRef<Update>> {
-    let ns = ws.namespace();
-    let name = ws.name_any();
-    store
-        .state()
-        .iter()
-        .filter(|u| u.namespace() == ns && u.spec.workspace_name.as_deref() == Some(name.as_str()))
-        .filter(|u| !is_complete(u))
-        .map(|u| ObjectRef::from_obj(u.as_ref()))
-        .collect()
-}
-
-pub async fn run(
-    ctx: Arc<Context>,
-    concurrency: u16,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let client = ctx.client.clone();
-    let (reader, writer) = reflector::store();
-    let updates = watcher(
-        Api::<Update>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(crate::controller::cache::slim)
-    .reflect(writer)
-    .applied_objects()
-    .predicate_filter(update_trigger, Default::default());
-    let store = reader.clone();
-    let controller = Controller::for_stream(updates, reader).watches(
-        Api::<Workspace>::all(client),
-        watcher::Config::default(),
-        move |ws: Workspace| {
-            if workspace::is_ready(&ws) {
-                waiting_on(&store, &ws)
-            } else {
-                Vec::new()
-            }
-        },
-    );
-    let reconciler: runtime::Reconcile<Update> = |u, ctx| Box::pin(reconcile(u, ctx));
-    runtime::run(
-        controller,
-        CONTROLLER,
-        reconciler,
-        ctx,
-        concurrency,
-        shutdown,
-    )
-    .await;
-}
-
-/// Reconcile on a new generation, new owners, completion (for the TTL), or deletion (to
-/// release an orphan).
-fn update_trigger(u: &Update) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    u.metadata.generation.hash(&mut h);
-    for o in u.owner_references() {
-        o.uid.hash(&mut h);
-    }
-    is_complete(u).hash(&mut h);
-    u.metadata.deletion_timestamp.is_some().hash(&mut h);
-    Some(h.finish())
 }
 
 #[cfg(test)]

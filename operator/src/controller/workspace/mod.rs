@@ -7,29 +7,84 @@ pub mod desired;
 mod init;
 pub mod readiness;
 pub mod stop;
+mod wiring;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::OnceLock;
+
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
-use kube::{Resource, ResourceExt};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
 use super::conditions::{Conditions, FALSE, TRUE, UNKNOWN};
+use super::connect::Tokens;
 use super::events::EventType;
-use super::{Context, Error, cache, connect, runtime, status_queue};
+use super::events::Recorder;
+use super::metrics::Metrics;
+use super::settings::Settings;
+use super::{Error, cache, connect, status_queue};
 use crate::api::names::{condition, event, field_manager, label, workspace_reason as reason};
 use crate::api::workspace::{Workspace, WorkspaceStatus};
 use stop::{Announce, Halt, Stop};
 
 pub const CONTROLLER: &str = "workspace";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub use wiring::run;
+
+/// What the Workspace controller keeps between reconciles.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    /// Tokens for calling the agents.
+    pub tokens: Arc<Tokens>,
+    pub events: Arc<Recorder>,
+    /// Watch-fed copies of the owned objects (empty until the controller runs).
+    pub statefulsets: OnceLock<Store<StatefulSet>>,
+    pub services: OnceLock<Store<Service>>,
+    pub pods: OnceLock<Store<Pod>>,
+    /// What was last applied to the owned objects.
+    pub applied: cache::Applied,
+    /// The last status written per Workspace, and the queue that writes them.
+    pub statuses: Arc<cache::Statuses>,
+    pub status_queue: status_queue::StatusQueue,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        tokens: Arc<Tokens>,
+        events: Arc<Recorder>,
+    ) -> Context {
+        let statuses = Arc::new(cache::Statuses::default());
+        Context {
+            status_queue: status_queue::StatusQueue::new(
+                status_writer(client.clone()),
+                Arc::clone(&statuses),
+            ),
+            statuses,
+            client,
+            settings,
+            metrics,
+            tokens,
+            events,
+            statefulsets: OnceLock::new(),
+            services: OnceLock::new(),
+            pods: OnceLock::new(),
+            applied: cache::Applied::default(),
+        }
+    }
+}
 
 /// The status this reconcile will write.
 pub(crate) struct Draft {
@@ -90,7 +145,7 @@ impl Draft {
         let mut body = serde_json::to_value(&status).unwrap_or_default();
         super::prune_nulls(&mut body);
         ctx.statuses.record(&self.uid, &status);
-        ctx.workspace_statuses.submit(status_queue::Job {
+        ctx.status_queue.submit(status_queue::Job {
             namespace: namespace.to_string(),
             name: name.to_string(),
             uid: self.uid.clone(),
@@ -150,7 +205,7 @@ impl Run<'_> {
     async fn warn(&self, reason: &str, message: &str) {
         warn!(reason, message, "workspace not ready");
         self.ctx
-            .workspace_events
+            .events
             .publish(self.ws, EventType::Warning, reason, message)
             .await;
     }
@@ -256,7 +311,7 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<(), Halt> {
 
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let pod_name = desired::pod_name(ws);
-    let cached = match ctx.caches.pods.get() {
+    let cached = match ctx.pods.get() {
         Some(store) => store
             .get(&ObjectRef::new(&pod_name).within(&ns))
             .map(|p| (*p).clone()),
@@ -295,7 +350,7 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<(), Halt> {
         )
         .await?;
         info!(pod = %pod_name, "workspace pod initialized");
-        ctx.workspace_events
+        ctx.events
             .publish(
                 ws,
                 EventType::Normal,
@@ -317,7 +372,7 @@ async fn apply_owned(
     let ns = ws.namespace().unwrap_or_default();
     let obj_name = desired::object_name(ws);
     // The StatefulSet first: it is what carries a new source to the pod.
-    let current = cache::cached(&ctx.caches.statefulsets, &ns, &obj_name);
+    let current = cache::cached(&ctx.statefulsets, &ns, &obj_name);
     let applied = ctx
         .applied
         .apply(
@@ -329,7 +384,7 @@ async fn apply_owned(
             current.as_deref(),
         )
         .await?;
-    let current = cache::cached(&ctx.caches.services, &ns, &obj_name);
+    let current = cache::cached(&ctx.services, &ns, &obj_name);
     ctx.applied
         .apply(
             &Api::<Service>::namespaced(ctx.client.clone(), &ns),
@@ -349,69 +404,7 @@ fn forget_workspace(ctx: &Context, ws: &Workspace) {
     let ns = ws.namespace().unwrap_or_default();
     let obj_name = desired::object_name(ws);
     ctx.statuses.forget(&uid);
-    ctx.workspace_events.forget(&uid);
+    ctx.events.forget(&uid);
     ctx.applied.forget::<StatefulSet>(&ns, &obj_name);
     ctx.applied.forget::<Service>(&ns, &obj_name);
-}
-
-/// Runs the controller until `shutdown` resolves (then lets running reconciles finish).
-pub async fn run(
-    ctx: Arc<Context>,
-    concurrency: u16,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let client = ctx.client.clone();
-    let selector = format!("{}={}", label::AUTO_COMPONENT, label::COMPONENT_WORKSPACE);
-    let (reader, writer) = reflector::store();
-    let forget = Arc::clone(&ctx);
-    let workspaces = cache::on_delete(
-        watcher(
-            Api::<Workspace>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(crate::controller::cache::slim)
-        .reflect(writer),
-        move |ws: &Workspace| forget_workspace(&forget, ws),
-    )
-    .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
-    // The owned objects are kept in stores, so a reconcile reads them instead of asking, and
-    // applies them only when they differ from what it applied last.
-    let owned = watcher::Config::default().labels(&selector);
-    let statefulsets = cache::watched(
-        Api::<StatefulSet>::all(client.clone()),
-        owned.clone(),
-        cache::slim_statefulset,
-        &ctx.caches.statefulsets,
-    );
-    let services = cache::watched(
-        Api::<Service>::all(client.clone()),
-        owned.clone(),
-        cache::slim,
-        &ctx.caches.services,
-    );
-    let pods = cache::watched(
-        Api::<Pod>::all(client.clone()),
-        owned,
-        cache::slim_pod,
-        &ctx.caches.pods,
-    );
-    let controller = Controller::for_stream(workspaces, reader)
-        .owns_stream(statefulsets)
-        .owns_stream(services)
-        .watches_stream(pods, |pod: Pod| {
-            let ws = pod.labels().get(label::WORKSPACE_NAME)?.clone();
-            Some(ObjectRef::new(&ws).within(&pod.namespace()?))
-        });
-    let reconciler: runtime::Reconcile<Workspace> = |w, ctx| Box::pin(reconcile(w, ctx));
-    runtime::run(
-        controller,
-        CONTROLLER,
-        reconciler,
-        ctx,
-        concurrency,
-        shutdown,
-    )
-    .await;
 }

@@ -1,0 +1,68 @@
+//! How the Workspace controller is fed: the Workspaces, and the StatefulSets, Services and
+//! pods made for them, each kept in a store the reconciles read.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{predicates, watcher};
+
+use super::{CONTROLLER, Context, forget_workspace, reconcile};
+use crate::api::names::label;
+use crate::api::workspace::Workspace;
+use crate::controller::{cache, runtime};
+
+/// Runs the controller until `shutdown` resolves (then lets running reconciles finish).
+pub async fn run(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let selector = format!("{}={}", label::AUTO_COMPONENT, label::COMPONENT_WORKSPACE);
+    let forget = Arc::clone(&ctx);
+    let (reader, workspaces) = runtime::primary(
+        client.clone(),
+        predicates::generation,
+        move |ws: &Workspace| forget_workspace(&forget, ws),
+    );
+    // The owned objects are kept in stores, so a reconcile reads them instead of asking, and
+    // applies them only when they differ from what it applied last.
+    let owned = watcher::Config::default().labels(&selector);
+    let statefulsets = cache::watched(
+        Api::<StatefulSet>::all(client.clone()),
+        owned.clone(),
+        cache::slim_statefulset,
+        &ctx.statefulsets,
+    );
+    let services = cache::watched(
+        Api::<Service>::all(client.clone()),
+        owned.clone(),
+        cache::slim,
+        &ctx.services,
+    );
+    let pods = cache::watched(Api::<Pod>::all(client), owned, cache::slim_pod, &ctx.pods);
+    let controller = Controller::for_stream(workspaces, reader)
+        .owns_stream(statefulsets)
+        .owns_stream(services)
+        .watches_stream(pods, |pod: Pod| {
+            let ws = pod.labels().get(label::WORKSPACE_NAME)?.clone();
+            Some(ObjectRef::new(&ws).within(&pod.namespace()?))
+        });
+    let reconciler: runtime::Reconcile<Workspace, Context> = |w, ctx| Box::pin(reconcile(w, ctx));
+    let metrics = Arc::clone(&ctx.metrics);
+    runtime::run(
+        controller,
+        CONTROLLER,
+        reconciler,
+        ctx,
+        metrics,
+        concurrency,
+        shutdown,
+    )
+    .await;
+}
