@@ -2,6 +2,7 @@
 //! HTTPS and SSH). The checkout is staged and switched in exactly like a Flux artifact (see
 //! `workspace`), and HEAD is verified against the requested commit.
 
+pub mod answer;
 pub mod credentials;
 pub mod github_app;
 pub mod known_hosts;
@@ -16,12 +17,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use git2::{
-    AutotagOption, CertificateCheckStatus, Cred, CredentialType, ErrorClass, ErrorCode,
-    FetchOptions, Oid, RemoteCallbacks, Repository, RepositoryInitOptions,
+    AutotagOption, CertificateCheckStatus, ErrorClass, ErrorCode, FetchOptions, Oid,
+    RemoteCallbacks, Repository, RepositoryInitOptions,
 };
 use reqwest::Url;
 use tracing::{debug, info, warn};
 
+pub use answer::{Offer, Refusal, answer};
 pub use credentials::Credentials;
 pub use known_hosts::KnownHosts;
 use known_hosts::Verdict;
@@ -244,7 +246,7 @@ pub fn fetch(req: &GitRequest, ws: &Workspace) -> Result<Outcome, GitError> {
     let started = Instant::now();
     let deadline = started + req.timeout;
     set_timeouts(req.timeout);
-    let credentials = match &req.credentials {
+    let offer = match &req.credentials {
         Credentials::GitHubApp {
             app_id,
             installation_id,
@@ -258,19 +260,29 @@ pub fn fetch(req: &GitRequest, ws: &Workspace) -> Result<Outcome, GitError> {
                 req.timeout,
             )?;
             debug!("exchanged the GitHub App's key for an installation token");
-            Resolved::Basic(github_app::TOKEN_USER.into(), token)
+            Offer::Basic {
+                username: github_app::TOKEN_USER.into(),
+                password: token,
+            }
         }
-        Credentials::Basic { username, password } => {
-            Resolved::Basic(username.clone(), password.clone())
-        }
-        Credentials::Token(t) => Resolved::Basic("git".into(), t.clone()),
-        Credentials::SshKey { key, passphrase } => Resolved::Ssh(key.clone(), passphrase.clone()),
-        Credentials::None => Resolved::None,
+        Credentials::Basic { username, password } => Offer::Basic {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        Credentials::Token(t) => Offer::Basic {
+            username: "git".into(),
+            password: t.clone(),
+        },
+        Credentials::SshKey { key, passphrase } => Offer::SshKey {
+            key: key.clone(),
+            passphrase: passphrase.clone(),
+        },
+        Credentials::None => Offer::None,
     };
     let session = Session {
         req,
         ep: &ep,
-        credentials,
+        offer,
         deadline,
         auth_attempts: Cell::new(0),
         host_key: RefCell::new(None),
@@ -317,16 +329,10 @@ pub fn fetch(req: &GitRequest, ws: &Workspace) -> Result<Outcome, GitError> {
     })
 }
 
-enum Resolved {
-    None,
-    Basic(String, String),
-    Ssh(String, Option<String>),
-}
-
 struct Session<'a> {
     req: &'a GitRequest,
     ep: &'a Endpoint,
-    credentials: Resolved,
+    offer: Offer,
     deadline: Instant,
     auth_attempts: Cell<u32>,
     /// Set when the host-key check refused the server.
@@ -337,47 +343,22 @@ impl Session<'_> {
     fn callbacks(&self) -> RemoteCallbacks<'_> {
         let mut cb = RemoteCallbacks::new();
         cb.credentials(|url, username, allowed| {
-            if !credentials_go_to(self.ep, url) {
-                warn!(
-                    asked = %redact(url),
-                    configured = %self.ep.shown,
-                    "not sending credentials to a host other than the configured one (a redirect?)"
-                );
-                return Err(git2::Error::new(
-                    ErrorCode::Auth,
-                    ErrorClass::Callback,
-                    "credentials are only sent to the configured host",
-                ));
-            }
-            let n = self.auth_attempts.get() + 1;
-            self.auth_attempts.set(n);
-            // libgit2 asks again after every refusal; two tries (user name, then key for SSH)
-            // are all an honest credential needs.
-            if n > 3 {
-                return Err(git2::Error::new(
-                    ErrorCode::Auth,
-                    ErrorClass::Callback,
-                    "refused",
-                ));
-            }
-            match &self.credentials {
-                Resolved::Basic(u, p) if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
-                    Cred::userpass_plaintext(u, p)
-                }
-                Resolved::Ssh(key, pass) => {
-                    let user = username.unwrap_or("git");
-                    if allowed.contains(CredentialType::USERNAME) {
-                        Cred::username(user)
-                    } else {
-                        Cred::ssh_key_from_memory(user, None, key, pass.as_deref())
+            let auth = |message: &str| git2::Error::new(ErrorCode::Auth, ErrorClass::Callback, message);
+            answer(self.ep, &self.auth_attempts, url, username, allowed, &self.offer).map_err(
+                |refusal| match refusal {
+                    Refusal::OtherHost => {
+                        warn!(
+                            asked = %redact(url),
+                            configured = %self.ep.shown,
+                            "not sending credentials to a host other than the configured one (a redirect?)"
+                        );
+                        auth("credentials are only sent to the configured host")
                     }
-                }
-                _ => Err(git2::Error::new(
-                    ErrorCode::Auth,
-                    ErrorClass::Callback,
-                    "no credentials",
-                )),
-            }
+                    Refusal::Refused => auth("refused"),
+                    Refusal::NothingFits => auth("no credentials"),
+                    Refusal::Invalid(e) => e,
+                },
+            )
         });
         cb.certificate_check(|cert, host| {
             let Some(hk) = cert.as_hostkey() else {
@@ -502,8 +483,8 @@ impl Session<'_> {
             || lower.contains("401")
             || lower.contains("403");
         if auth {
-            return match self.credentials {
-                Resolved::None => GitError::AuthMissing { url },
+            return match self.offer {
+                Offer::None => GitError::AuthMissing { url },
                 _ => GitError::AuthRefused {
                     url,
                     mode: self.req.credentials.mode(),

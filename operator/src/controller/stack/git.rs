@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use git2::{CertificateCheckStatus, Cred, CredentialType, Direction, RemoteCallbacks};
+use fetch::git::{Offer, Refusal};
+use git2::{CertificateCheckStatus, Direction, RemoteCallbacks};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
@@ -34,6 +35,23 @@ impl Creds {
             Creds::None => "no credentials",
             Creds::Basic { .. } => "basic auth",
             Creds::Ssh { .. } => "an SSH key",
+        }
+    }
+
+    /// What `ls-remote` offers when the server asks.
+    fn offer(&self) -> Offer {
+        match self {
+            Creds::None => Offer::None,
+            Creds::Basic { username, password } => Offer::Basic {
+                username: username.clone(),
+                password: password.clone(),
+            },
+            Creds::Ssh {
+                key, passphrase, ..
+            } => Offer::SshKey {
+                key: key.clone(),
+                passphrase: passphrase.clone(),
+            },
         }
     }
 }
@@ -293,39 +311,22 @@ pub fn ls_remote(url: &str, creds: &Creds, reference: &str) -> Result<String, Gi
         GitSourceError::Spec(format!("spec.projectRepo {shown:?}: {}", e.message()))
     })?;
     let mut cb = RemoteCallbacks::new();
-    let mut attempts = 0;
-    let creds_cb = creds.clone();
+    let offer = creds.offer();
+    let answers = std::cell::Cell::new(0);
     let cred_ep = ep.clone();
     cb.credentials(move |asked, username, allowed| {
-        if !fetch::git::credentials_go_to(&cred_ep, asked) {
-            return Err(git2::Error::from_str(
-                "credentials are only sent to the host of spec.projectRepo (refusing a redirect elsewhere)",
-            ));
-        }
-        attempts += 1;
-        if attempts > 3 {
-            return Err(git2::Error::from_str("authentication refused"));
-        }
-        match &creds_cb {
-            Creds::Basic { username, password }
-                if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
-            {
-                Cred::userpass_plaintext(username, password)
-            }
-            Creds::Ssh {
-                key, passphrase, ..
-            } => {
-                let user = username.unwrap_or("git");
-                if allowed.contains(CredentialType::USERNAME) {
-                    Cred::username(user)
-                } else {
-                    Cred::ssh_key_from_memory(user, None, key, passphrase.as_deref())
-                }
-            }
-            _ => Err(git2::Error::from_str(
-                "the repository asks for credentials; set gitAuth on the Stack",
-            )),
-        }
+        fetch::git::answer(&cred_ep, &answers, asked, username, allowed, &offer).map_err(
+            |refusal| match refusal {
+                Refusal::OtherHost => git2::Error::from_str(
+                    "credentials are only sent to the host of spec.projectRepo (refusing a redirect elsewhere)",
+                ),
+                Refusal::Refused => git2::Error::from_str("authentication refused"),
+                Refusal::NothingFits => git2::Error::from_str(
+                    "the repository asks for credentials; set gitAuth on the Stack",
+                ),
+                Refusal::Invalid(e) => e,
+            },
+        )
     });
     // The commit deployed is chosen here: a host key the Stack pins is checked here too, not
     // only by the fetch container, or a man in the middle could pick the commit.
