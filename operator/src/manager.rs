@@ -10,10 +10,10 @@ use clap::{Parser, ValueEnum};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::controller::metrics::Metrics;
+use crate::controller::runtime::leader;
+use crate::controller::runtime::metrics::Metrics;
 use crate::controller::settings::Settings;
 use crate::controller::{self, Contexts};
-use crate::leader;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {

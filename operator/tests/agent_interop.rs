@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use operator::api::update::{Update, UpdateSpec, UpdateType};
-use operator::controller::connect::dial;
+use operator::controller::runtime::connect::dial;
 use operator::controller::update::outcome::{Draft, outputs_secret};
 use operator::controller::update::run_operation;
 use operator::proto as pb;

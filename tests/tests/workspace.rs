@@ -511,7 +511,7 @@ async fn a_status_queued_for_a_replaced_workspace_is_refused() {
             .uid
             .expect("uid")
     };
-    let job = |uid: &str| ::operator::controller::status_queue::Job {
+    let job = |uid: &str| ::operator::controller::runtime::status_queue::Job {
         namespace: "default".into(),
         name: "replaced".into(),
         uid: uid.into(),

@@ -2,18 +2,11 @@
 //! Stack (what users write: source, config, when to update) and Program (a program served as
 //! an artifact). Each reconciler reads, calls pure functions that decide, and applies.
 
-pub mod cache;
-pub mod conditions;
-pub mod connect;
 pub mod duration;
-pub mod events;
-pub mod merge;
-pub mod metrics;
 pub mod program;
 pub mod runtime;
 pub mod settings;
 pub mod stack;
-pub mod status_queue;
 pub mod update;
 pub mod workspace;
 
@@ -24,9 +17,9 @@ use kube::api::{Api, Patch, PatchParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use connect::Tokens;
-use events::Recorder;
-use metrics::Metrics;
+use runtime::connect::Tokens;
+use runtime::events::Recorder;
+use runtime::metrics::Metrics;
 use settings::Settings;
 
 /// Each controller's context, made once by the manager. A controller sees only what it uses;

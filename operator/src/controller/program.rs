@@ -25,7 +25,7 @@ use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::metrics::Metrics;
+use super::runtime::metrics::Metrics;
 use super::{Error, apply_status, runtime};
 use crate::api::names::field_manager;
 use crate::api::program::Program;
@@ -166,7 +166,7 @@ pub fn served(client: Client) -> Store<Program> {
     let (reader, writer) = reflector::store();
     let stream = watcher(Api::<Program>::all(client), watcher::Config::default())
         .default_backoff()
-        .modify(crate::controller::cache::slim)
+        .modify(crate::controller::runtime::cache::slim)
         .reflect(writer)
         .for_each(|_| async {});
     tokio::spawn(stream);

@@ -9,8 +9,8 @@ use crate::api::names::{condition, event, update_reason};
 use crate::api::stack::{CurrentStackUpdate, Stack, StackUpdateState, UpdateOutcome};
 use crate::api::update::{Update, UpdateType};
 use crate::api::workspace::ProjectInfo;
-use crate::controller::conditions::Conditions;
-use crate::controller::events::EventType;
+use crate::controller::runtime::conditions::Conditions;
+use crate::controller::runtime::events::EventType;
 
 /// The Stack's side of an Update's result.
 #[derive(Debug, PartialEq)]

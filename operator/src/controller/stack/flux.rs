@@ -199,7 +199,7 @@ async fn watch_kind(
     // below read the new revision from it.
     let mut events = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(crate::controller::cache::slim)
+        .modify(crate::controller::runtime::cache::slim)
         .reflect(writer)
         .applied_objects()
         .boxed();

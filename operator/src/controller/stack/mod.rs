@@ -27,9 +27,10 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::events::{EventType, Recorder};
-use super::metrics::Metrics;
-use super::{Error, apply_status, cache, update as update_ctl, workspace as workspace_ctl};
+use super::runtime::cache;
+use super::runtime::events::{EventType, Recorder};
+use super::runtime::metrics::Metrics;
+use super::{Error, apply_status, update as update_ctl, workspace as workspace_ctl};
 use crate::api::names::{
     condition, event, field_manager, finalizer, label, stack_reason as reason,
 };
@@ -128,7 +129,7 @@ impl Run<'_> {
         self.ctx
             .metrics
             .stacks_failing
-            .get_or_create(&super::metrics::StackLabels {
+            .get_or_create(&super::runtime::metrics::StackLabels {
                 namespace: self.ns.clone(),
                 name: self.name.clone(),
             })

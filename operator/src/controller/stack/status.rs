@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::api::names::{condition, stack_reason as reason};
 use crate::api::stack::{CurrentStackUpdate, ProjectInfo, Stack, StackUpdateState};
-use crate::controller::conditions::{Conditions, FALSE, TRUE};
+use crate::controller::runtime::conditions::{Conditions, FALSE, TRUE};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Draft {

@@ -12,7 +12,7 @@ use crate::api::names::label;
 use crate::api::stack::Stack;
 use crate::api::update::{Update, UpdateType};
 use crate::api::workspace::Workspace;
-use crate::controller::merge;
+use crate::controller::runtime::merge;
 
 pub const SECRET_MASK: &str = "[secret]";
 /// Completed Updates are kept this long (PKO's value).

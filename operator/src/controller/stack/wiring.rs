@@ -17,7 +17,7 @@ use crate::api::program::Program;
 use crate::api::stack::{Stack, StackUpdateState};
 use crate::api::update::Update;
 use crate::api::workspace::Workspace;
-use crate::controller::{cache, metrics, runtime};
+use crate::controller::runtime::{self, cache, metrics};
 
 /// Reconcile on a new generation, a new reconcile request, or deletion.
 fn stack_trigger(s: &Stack) -> Option<u64> {

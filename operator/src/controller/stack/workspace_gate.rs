@@ -8,7 +8,7 @@ use super::stop::{Halt, Stop};
 use crate::api::names::{condition, event, stack_reason as reason, workspace_reason};
 use crate::api::stack::Stack;
 use crate::api::workspace::Workspace;
-use crate::controller::conditions::Conditions;
+use crate::controller::runtime::conditions::Conditions;
 
 /// The Stack's standing while its Workspace is not ready.
 #[derive(Debug, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use crate::api::workspace::{
     ConfigItem, ConfigValueFrom, EmbeddedPodTemplateSpec, FluxSource, GitAuth, GitHubAppAuth,
     GitSource, ProjectInfo, Workspace, WorkspaceSpec, WorkspaceStack,
 };
-use crate::controller::merge;
+use crate::controller::runtime::merge;
 
 pub const CONFIGMAP_ROOT: &str = "/var/run/configmaps/stacks.pulumi.com/configmaps";
 pub const SECRET_ROOT: &str = "/var/run/secrets/stacks.pulumi.com/secrets";

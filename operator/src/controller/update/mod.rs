@@ -16,11 +16,10 @@ use kube::runtime::controller::Action;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use super::connect::Tokens;
-use super::events::EventType;
-use super::events::Recorder;
-use super::metrics::Metrics;
-use super::{Error, apply_status, connect, duration, runtime, workspace};
+use super::runtime::connect::{self, Tokens};
+use super::runtime::events::{EventType, Recorder};
+use super::runtime::metrics::Metrics;
+use super::{Error, apply_status, duration, runtime, workspace};
 use crate::api::names::{condition, event, field_manager, finalizer, update_reason as reason};
 use crate::api::stack::Stack;
 use crate::api::update::{Update, UpdateType};
@@ -50,7 +49,7 @@ pub struct Context {
 pub fn is_complete(u: &Update) -> bool {
     u.status.as_ref().is_some_and(|s| {
         s.observed_generation == u.metadata.generation
-            && super::conditions::Conditions::from(s.conditions.as_ref())
+            && super::runtime::conditions::Conditions::from(s.conditions.as_ref())
                 .is_true(condition::COMPLETE)
     })
 }

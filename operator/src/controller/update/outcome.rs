@@ -11,8 +11,8 @@ use sha2::Digest as _;
 use crate::api::names::{condition, event, label, update_reason as reason};
 use crate::api::update::{Update, UpdateType};
 use crate::api::workspace::ProjectInfo;
-use crate::controller::conditions::{Conditions, FALSE, TRUE};
-use crate::controller::events::EventType;
+use crate::controller::runtime::conditions::{Conditions, FALSE, TRUE};
+use crate::controller::runtime::events::EventType;
 use crate::proto as pb;
 
 /// The status this reconcile will write.

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::names::{label, pod};
 use crate::api::workspace::{SecurityProfile, Workspace, WorkspaceSpec};
-use crate::controller::merge;
+use crate::controller::runtime::merge;
 use crate::controller::settings::Settings;
 
 /// Where the operator dials the agent, and the audience its tokens are minted for.

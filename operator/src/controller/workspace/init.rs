@@ -7,7 +7,7 @@ use super::{FALSE, Run};
 use crate::agent::config::from_json;
 use crate::api::names::{condition, event, workspace_reason as reason};
 use crate::api::workspace::{ConfigItem, Workspace};
-use crate::controller::connect::AgentClient;
+use crate::controller::runtime::connect::AgentClient;
 use crate::proto::{self as pb, config_item, config_value_from};
 
 /// The first CLI release that takes structured (JSON) config values.

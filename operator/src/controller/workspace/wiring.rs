@@ -14,7 +14,7 @@ use kube::runtime::{predicates, watcher};
 use super::{CONTROLLER, Context, forget_workspace, reconcile};
 use crate::api::names::label;
 use crate::api::workspace::Workspace;
-use crate::controller::{cache, runtime};
+use crate::controller::runtime::{self, cache};
 
 /// Runs the controller until `shutdown` resolves (then lets running reconciles finish).
 pub async fn run(

@@ -179,7 +179,7 @@ impl Applied {
                 return Ok(current.clone());
             }
         }
-        let result = super::apply(api, name, manager, obj).await?;
+        let result = crate::controller::apply(api, name, manager, obj).await?;
         if let (Some(body), Ok(mut m)) = (body, self.seen.lock()) {
             m.insert(
                 key,
@@ -246,7 +246,7 @@ impl Statuses {
 /// JSON without nulls: how the server stores what an apply sent.
 fn normalized<T: Serialize>(v: &T) -> Option<serde_json::Value> {
     let mut j = serde_json::to_value(v).ok()?;
-    super::prune_nulls(&mut j);
+    crate::controller::prune_nulls(&mut j);
     Some(j)
 }
 

@@ -1,6 +1,19 @@
 //! What the four controllers share around their reconcilers: the watch of their own kind, one
 //! error policy (a warning that names the object, the failure metric, and a back-off per
 //! object that a success resets) and one way to run a controller until shutdown.
+//!
+//! Beside it, what they share around the API server: watch-fed caches and write memos
+//! (`cache`, `status_queue`), conditions, events, metrics, the strategic merge of pod
+//! templates (`merge`), the agent connection (`connect`) and leader election (`leader`).
+
+pub mod cache;
+pub mod conditions;
+pub mod connect;
+pub mod events;
+pub mod leader;
+pub mod merge;
+pub mod metrics;
+pub mod status_queue;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -18,8 +31,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, info_span, warn};
 
-use super::metrics::Metrics;
-use super::{Error, cache};
+use super::Error;
+use metrics::Metrics;
 
 /// The first retry after a failed reconcile.
 const FIRST_RETRY: Duration = Duration::from_secs(5);

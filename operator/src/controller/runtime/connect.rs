@@ -158,7 +158,7 @@ pub async fn dial(addr: &str, token: &str, timeout: Duration) -> Result<AgentCli
     let channel = tokio::time::timeout(timeout, endpoint.connect())
         .await
         .map_err(|_| err(format!("no answer within {}s", timeout.as_secs())))?
-        .map_err(|e| err(error_chain(&e)))?;
+        .map_err(|e| err(fetch::error::chain(&e)))?;
     let value: MetadataValue<_> = format!("Bearer {token}")
         .parse()
         .map_err(|_| err("the token is not valid header text".into()))?;
@@ -166,18 +166,4 @@ pub async fn dial(addr: &str, token: &str, timeout: Duration) -> Result<AgentCli
         AutomationServiceClient::with_interceptor(channel, Bearer(value))
             .max_decoding_message_size(MAX_RECEIVE),
     )
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = c.source();
-    }
-    out
 }
