@@ -181,115 +181,26 @@ async fn serve(
 
 pub async fn run(flags: Flags) -> Result<(), ManagerError> {
     let settings = Settings::from_env()?;
-    let timeout = duration_flag("--kube-api-timeout", &flags.kube_api_timeout)?;
-    let mut config = kube::Config::infer()
-        .await
-        .map_err(|e| ManagerError::Kube(e.to_string()))?;
-    config.read_timeout = Some(timeout.max(Duration::from_secs(300)));
-    config.write_timeout = Some(timeout);
-    config.connect_timeout = Some(timeout);
-    let client = kube::Client::try_from(config).map_err(|e| ManagerError::Kube(e.to_string()))?;
+    let client = client(&flags).await?;
     set_git_timeouts();
-
     let metrics = Arc::new(Metrics::default());
-    let adv = advertised(&flags.program_fs_adv_addr, &flags.program_fs_addr);
-    let base = if adv.contains("://") {
-        adv.clone()
-    } else {
-        format!("http://{adv}")
-    };
+    let base = program_base_url(&flags);
     let namespace = settings.namespace.clone();
     let (agent_image, fetch_image) = (settings.agent_image.clone(), settings.fetch_image.clone());
     let ctx = Contexts::new(client.clone(), settings, Arc::clone(&metrics), base.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = watch::channel(false);
+    start_servers(&flags, &client, &metrics, ready_rx, &stop_rx).await?;
 
-    if let Some(addr) = bind_addr(
-        "--health-probe-bind-address",
-        &flags.health_probe_bind_address,
-    )? {
-        let ready = ready_rx.clone();
-        let router = axum::Router::new()
-            .route("/healthz", axum::routing::get(|| async { "ok" }))
-            .route(
-                "/readyz",
-                axum::routing::get(move || {
-                    let ready = ready.clone();
-                    async move {
-                        if *ready.borrow() {
-                            (axum::http::StatusCode::OK, "ok")
-                        } else {
-                            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting")
-                        }
-                    }
-                }),
-            );
-        serve(addr, "health", router, stop_rx.clone()).await?;
-    }
-    if let Some(addr) = bind_addr("--metrics-bind-address", &flags.metrics_bind_address)? {
-        let m = Arc::clone(&metrics);
-        let router = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let m = Arc::clone(&m);
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        m.render(),
-                    )
-                }
-            }),
-        );
-        serve(addr, "metrics", router, stop_rx.clone()).await?;
-    }
-    if let Some(addr) = bind_addr("--program-fs-addr", &flags.program_fs_addr)? {
-        serve(
-            addr,
-            "program artifacts",
-            controller::program::router(controller::program::served(client.clone())),
-            stop_rx.clone(),
-        )
-        .await?;
-    }
-
-    let elector = if flags.leader_elect {
-        let identity = std::env::var("POD_NAME")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| format!("operator-{}", std::process::id()));
-        let e = leader::Elector::new(
-            client.clone(),
-            leader::Config {
-                namespace,
-                name: "operator.pulumi.com".into(),
-                identity,
-                lease_duration: duration_flag(
-                    "--leader-election-lease-duration",
-                    &flags.leader_election_lease_duration,
-                )?,
-                renew_deadline: duration_flag(
-                    "--leader-election-renew-deadline",
-                    &flags.leader_election_renew_deadline,
-                )?,
-                retry_period: duration_flag(
-                    "--leader-election-retry-period",
-                    &flags.leader_election_retry_period,
-                )?,
-            },
-        );
-        let _ = ready_tx.send(true);
-        tokio::select! {
-            _ = e.acquire() => {}
-            _ = shutdown_signal() => {
-                let _ = stop_tx.send(true);
-                return Ok(());
-            }
+    // A standby replica is ready (it serves Program artifacts) while it waits for the lease.
+    let _ = ready_tx.send(true);
+    let elector = match elect(&flags, &client, namespace).await? {
+        Lease::NotElecting => None,
+        Lease::Held(e) => Some(e),
+        Lease::ShutDown => {
+            let _ = stop_tx.send(true);
+            return Ok(());
         }
-        Some(Arc::new(e))
-    } else {
-        None
     };
 
     let stop = |rx: &watch::Receiver<bool>| {
@@ -311,7 +222,6 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
             );
         }
     });
-    let _ = ready_tx.send(true);
     info!(
         %agent_image,
         %fetch_image,
@@ -351,6 +261,142 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
     }
     info!("operator stopped");
     Ok(())
+}
+
+/// A client for the API server with `--kube-api-timeout` on connects and writes (reads wait
+/// at least 5 minutes: watches are long reads).
+async fn client(flags: &Flags) -> Result<kube::Client, ManagerError> {
+    let timeout = duration_flag("--kube-api-timeout", &flags.kube_api_timeout)?;
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(|e| ManagerError::Kube(e.to_string()))?;
+    config.read_timeout = Some(timeout.max(Duration::from_secs(300)));
+    config.write_timeout = Some(timeout);
+    config.connect_timeout = Some(timeout);
+    kube::Client::try_from(config).map_err(|e| ManagerError::Kube(e.to_string()))
+}
+
+/// Where workspace pods fetch Program artifacts (`http://host:port` unless a scheme is given).
+fn program_base_url(flags: &Flags) -> String {
+    let adv = advertised(&flags.program_fs_adv_addr, &flags.program_fs_addr);
+    if adv.contains("://") {
+        adv
+    } else {
+        format!("http://{adv}")
+    }
+}
+
+/// The health, metrics and Program artifact servers, each unless its address is "0". They run
+/// on every replica, leader or not, until `stop`.
+async fn start_servers(
+    flags: &Flags,
+    client: &kube::Client,
+    metrics: &Arc<Metrics>,
+    ready: watch::Receiver<bool>,
+    stop: &watch::Receiver<bool>,
+) -> Result<(), ManagerError> {
+    if let Some(addr) = bind_addr(
+        "--health-probe-bind-address",
+        &flags.health_probe_bind_address,
+    )? {
+        serve(addr, "health", health_router(ready), stop.clone()).await?;
+    }
+    if let Some(addr) = bind_addr("--metrics-bind-address", &flags.metrics_bind_address)? {
+        let router = metrics_router(Arc::clone(metrics));
+        serve(addr, "metrics", router, stop.clone()).await?;
+    }
+    if let Some(addr) = bind_addr("--program-fs-addr", &flags.program_fs_addr)? {
+        let served = controller::program::served(client.clone());
+        let router = controller::program::router(served);
+        serve(addr, "program artifacts", router, stop.clone()).await?;
+    }
+    Ok(())
+}
+
+/// `/healthz` always, `/readyz` once `ready` says so.
+fn health_router(ready: watch::Receiver<bool>) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let ready = ready.clone();
+                async move {
+                    if *ready.borrow() {
+                        (axum::http::StatusCode::OK, "ok")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting")
+                    }
+                }
+            }),
+        )
+}
+
+/// `/metrics` in the OpenMetrics text format.
+fn metrics_router(metrics: Arc<Metrics>) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = Arc::clone(&metrics);
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.render(),
+                )
+            }
+        }),
+    )
+}
+
+/// How leader election ended before the controllers start.
+enum Lease {
+    /// `--leader-elect` is off: run at once.
+    NotElecting,
+    Held(Arc<leader::Elector>),
+    /// Asked to stop while waiting for the lease.
+    ShutDown,
+}
+
+/// With `--leader-elect`, waits for the lease `operator.pulumi.com` in the operator's
+/// namespace (or for a shutdown signal).
+async fn elect(
+    flags: &Flags,
+    client: &kube::Client,
+    namespace: String,
+) -> Result<Lease, ManagerError> {
+    if !flags.leader_elect {
+        return Ok(Lease::NotElecting);
+    }
+    let identity = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("operator-{}", std::process::id()));
+    let e = leader::Elector::new(
+        client.clone(),
+        leader::Config {
+            namespace,
+            name: "operator.pulumi.com".into(),
+            identity,
+            lease_duration: duration_flag(
+                "--leader-election-lease-duration",
+                &flags.leader_election_lease_duration,
+            )?,
+            renew_deadline: duration_flag(
+                "--leader-election-renew-deadline",
+                &flags.leader_election_renew_deadline,
+            )?,
+            retry_period: duration_flag(
+                "--leader-election-retry-period",
+                &flags.leader_election_retry_period,
+            )?,
+        },
+    );
+    tokio::select! {
+        _ = e.acquire() => Ok(Lease::Held(Arc::new(e))),
+        _ = shutdown_signal() => Ok(Lease::ShutDown),
+    }
 }
 
 async fn shutdown_signal() {
