@@ -184,6 +184,30 @@ impl KubeAuth {
         if let Some(hit) = self.authn.get(&key) {
             return hit.map_err(Status::unauthenticated);
         }
+        let verdict = self.review(token).await?;
+        let ttl = if verdict.is_ok() {
+            // A verified token's issuer is the cluster's: its later tokens get the clean lane.
+            if let (Some(iss), Ok(mut known)) = (claims.issuer.clone(), self.issuers.lock())
+                && !known.contains(&iss)
+            {
+                if known.len() >= MAX_ISSUERS {
+                    known.remove(0);
+                }
+                known.push(iss);
+            }
+            // Never trust a verdict past the token's own expiry.
+            AUTHN_OK_TTL.min(claims.expires_in)
+        } else {
+            self.peers.failed(peer);
+            AUTHN_FAIL_TTL
+        };
+        self.authn.put(key, ttl, verdict.clone());
+        verdict.map_err(Status::unauthenticated)
+    }
+
+    /// Asks the apiserver who `token` belongs to (a TokenReview for this workspace's
+    /// audiences): the identity, or why not. `Err` when the review itself could not be made.
+    async fn review(&self, token: &str) -> Result<Result<Identity, String>, Status> {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_string()),
@@ -211,7 +235,7 @@ impl KubeAuth {
             .audiences
             .as_ref()
             .is_some_and(|a| a.iter().any(|x| self.audiences.contains(x)));
-        let verdict = match (status.authenticated, status.user) {
+        Ok(match (status.authenticated, status.user) {
             (Some(true), Some(user)) if audience_ok => Ok(Identity {
                 username: user.username.unwrap_or_default(),
                 uid: user.uid,
@@ -222,25 +246,7 @@ impl KubeAuth {
                 .error
                 .filter(|e| !e.is_empty())
                 .unwrap_or_else(|| "unauthenticated".into())),
-        };
-        let ttl = if verdict.is_ok() {
-            // A verified token's issuer is the cluster's: its later tokens get the clean lane.
-            if let (Some(iss), Ok(mut known)) = (claims.issuer.clone(), self.issuers.lock())
-                && !known.contains(&iss)
-            {
-                if known.len() >= MAX_ISSUERS {
-                    known.remove(0);
-                }
-                known.push(iss);
-            }
-            // Never trust a verdict past the token's own expiry.
-            AUTHN_OK_TTL.min(claims.expires_in)
-        } else {
-            self.peers.failed(peer);
-            AUTHN_FAIL_TTL
-        };
-        self.authn.put(key, ttl, verdict.clone());
-        verdict.map_err(Status::unauthenticated)
+        })
     }
 
     async fn authorize(&self, who: &Identity) -> Result<(), Status> {
