@@ -40,6 +40,12 @@ pub struct Context {
     pub base_url: String,
 }
 
+impl runtime::Measured for Context {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     #[error("the program cannot be written as YAML: {0}")]
@@ -152,12 +158,8 @@ pub async fn run(
     });
     let reconciler: runtime::Reconcile<Program, Context> = |p, ctx| Box::pin(reconcile(p, ctx));
     let controller = Controller::for_stream(programs, reader);
-    let metrics = Arc::clone(&ctx.metrics);
     // Unbounded, as kube's default: Programs are few and their reconciles short.
-    runtime::run(
-        controller, CONTROLLER, reconciler, ctx, metrics, 0, shutdown,
-    )
-    .await;
+    runtime::run(controller, CONTROLLER, reconciler, ctx, 0, shutdown).await;
 }
 
 /// The Programs the server answers from: a watch of its own, started before leader election

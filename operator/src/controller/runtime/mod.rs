@@ -100,6 +100,11 @@ impl<S> From<kube::Error> for Halt<S> {
     }
 }
 
+/// What the runtime needs of a controller's context: the metrics its failures are counted in.
+pub trait Measured: Send + Sync + 'static {
+    fn metrics(&self) -> &Metrics;
+}
+
 /// A reconciler as the controllers write them, over the controller's own context `C`.
 pub type Reconcile<K, C> = fn(Arc<K>, Arc<C>) -> BoxFuture<'static, Result<Action, Error>>;
 
@@ -147,13 +152,12 @@ pub async fn run<K, C>(
     name: &'static str,
     reconcile: Reconcile<K, C>,
     ctx: Arc<C>,
-    metrics: Arc<Metrics>,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) where
     K: Clone + Resource + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Debug + Unpin + Eq + Hash + Clone + Default,
-    C: Send + Sync + 'static,
+    C: Measured,
 {
     let failures = Arc::new(Failures::default());
     let succeeded = Arc::clone(&failures);
@@ -176,7 +180,7 @@ pub async fn run<K, C>(
         }
         .instrument(span)
     };
-    let error_policy = move |obj: Arc<K>, err: &Error, _: Arc<C>| {
+    let error_policy = move |obj: Arc<K>, err: &Error, ctx: Arc<C>| {
         let n = failures.failed(&key(name, obj.as_ref()));
         let wait = retry_after(n);
         warn!(
@@ -188,7 +192,7 @@ pub async fn run<K, C>(
             retry_in_s = wait.as_secs(),
             "reconcile failed"
         );
-        metrics.failure(name, err.kind());
+        ctx.metrics().failure(name, err.kind());
         Action::requeue(wait)
     };
     controller

@@ -59,6 +59,12 @@ pub struct Context {
     pub statuses: cache::Statuses,
 }
 
+impl super::runtime::Measured for Context {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
 impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>) -> Context {
         Context {

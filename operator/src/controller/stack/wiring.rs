@@ -119,13 +119,11 @@ pub async fn run(
         )
         .reconcile_on(flux_wakeups);
     let reconciler: runtime::Reconcile<Stack, Context> = |s, ctx| Box::pin(reconcile(s, ctx));
-    let metrics = Arc::clone(&ctx.metrics);
     runtime::run(
         controller,
         CONTROLLER,
         reconciler,
         ctx,
-        metrics,
         concurrency,
         shutdown,
     )

@@ -46,6 +46,12 @@ pub struct Context {
     pub workspace_localhost: Option<String>,
 }
 
+impl super::runtime::Measured for Context {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
 pub fn is_complete(u: &Update) -> bool {
     u.status.as_ref().is_some_and(|s| {
         s.observed_generation == u.metadata.generation

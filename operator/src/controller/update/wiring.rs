@@ -63,13 +63,11 @@ pub async fn run(
         },
     );
     let reconciler: runtime::Reconcile<Update, Context> = |u, ctx| Box::pin(reconcile(u, ctx));
-    let metrics = Arc::clone(&ctx.metrics);
     runtime::run(
         controller,
         CONTROLLER,
         reconciler,
         ctx,
-        metrics,
         concurrency,
         shutdown,
     )

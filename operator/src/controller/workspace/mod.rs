@@ -58,6 +58,12 @@ pub struct Context {
     pub status_queue: status_queue::StatusQueue,
 }
 
+impl super::runtime::Measured for Context {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
 impl Context {
     pub fn new(
         client: Client,

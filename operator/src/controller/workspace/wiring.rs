@@ -54,13 +54,11 @@ pub async fn run(
             Some(ObjectRef::new(&ws).within(&pod.namespace()?))
         });
     let reconciler: runtime::Reconcile<Workspace, Context> = |w, ctx| Box::pin(reconcile(w, ctx));
-    let metrics = Arc::clone(&ctx.metrics);
     runtime::run(
         controller,
         CONTROLLER,
         reconciler,
         ctx,
-        metrics,
         concurrency,
         shutdown,
     )
