@@ -19,6 +19,10 @@ pub struct RpcStatus {
     pub details: Vec<prost_types::Any>,
 }
 
+/// `UpdateSummary.result` of an operation that succeeded (the CLI's history value; the others
+/// are `failed` and `in-progress`).
+pub const RESULT_SUCCEEDED: &str = "succeeded";
+
 /// The type URL grpc-go resolves `PulumiErrorInfo` by; package `agent` as in PKO.
 pub const PULUMI_ERROR_INFO_TYPE_URL: &str = "type.googleapis.com/agent.PulumiErrorInfo";
 

@@ -123,7 +123,7 @@ pub(super) fn preview_summary(
     let result = summary
         .and_then(|s| s.get("result"))
         .and_then(Value::as_str)
-        .unwrap_or("succeeded")
+        .unwrap_or(pb::RESULT_SUCCEEDED)
         .to_string();
     pb::UpdateSummary {
         start_time: Some(started),

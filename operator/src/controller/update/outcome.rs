@@ -101,7 +101,7 @@ impl Draft {
                     .map(rfc3339)
                     .or_else(|| Some(crate::controller::now_rfc3339()));
                 self.message = Some(s.message.clone());
-                s.result == "succeeded"
+                s.result == crate::proto::RESULT_SUCCEEDED
             }
             None => {
                 self.start_time = Some(started.to_string());
