@@ -247,32 +247,7 @@ pub async fn serve(args: ServeArgs, kubeconfig: Option<PathBuf>) -> Result<(), A
         None => Vec::new(),
     };
     let project = project::Project::load(&workdir)?;
-    let auth = match args.auth_mode {
-        AuthMode::None => {
-            warn!("--auth-mode none: any caller can run Pulumi operations; use kube in a cluster");
-            Authenticator::None
-        }
-        AuthMode::Kube => {
-            if args.kube_audience.is_empty() {
-                return Err(AgentError::KubeFlags("--kube-audience"));
-            }
-            let ns = args
-                .kube_workspace_namespace
-                .clone()
-                .ok_or(AgentError::KubeFlags("--kube-workspace-namespace"))?;
-            let name = args
-                .kube_workspace_name
-                .clone()
-                .ok_or(AgentError::KubeFlags("--kube-workspace-name"))?;
-            let client = kube_client(kubeconfig).await?;
-            Authenticator::Kube(Box::new(KubeAuth::new(
-                client,
-                args.kube_audience.clone(),
-                ns,
-                name,
-            )))
-        }
-    };
+    let auth = authenticator(&args, kubeconfig).await?;
     let children = Children::new();
     process::spawn_reaper(Arc::clone(&children));
     let cli = Pulumi::new(
@@ -299,21 +274,7 @@ pub async fn serve(args: ServeArgs, kubeconfig: Option<PathBuf>) -> Result<(), A
             .await
             .map_err(|s| AgentError::Stack(s.message().to_string()))?;
     }
-    let addr = format!("{}:{}", args.host, args.port);
-    let sock: SocketAddr = tokio::net::lookup_host(&addr)
-        .await
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| AgentError::Listen {
-            addr: addr.clone(),
-            detail: "not an address".into(),
-        })?;
-    let listener = tokio::net::TcpListener::bind(sock)
-        .await
-        .map_err(|e| AgentError::Listen {
-            addr: addr.clone(),
-            detail: e.to_string(),
-        })?;
+    let (addr, listener) = listen(&args).await?;
     info!(
         %addr,
         workspace = %workdir.display(),
@@ -341,6 +302,60 @@ pub async fn serve(args: ServeArgs, kubeconfig: Option<PathBuf>) -> Result<(), A
     children.wait_idle(Duration::from_secs(30)).await;
     info!("agent stopped");
     Ok(())
+}
+
+/// Who may call: every call checked with the Kubernetes API (`kube`, whose three flags are
+/// then required), or anyone (`none`, for local runs).
+async fn authenticator(
+    args: &ServeArgs,
+    kubeconfig: Option<PathBuf>,
+) -> Result<Authenticator, AgentError> {
+    Ok(match args.auth_mode {
+        AuthMode::None => {
+            warn!("--auth-mode none: any caller can run Pulumi operations; use kube in a cluster");
+            Authenticator::None
+        }
+        AuthMode::Kube => {
+            if args.kube_audience.is_empty() {
+                return Err(AgentError::KubeFlags("--kube-audience"));
+            }
+            let ns = args
+                .kube_workspace_namespace
+                .clone()
+                .ok_or(AgentError::KubeFlags("--kube-workspace-namespace"))?;
+            let name = args
+                .kube_workspace_name
+                .clone()
+                .ok_or(AgentError::KubeFlags("--kube-workspace-name"))?;
+            let client = kube_client(kubeconfig).await?;
+            Authenticator::Kube(Box::new(KubeAuth::new(
+                client,
+                args.kube_audience.clone(),
+                ns,
+                name,
+            )))
+        }
+    })
+}
+
+/// The listener on `--host:--port`, and that address as given.
+async fn listen(args: &ServeArgs) -> Result<(String, tokio::net::TcpListener), AgentError> {
+    let addr = format!("{}:{}", args.host, args.port);
+    let sock: SocketAddr = tokio::net::lookup_host(&addr)
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| AgentError::Listen {
+            addr: addr.clone(),
+            detail: "not an address".into(),
+        })?;
+    let listener = tokio::net::TcpListener::bind(sock)
+        .await
+        .map_err(|e| AgentError::Listen {
+            addr: addr.clone(),
+            detail: e.to_string(),
+        })?;
+    Ok((addr, listener))
 }
 
 async fn kube_client(kubeconfig: Option<PathBuf>) -> Result<kube::Client, AgentError> {

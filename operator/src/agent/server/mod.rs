@@ -515,7 +515,9 @@ impl AutomationService for Arc<AgentServer> {
             event,
             move |me, out, _| async move {
                 let summary = me.last_summary(&stack).await;
-                let succeeded = summary.as_ref().is_none_or(|s| s.result == pb::RESULT_SUCCEEDED);
+                let succeeded = summary
+                    .as_ref()
+                    .is_none_or(|s| s.result == pb::RESULT_SUCCEEDED);
                 if remove && succeeded {
                     me.remove_stack(&stack).await?;
                 }
