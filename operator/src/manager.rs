@@ -34,9 +34,10 @@ pub struct Flags {
     /// Address of the health endpoints (`/healthz`, `/readyz`).
     #[arg(long, default_value = ":8081")]
     pub health_probe_bind_address: String,
-    /// Run the controllers only while holding the leader lease.
-    #[arg(long)]
-    pub leader_elect: bool,
+    /// Run the controllers only while holding the leader lease (`--leader-elect`,
+    /// `--leader-elect=true|false` as Go's flag package takes it).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub leader_elect: Option<bool>,
     /// Where the Program artifact server listens.
     #[arg(long, env = "PROGRAM_FS_ADDR", default_value = ":9090")]
     pub program_fs_addr: String,
@@ -73,8 +74,71 @@ pub struct Flags {
     pub zap_time_encoding: Option<String>,
     /// Accepted for PKO compatibility; the metrics endpoint is plain HTTP (put it behind a
     /// NetworkPolicy or a proxy).
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub metrics_secure: Option<bool>,
+    /// Accepted for PKO compatibility; ignored (PKO turns HTTP/2 off on its metrics and webhook
+    /// servers by default; we serve no webhooks).
+    #[arg(long, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub enable_http2: Option<bool>,
+    /// Accepted for PKO compatibility (controller-runtime's zap development mode); ignored.
+    #[arg(long, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub zap_devel: Option<bool>,
+    /// Accepted for PKO compatibility; ignored (errors carry their causes, not stack traces).
+    #[arg(long, hide = true)]
+    pub zap_stacktrace_level: Option<String>,
+}
+
+impl Flags {
+    /// Parses a command line as PKO's manager would take it: an argv[0]-style `/manager`
+    /// first (PKO's manifests pass it in `args`, and our image's entrypoint is the operator
+    /// itself) and Go's single-dash long flags (`-leader-elect`) are accepted.
+    pub fn parse_pko<I, T>(args: I) -> Flags
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString>,
+    {
+        Flags::parse_from(pko_argv(args))
+    }
+
+    pub fn try_parse_pko<I, T>(args: I) -> Result<Flags, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString>,
+    {
+        Flags::try_parse_from(pko_argv(args))
+    }
+
+    pub fn leader_elect(&self) -> bool {
+        self.leader_elect.unwrap_or(false)
+    }
+}
+
+/// The command line with what PKO's manager accepts and clap does not put right: the program
+/// named again first (`/manager` or `/operator`, as a Deployment's `args` does when its image
+/// has no entrypoint) is dropped, and `-name[=value]` becomes `--name[=value]`.
+pub fn pko_argv<I, T>(args: I) -> Vec<std::ffi::OsString>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString>,
+{
+    let mut out: Vec<std::ffi::OsString> = Vec::new();
+    for (i, arg) in args.into_iter().map(Into::into).enumerate() {
+        let text = arg.to_string_lossy();
+        if i == 1 && names_the_program(&text) {
+            continue;
+        }
+        if i > 0 && text.len() > 2 && text.starts_with('-') && !text.starts_with("--") {
+            out.push(format!("-{text}").into());
+            continue;
+        }
+        out.push(arg);
+    }
+    out
+}
+
+fn names_the_program(arg: &str) -> bool {
+    let name = arg.rsplit('/').next().unwrap_or(arg);
+    !arg.starts_with('-') && matches!(name, "manager" | "operator")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -367,7 +431,7 @@ async fn elect(
     client: &kube::Client,
     namespace: String,
 ) -> Result<Lease, ManagerError> {
-    if !flags.leader_elect {
+    if !flags.leader_elect() {
         return Ok(Lease::NotElecting);
     }
     let identity = std::env::var("POD_NAME")
@@ -427,6 +491,81 @@ fn set_git_timeouts() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// PKO v2.9.0's manager arguments: its chart (`deploy/helm/pulumi-operator`), its
+    /// kustomize base (`operator/config/manager`) and its quickstart install.yaml.
+    #[test]
+    fn pko_s_deployment_arguments_are_taken() {
+        let chart = [
+            "/operator",
+            "/manager",
+            "--leader-elect",
+            "--health-probe-bind-address=:8081",
+            "--metrics-bind-address=:8383",
+            "--metrics-secure=false",
+            "--program-fs-adv-addr=pulumi-kubernetes-operator.ns:80",
+            "--zap-log-level=info",
+            "--zap-encoder=json",
+            "--zap-time-encoding=iso8601",
+        ];
+        let f = Flags::try_parse_pko(chart).expect("the chart's arguments parse");
+        assert!(f.leader_elect());
+        assert_eq!(f.metrics_bind_address, ":8383");
+        assert_eq!(f.metrics_secure, Some(false));
+        assert_eq!(f.program_fs_adv_addr, "pulumi-kubernetes-operator.ns:80");
+        assert_eq!(f.zap_encoder.as_deref(), Some("json"));
+        let quickstart = [
+            "/operator",
+            "/manager",
+            "--metrics-bind-address=:8443",
+            "--leader-elect",
+            "--health-probe-bind-address=:8081",
+            "--enable-http2",
+            "--metrics-secure",
+            "--zap-devel=false",
+            "--zap-stacktrace-level=error",
+        ];
+        let f = Flags::try_parse_pko(quickstart).expect("the quickstart's arguments parse");
+        assert_eq!(
+            (f.leader_elect(), f.metrics_secure, f.enable_http2),
+            (true, Some(true), Some(true))
+        );
+        let go_style = [
+            "/operator",
+            "-leader-elect=false",
+            "-leader-election-lease-duration",
+            "1m30s",
+        ];
+        let f = Flags::try_parse_pko(go_style).expect("Go's single-dash flags parse");
+        assert!(!f.leader_elect());
+        assert_eq!(f.leader_election_lease_duration, "1m30s");
+        let f = Flags::try_parse_pko(["/operator"]).expect("no arguments");
+        assert!(!f.leader_elect());
+    }
+
+    #[test]
+    fn only_a_leading_program_name_is_dropped() {
+        let argv = |a: &[&str]| {
+            pko_argv(a.iter().copied())
+                .into_iter()
+                .map(|s| s.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            argv(&["/operator", "/manager", "--leader-elect"]),
+            ["/operator", "--leader-elect"]
+        );
+        assert_eq!(argv(&["/operator", "manager"]), ["/operator"]);
+        assert_eq!(
+            argv(&["/operator", "--leader-elect", "/manager"]),
+            ["/operator", "--leader-elect", "/manager"]
+        );
+        assert_eq!(argv(&["/operator", "-h"]), ["/operator", "-h"]);
+        let stray = Flags::try_parse_pko(["/operator", "/bin/sh"]).unwrap_err();
+        assert_eq!(stray.kind(), clap::error::ErrorKind::UnknownArgument);
+        let typo = Flags::try_parse_pko(["/operator", "--leader-elct"]).unwrap_err();
+        assert_eq!(typo.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
 
     #[test]
     fn addresses_are_derived_as_pko_does() {
