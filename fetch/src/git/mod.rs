@@ -3,32 +3,29 @@
 //! `workspace`), and HEAD is verified against the requested commit.
 
 pub mod answer;
+mod checkout;
 pub mod credentials;
+mod endpoint;
 pub mod github_app;
 pub mod known_hosts;
 pub mod ssh_key;
 
 use std::cell::{Cell, RefCell};
-use std::ffi::OsStr;
-use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use git2::{
     AutotagOption, CertificateCheckStatus, ErrorClass, ErrorCode, FetchOptions, Oid,
     RemoteCallbacks, Repository, RepositoryInitOptions,
 };
-use reqwest::Url;
 use tracing::{debug, info, warn};
 
 pub use answer::{Offer, Refusal, answer};
+use checkout::{apply_modes, checkout};
 pub use credentials::Credentials;
+pub use endpoint::{Endpoint, credentials_go_to, endpoint, redact};
 pub use known_hosts::KnownHosts;
 use known_hosts::Verdict;
 
-use crate::unpack::ModePolicy;
 use crate::workspace::{Workspace, WorkspaceError};
 
 #[derive(Debug, Clone)]
@@ -116,67 +113,6 @@ pub enum Outcome {
     Fetched { commit: String },
 }
 
-/// Scheme, host and port of a git URL (scp-like `user@host:path` is ssh on port 22).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub scheme: String,
-    pub host: String,
-    pub port: u16,
-    /// The URL with any password replaced, for messages.
-    pub shown: String,
-}
-
-pub fn endpoint(url: &str) -> Result<Endpoint, GitError> {
-    let bad = || GitError::BadUrl(redact(url));
-    if url.contains("://")
-        && let Ok(u) = Url::parse(url)
-    {
-        let scheme = u.scheme().to_string();
-        let port = u.port_or_known_default().unwrap_or(match scheme.as_str() {
-            "ssh" => 22,
-            _ => 0,
-        });
-        if !matches!(scheme.as_str(), "https" | "http" | "ssh" | "file") {
-            return Err(bad());
-        }
-        if scheme != "file" && u.host_str().is_none_or(str::is_empty) {
-            return Err(bad());
-        }
-        return Ok(Endpoint {
-            host: u
-                .host_str()
-                .unwrap_or("")
-                .trim_matches(['[', ']'])
-                .to_string(),
-            scheme,
-            port,
-            shown: redact(url),
-        });
-    }
-    // scp-like: [user@]host:path, no scheme; a ':' before any '/'.
-    let (before, _path) = url.split_once(':').ok_or_else(bad)?;
-    if before.is_empty() || before.contains('/') {
-        return Err(bad());
-    }
-    let host = before.rsplit('@').next().unwrap_or(before);
-    Ok(Endpoint {
-        scheme: "ssh".into(),
-        host: host.to_string(),
-        port: 22,
-        shown: url.to_string(),
-    })
-}
-
-/// Whether libgit2 may send credentials to `asked` (the URL its credential callback names): only
-/// to the host and port the source is configured with. libgit2 follows a redirect on the first
-/// request, and a redirect to another host must not take the Stack's credentials with it.
-pub fn credentials_go_to(configured: &Endpoint, asked: &str) -> bool {
-    match endpoint(asked) {
-        Ok(e) => e.host.eq_ignore_ascii_case(&configured.host) && e.port == configured.port,
-        Err(_) => false,
-    }
-}
-
 /// What an SSH server's host key is worth: trusted by the known hosts, or accepted unverified
 /// (with a warning) when there are none; anything else is an error to report.
 pub fn check_host_key(
@@ -198,22 +134,6 @@ pub fn check_host_key(
         Verdict::Trusted => Ok(()),
         Verdict::Mismatch => Err(GitError::HostKeyMismatch { host: name }),
         Verdict::Unknown => Err(GitError::HostKeyUnknown { host: name }),
-    }
-}
-
-/// The URL with its password (or token) replaced by `***`.
-pub fn redact(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(mut u) if !u.username().is_empty() && u.scheme() != "ssh" => {
-            // A lone user part of an https URL is often a token.
-            let _ = u.set_username("***");
-            u.to_string()
-        }
-        _ => url.to_string(),
     }
 }
 
@@ -530,116 +450,9 @@ fn set_timeouts(timeout: Duration) {
     }
 }
 
-/// Writes HEAD's tree. Files are written as committed, without eol conversion or ident
-/// expansion: what PKO's go-git checkout does, and one attribute lookup less per file. Under
-/// a policy other than `Preserve` files and directories are created with the policy's modes
-/// (umask cleared for the checkout: fetch is single-threaded here), so that only executables
-/// need a chmod afterwards instead of every file.
-fn checkout(repo: &Repository, policy: ModePolicy) -> Result<(), git2::Error> {
-    let mut opts = git2::build::CheckoutBuilder::new();
-    opts.force().disable_filters(true);
-    if policy == ModePolicy::Preserve {
-        return repo.checkout_head(Some(&mut opts));
-    }
-    opts.dir_perm(policy.dir_mode(None) as i32)
-        .file_perm(policy.file_mode(0o644) as i32);
-    // SAFETY: umask only swaps the process's creation mask; no other thread creates files.
-    let before = unsafe { libc::umask(0) };
-    let result = repo.checkout_head(Some(&mut opts));
-    // SAFETY: as above, restoring the mask this process had.
-    unsafe { libc::umask(before) };
-    result
-}
-
-/// The checkout gets the same permission policy as an unpacked artifact. `checkout` created
-/// the work tree with the modes of plain files and directories; executables (which git's
-/// index names) get theirs here, the top directory too, and `.git` is walked.
-fn apply_modes(repo: &Repository, root: &Path, policy: ModePolicy) -> Result<(), GitError> {
-    if policy == ModePolicy::Preserve {
-        return Ok(());
-    }
-    let chmod = |path: &Path, mode: u32| {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(GitError::Io)
-    };
-    chmod(root, policy.dir_mode(None))?;
-    let executable = policy.file_mode(0o755);
-    if executable != policy.file_mode(0o644) {
-        let index = repo
-            .index()
-            .map_err(|e| GitError::Git(e.message().to_string()))?;
-        for entry in index.iter().filter(|e| e.mode == 0o100755) {
-            chmod(&root.join(OsStr::from_bytes(&entry.path)), executable)?;
-        }
-    }
-    walk_modes(&root.join(".git"), policy).map_err(GitError::Io)
-}
-
-/// Sets the policy's modes on every file and directory under `root`.
-fn walk_modes(root: &Path, policy: ModePolicy) -> std::io::Result<()> {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        fs::set_permissions(&dir, fs::Permissions::from_mode(policy.dir_mode(None)))?;
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            let ft = entry.file_type()?;
-            if ft.is_dir() {
-                stack.push(entry.path());
-            } else if ft.is_file() {
-                let mode = entry.metadata()?.permissions().mode();
-                fs::set_permissions(
-                    entry.path(),
-                    fs::Permissions::from_mode(policy.file_mode(mode)),
-                )?;
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints() {
-        let e = endpoint("https://user:s3cret@git.example.com/org/repo.git").expect("https");
-        assert_eq!(
-            (e.scheme.as_str(), e.host.as_str(), e.port),
-            ("https", "git.example.com", 443)
-        );
-        assert!(!e.shown.contains("s3cret"), "{}", e.shown);
-        let e = endpoint("ssh://git@127.0.0.1:2222/srv/repo.git").expect("ssh");
-        assert_eq!((e.scheme.as_str(), e.port), ("ssh", 2222));
-        let e = endpoint("git@github.com:org/repo.git").expect("scp-like");
-        assert_eq!(
-            (e.scheme.as_str(), e.host.as_str(), e.port),
-            ("ssh", "github.com", 22)
-        );
-        assert_eq!(endpoint("file:///srv/repo").expect("file").scheme, "file");
-        assert!(endpoint("ftp://host/repo").is_err());
-        assert!(endpoint("/just/a/path").is_err());
-    }
-
-    #[test]
-    fn credentials_only_go_to_the_configured_host_and_port() {
-        let ep = endpoint("https://git.example.com/org/repo.git").expect("https");
-        assert!(credentials_go_to(
-            &ep,
-            "https://git.example.com/org/repo.git/info/refs"
-        ));
-        assert!(credentials_go_to(&ep, "https://GIT.example.com:443/other"));
-        assert!(!credentials_go_to(
-            &ep,
-            "https://evil.example.net/org/repo.git"
-        ));
-        assert!(!credentials_go_to(
-            &ep,
-            "https://git.example.com:8443/org/repo.git"
-        ));
-        assert!(!credentials_go_to(&ep, "not a url"));
-        let ssh = endpoint("git@github.com:org/repo.git").expect("scp-like");
-        assert!(credentials_go_to(&ssh, "ssh://git@github.com/org/repo.git"));
-    }
 
     #[test]
     fn full_shas_only() {
