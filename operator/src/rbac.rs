@@ -119,8 +119,9 @@ pub const API_CALLS: &[ApiCall] = &[
     cluster(
         "apps",
         "statefulsets",
-        &["list", "watch", "create", "patch"],
-        "apply the workspace StatefulSet and follow its rollout",
+        &["list", "watch", "create", "patch", "delete"],
+        "apply the workspace StatefulSet and follow its rollout; delete it to change a field \
+         an update cannot (PKO's Migrated)",
     ),
     cluster(
         "",

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use e2e::ControlPlane;
 use e2e::control_plane::{repo_root, yaml_files};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::ResourceExt;
 use kube::api::Api;
 
 use support::real_node;
-use support::{FluxFixture, wait_for};
+use support::{FluxFixture, events_for, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crds_install_and_every_sample_applies_strictly() {
@@ -89,6 +91,65 @@ async fn crds_install_and_every_sample_applies_strictly() {
         .await
         .expect_err("a 43-character Stack name must be refused");
     assert!(format!("{err:?}").contains("42"), "{err:?}");
+}
+
+/// PKO's `Migrated`: a workspace StatefulSet whose fields an update cannot change differ from
+/// ours (one PKO or an older release made) is deleted and created again, with a Warning event
+/// on the Workspace, instead of failing every reconcile. No node: the pods never run here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statefulset_an_update_cannot_change_is_replaced_as_pko_does() {
+    let cp = ControlPlane::start().await.expect("control plane starts");
+    let kubeconfig = support::operator::install(&cp).await;
+    let old = cp
+        .apply_yaml(
+            r#"{"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "mig-workspace"},
+                "spec": {"serviceName": "made-by-someone-else",
+                         "selector": {"matchLabels": {"app": "old"}},
+                         "template": {"metadata": {"labels": {"app": "old"}},
+                                      "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}"#,
+            "inline",
+            "default",
+        )
+        .await
+        .expect("an old StatefulSet");
+    let old_uid = old[0].uid().expect("uid");
+    let _op = support::operator::start(&cp, &kubeconfig, &[]).await;
+    cp.apply_yaml(
+        &format!(
+            "apiVersion: auto.pulumi.com/v1alpha1\nkind: Workspace\nmetadata: {{name: mig}}\n\
+             spec: {{serviceAccountName: {}, image: pulumi/pulumi:latest, local: {{dir: /app}}}}\n",
+            support::operator::WORKSPACE_SA
+        ),
+        "inline",
+        "default",
+    )
+    .await
+    .expect("Workspace");
+    let sts: Api<StatefulSet> = Api::namespaced(cp.client(), "default");
+    let new = wait_for(
+        Duration::from_secs(60),
+        "the StatefulSet made again with our fields",
+        || {
+            let sts = sts.clone();
+            let old_uid = old_uid.clone();
+            async move {
+                let s = sts.get_opt("mig-workspace").await.ok()??;
+                (s.uid().as_deref() != Some(old_uid.as_str())).then_some(s)
+            }
+        },
+    )
+    .await;
+    let spec = new.spec.expect("spec");
+    assert_eq!(spec.service_name.as_deref(), Some("mig-workspace"));
+    let selector = spec.selector.match_labels.unwrap_or_default();
+    assert!(!selector.contains_key("app"), "{selector:?}");
+    let events = events_for(&cp, "default", "Workspace", "mig").await;
+    assert!(
+        events.iter().any(|(t, r, note)| t == "Warning"
+            && r == "Migrated"
+            && note == "Replaced the workspace statefulset"),
+        "{events:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -310,7 +310,13 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<(), Halt> {
         announce: Announce::OnChange(reason::SPEC_INVALID),
     })?;
     let hash = desired::revision_hash(ws);
-    let sts = apply_owned(ctx, ws, &sts).await?;
+    let sts = match apply_owned(ctx, ws, &sts).await {
+        Err(kube::Error::Api(e)) if stop::immutable_field_changed(&e) => {
+            replace_statefulset(ctx, ws).await?;
+            return Err(stop::replaced_statefulset().into());
+        }
+        applied => applied?,
+    };
     if run.draft.conditions.reason(condition::STALLED) == Some(reason::SPEC_INVALID) {
         run.draft.conditions.remove(condition::STALLED);
     }
@@ -402,6 +408,22 @@ async fn apply_owned(
         )
         .await?;
     Ok(applied)
+}
+
+/// Deletes the workspace's StatefulSet (its pod goes with it), so that the next reconcile
+/// creates it with the fields an update cannot change.
+async fn replace_statefulset(ctx: &Context, ws: &Workspace) -> Result<(), kube::Error> {
+    let ns = ws.namespace().unwrap_or_default();
+    let obj_name = desired::object_name(ws);
+    warn!(statefulset = %obj_name, "replacing the workspace statefulset to change a field an update cannot change");
+    let api = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns);
+    match api.delete(&obj_name, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e),
+    }
+    ctx.applied.forget::<StatefulSet>(&ns, &obj_name);
+    Ok(())
 }
 
 /// Drops what this process remembers of a Workspace that is gone or going.

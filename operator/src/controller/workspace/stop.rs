@@ -74,6 +74,27 @@ impl From<Stop> for Halt {
     }
 }
 
+/// Whether an apply of the StatefulSet was refused for changing a field the API server lets no
+/// update change (its selector, service name, volume claim templates...): one made by PKO or
+/// by an older release. The API server's words: `spec: Forbidden: updates to statefulset spec
+/// for fields other than 'replicas', ... are forbidden`.
+pub fn immutable_field_changed(e: &kube::core::Status) -> bool {
+    e.code == 422 && e.message.contains("Forbidden: updates to statefulset spec")
+}
+
+/// The StatefulSet was deleted to be created again with the fields an update cannot change
+/// (as PKO does): a Warning `Migrated` event every time, Ready=False meanwhile, and a look
+/// again after [`CONNECT_RETRY`] (its deletion wakes the controller sooner).
+pub fn replaced_statefulset() -> Stop {
+    Stop::NotReady {
+        reason: reason::ROLLING_UPDATE.into(),
+        message: "Replaced the workspace statefulset".into(),
+        announce: Announce::Always(event::MIGRATED),
+        unreachable: true,
+        retry: Some(CONNECT_RETRY),
+    }
+}
+
 /// The pod the agent runs in, available: its IP (none yet: [`Stop::Recheck`]) and whether it
 /// was initialized.
 #[derive(Debug, PartialEq, Eq)]
@@ -181,6 +202,36 @@ mod tests {
                 initialized: false
             }),
             Ok(Available { initialized: false })
+        );
+    }
+
+    #[test]
+    fn only_a_forbidden_statefulset_update_is_an_immutable_field() {
+        let refusal = |code: u16, message: &str| {
+            kube::core::Status::failure(message, "Invalid").with_code(code)
+        };
+        assert!(immutable_field_changed(&refusal(
+            422,
+            "StatefulSet.apps \"a-workspace\" is invalid: spec: Forbidden: updates to \
+             statefulset spec for fields other than 'replicas', 'ordinals', 'template', \
+             'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' \
+             are forbidden"
+        )));
+        assert!(!immutable_field_changed(&refusal(
+            422,
+            "StatefulSet.apps \"a-workspace\" is invalid: spec.template.spec.containers[0].image: \
+             Required value"
+        )));
+        assert!(!immutable_field_changed(&refusal(409, "conflict")));
+        assert_eq!(
+            replaced_statefulset(),
+            Stop::NotReady {
+                reason: reason::ROLLING_UPDATE.into(),
+                message: "Replaced the workspace statefulset".into(),
+                announce: Announce::Always(event::MIGRATED),
+                unreachable: true,
+                retry: Some(CONNECT_RETRY),
+            }
         );
     }
 
