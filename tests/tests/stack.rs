@@ -286,6 +286,26 @@ async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
 
     let metrics = real_node::operator_metrics(&e.rc).await;
     assert!(metrics.contains("stacks_active 1"), "{metrics}");
+    // controller-runtime's reconcile metrics, under PKO's controller names.
+    let count = |needle: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(needle))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{needle} missing in:\n{metrics}"))
+    };
+    for controller in ["stack", "workspace", "update"] {
+        let time = format!(
+            "controller_runtime_reconcile_time_seconds_count{{controller=\"{controller}-controller\"}}"
+        );
+        assert!(count(&time) >= 1, "{time}");
+    }
+    assert!(
+        metrics.contains(
+            "controller_runtime_max_concurrent_reconciles{controller=\"stack-controller\"} 25"
+        ),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("stacks_failing{namespace=\"default\",name=\"app\"} 0"),
         "{metrics}"

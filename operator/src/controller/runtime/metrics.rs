@@ -1,5 +1,7 @@
 //! Prometheus metrics: PKO's stack gauges (`stacks_active`, `stacks_failing`,
-//! `programs_active`) and per-controller reconcile counts, failures and durations.
+//! `programs_active`), per-controller reconcile counts, failures and durations, and the
+//! reconcile metrics controller-runtime gives PKO (`controller_runtime_*`, with PKO's
+//! controller names), so dashboards and alerts written for PKO keep working.
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -23,6 +25,132 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub controller: String,
+    pub result: String,
+}
+
+/// controller-runtime's `result` label: how a reconcile ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    RequeueAfter,
+    Error,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::RequeueAfter => "requeue_after",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// controller-runtime's reconcile metrics, named as PKO's manager serves them.
+pub struct ControllerRuntime {
+    pub reconcile_total: Family<ResultLabels, Counter>,
+    pub reconcile_errors_total: Family<ControllerLabel, Counter>,
+    pub reconcile_time_seconds: Family<ControllerLabel, Histogram>,
+    pub max_concurrent_reconciles: Family<ControllerLabel, Gauge>,
+    pub active_workers: Family<ControllerLabel, Gauge>,
+}
+
+/// controller-runtime's buckets for `controller_runtime_reconcile_time_seconds`.
+const RECONCILE_TIME_BUCKETS: [f64; 40] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9,
+    1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 15.0, 20.0,
+    25.0, 30.0, 40.0, 50.0, 60.0,
+];
+
+impl ControllerRuntime {
+    fn register(registry: &mut Registry) -> ControllerRuntime {
+        let c = ControllerRuntime {
+            reconcile_total: Family::default(),
+            reconcile_errors_total: Family::default(),
+            reconcile_time_seconds: Family::new_with_constructor(|| {
+                Histogram::new(RECONCILE_TIME_BUCKETS)
+            }),
+            max_concurrent_reconciles: Family::default(),
+            active_workers: Family::default(),
+        };
+        // prometheus_client adds `_total` to counters.
+        registry.register(
+            "controller_runtime_reconcile",
+            "Total number of reconciliations per controller",
+            c.reconcile_total.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_errors",
+            "Total number of reconciliation errors per controller",
+            c.reconcile_errors_total.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_time_seconds",
+            "Length of time per reconciliation per controller",
+            c.reconcile_time_seconds.clone(),
+        );
+        registry.register(
+            "controller_runtime_max_concurrent_reconciles",
+            "Maximum number of concurrent reconciles per controller",
+            c.max_concurrent_reconciles.clone(),
+        );
+        registry.register(
+            "controller_runtime_active_workers",
+            "Number of currently used workers per controller",
+            c.active_workers.clone(),
+        );
+        c
+    }
+
+    /// PKO's name for a controller (`stack` -> `stack-controller`).
+    fn label(controller: &str) -> ControllerLabel {
+        ControllerLabel {
+            controller: format!("{controller}-controller"),
+        }
+    }
+
+    /// A controller starts: its concurrency (0 for the Program controller: unbounded), and
+    /// every result at zero, as controller-runtime does.
+    pub fn started(&self, controller: &str, concurrency: u16) {
+        let label = Self::label(controller);
+        self.max_concurrent_reconciles
+            .get_or_create(&label)
+            .set(i64::from(concurrency));
+        for outcome in [Outcome::Success, Outcome::RequeueAfter, Outcome::Error] {
+            let _ = self.reconcile_total.get_or_create(&ResultLabels {
+                controller: label.controller.clone(),
+                result: outcome.label().into(),
+            });
+        }
+        let _ = self.reconcile_errors_total.get_or_create(&label);
+    }
+
+    pub fn worker(&self, controller: &str, delta: i64) {
+        self.active_workers
+            .get_or_create(&Self::label(controller))
+            .inc_by(delta);
+    }
+
+    pub fn finished(&self, controller: &str, outcome: Outcome, seconds: f64) {
+        let label = Self::label(controller);
+        self.reconcile_time_seconds
+            .get_or_create(&label)
+            .observe(seconds);
+        if outcome == Outcome::Error {
+            self.reconcile_errors_total.get_or_create(&label).inc();
+        }
+        self.reconcile_total
+            .get_or_create(&ResultLabels {
+                controller: label.controller,
+                result: outcome.label().into(),
+            })
+            .inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StackLabels {
     pub namespace: String,
     pub name: String,
@@ -36,6 +164,7 @@ pub struct Metrics {
     pub reconciles: Family<ControllerLabel, Counter>,
     pub failures: Family<ErrorLabels, Counter>,
     pub durations: Family<ControllerLabel, Histogram>,
+    pub controller_runtime: ControllerRuntime,
 }
 
 impl Default for Metrics {
@@ -73,7 +202,9 @@ impl Default for Metrics {
             "Reconcile duration by controller",
             durations.clone(),
         );
+        let controller_runtime = ControllerRuntime::register(&mut registry);
         Metrics {
+            controller_runtime,
             registry: Mutex::new(registry),
             stacks_active,
             stacks_failing,
@@ -159,6 +290,30 @@ mod tests {
             "reconcile_total{controller=\"stack\"} 1",
             "reconcile_failures_total{controller=\"stack\",error=\"kube\"} 1",
             "reconcile_duration_seconds_count{controller=\"stack\"} 1",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn controller_runtime_s_reconcile_metrics_carry_pko_s_names() {
+        let m = Metrics::default();
+        let cr = &m.controller_runtime;
+        cr.started("stack", 25);
+        cr.worker("stack", 1);
+        cr.finished("stack", Outcome::Success, 0.02);
+        cr.finished("stack", Outcome::Error, 0.3);
+        cr.worker("stack", -1);
+        let text = m.render();
+        for needle in [
+            "controller_runtime_reconcile_total{controller=\"stack-controller\",result=\"success\"} 1",
+            "controller_runtime_reconcile_total{controller=\"stack-controller\",result=\"error\"} 1",
+            "controller_runtime_reconcile_total{controller=\"stack-controller\",result=\"requeue_after\"} 0",
+            "controller_runtime_reconcile_errors_total{controller=\"stack-controller\"} 1",
+            "controller_runtime_reconcile_time_seconds_count{controller=\"stack-controller\"} 2",
+            "controller_runtime_reconcile_time_seconds_bucket{le=\"0.025\",controller=\"stack-controller\"} 1",
+            "controller_runtime_max_concurrent_reconciles{controller=\"stack-controller\"} 25",
+            "controller_runtime_active_workers{controller=\"stack-controller\"} 0",
         ] {
             assert!(text.contains(needle), "{needle} missing in:\n{text}");
         }

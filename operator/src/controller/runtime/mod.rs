@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use tracing::{Instrument, info_span, warn};
 
 use super::Error;
-use metrics::Metrics;
+use metrics::{Metrics, Outcome};
 
 /// The first retry after a failed reconcile.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
@@ -159,6 +159,7 @@ pub async fn run<K, C>(
     K::DynamicType: Debug + Unpin + Eq + Hash + Clone + Default,
     C: Measured,
 {
+    ctx.metrics().controller_runtime.started(name, concurrency);
     let failures = Arc::new(Failures::default());
     let succeeded = Arc::clone(&failures);
     let reconciler = move |obj: Arc<K>, ctx: Arc<C>| {
@@ -172,7 +173,18 @@ pub async fn run<K, C>(
             name = %obj.name_any()
         );
         async move {
-            let result = reconcile(obj, ctx).await;
+            let cr = &ctx.metrics().controller_runtime;
+            cr.worker(name, 1);
+            let started = Instant::now();
+            let result = reconcile(obj, Arc::clone(&ctx)).await;
+            let outcome = match &result {
+                Ok(a) if *a == Action::await_change() => Outcome::Success,
+                Ok(_) => Outcome::RequeueAfter,
+                Err(_) => Outcome::Error,
+            };
+            let cr = &ctx.metrics().controller_runtime;
+            cr.finished(name, outcome, started.elapsed().as_secs_f64());
+            cr.worker(name, -1);
             if result.is_ok() {
                 failures.succeeded(&key);
             }
