@@ -114,7 +114,6 @@ pub fn artifact_url(base: &str, ns: &str, name: &str, uid: &str, generation: i64
 }
 
 pub async fn reconcile(p: Arc<Program>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _measure = ctx.metrics.reconcile(CONTROLLER);
     let ns = p.namespace().unwrap_or_default();
     let name = p.name_any();
     let generation = p.meta().generation.unwrap_or(0);

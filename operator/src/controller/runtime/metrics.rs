@@ -4,7 +4,6 @@
 //! controller names), so dashboards and alerts written for PKO keep working.
 
 use std::sync::Mutex;
-use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -133,7 +132,7 @@ impl ControllerRuntime {
             .inc_by(delta);
     }
 
-    pub fn finished(&self, controller: &str, outcome: Outcome, seconds: f64) {
+    fn finished(&self, controller: &str, outcome: Outcome, seconds: f64) {
         let label = Self::label(controller);
         self.reconcile_time_seconds
             .get_or_create(&label)
@@ -216,36 +215,16 @@ impl Default for Metrics {
     }
 }
 
-/// Measures one reconcile; dropped at its end.
-pub struct Measure<'a> {
-    metrics: &'a Metrics,
-    controller: &'static str,
-    start: Instant,
-}
-
-impl Drop for Measure<'_> {
-    fn drop(&mut self) {
-        self.metrics
-            .durations
-            .get_or_create(&ControllerLabel {
-                controller: self.controller.into(),
-            })
-            .observe(self.start.elapsed().as_secs_f64());
-    }
-}
-
 impl Metrics {
-    pub fn reconcile(&self, controller: &'static str) -> Measure<'_> {
-        self.reconciles
-            .get_or_create(&ControllerLabel {
-                controller: controller.into(),
-            })
-            .inc();
-        Measure {
-            metrics: self,
-            controller,
-            start: Instant::now(),
-        }
+    /// One reconcile ended after `seconds`: our count and duration, and controller-runtime's.
+    pub fn reconciled(&self, controller: &str, outcome: Outcome, seconds: f64) {
+        let label = ControllerLabel {
+            controller: controller.into(),
+        };
+        self.reconciles.get_or_create(&label).inc();
+        self.durations.get_or_create(&label).observe(seconds);
+        self.controller_runtime
+            .finished(controller, outcome, seconds);
     }
 
     pub fn failure(&self, controller: &str, error: &str) {
@@ -281,7 +260,7 @@ mod tests {
                 name: "s".into(),
             })
             .set(1);
-        drop(m.reconcile("stack"));
+        m.reconciled("stack", Outcome::Success, 0.01);
         m.failure("stack", "kube");
         let text = m.render();
         for needle in [
@@ -301,8 +280,8 @@ mod tests {
         let cr = &m.controller_runtime;
         cr.started("stack", 25);
         cr.worker("stack", 1);
-        cr.finished("stack", Outcome::Success, 0.02);
-        cr.finished("stack", Outcome::Error, 0.3);
+        m.reconciled("stack", Outcome::Success, 0.02);
+        m.reconciled("stack", Outcome::Error, 0.3);
         cr.worker("stack", -1);
         let text = m.render();
         for needle in [

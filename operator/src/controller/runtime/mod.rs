@@ -173,8 +173,8 @@ pub async fn run<K, C>(
             name = %obj.name_any()
         );
         async move {
-            let cr = &ctx.metrics().controller_runtime;
-            cr.worker(name, 1);
+            let metrics = ctx.metrics();
+            metrics.controller_runtime.worker(name, 1);
             let started = Instant::now();
             let result = reconcile(obj, Arc::clone(&ctx)).await;
             let outcome = match &result {
@@ -182,9 +182,8 @@ pub async fn run<K, C>(
                 Ok(_) => Outcome::RequeueAfter,
                 Err(_) => Outcome::Error,
             };
-            let cr = &ctx.metrics().controller_runtime;
-            cr.finished(name, outcome, started.elapsed().as_secs_f64());
-            cr.worker(name, -1);
+            metrics.reconciled(name, outcome, started.elapsed().as_secs_f64());
+            metrics.controller_runtime.worker(name, -1);
             if result.is_ok() {
                 failures.succeeded(&key);
             }

@@ -232,7 +232,6 @@ async fn set_finalizer(
 }
 
 pub async fn reconcile(stack: Arc<Stack>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _measure = ctx.metrics.reconcile(CONTROLLER);
     match reconcile_from(&stack, &ctx).await {
         Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
             // The cache trailed a write (ours, most likely): decide again from the server.

@@ -235,7 +235,6 @@ async fn save(api: &Api<Update>, name: &str, draft: &Draft) -> Result<(), Error>
 }
 
 pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _measure = ctx.metrics.reconcile(CONTROLLER);
     let ns = u.namespace().unwrap_or_default();
     let name = u.name_any();
     let api: Api<Update> = Api::namespaced(ctx.client.clone(), &ns);

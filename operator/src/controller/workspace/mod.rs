@@ -9,10 +9,8 @@ pub mod readiness;
 pub mod stop;
 mod wiring;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-
-use std::sync::OnceLock;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -274,7 +272,6 @@ impl Run<'_> {
 }
 
 pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _measure = ctx.metrics.reconcile(CONTROLLER);
     let mut run = Run {
         ctx: &ctx,
         ws: &ws,
