@@ -249,16 +249,15 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
     set_git_timeouts();
     let metrics = Arc::new(Metrics::default());
     let base = program_base_url(&flags);
-    let namespace = settings.namespace.clone();
-    let (agent_image, fetch_image) = (settings.agent_image.clone(), settings.fetch_image.clone());
     let ctx = Contexts::new(client.clone(), settings, Arc::clone(&metrics), base.clone());
+    let workspaces = Arc::clone(&ctx.workspace);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = watch::channel(false);
     start_servers(&flags, &client, &metrics, ready_rx, &stop_rx).await?;
 
     // A standby replica is ready (it serves Program artifacts) while it waits for the lease.
     let _ = ready_tx.send(true);
-    let elector = match elect(&flags, &client, namespace).await? {
+    let elector = match elect(&flags, &client, &workspaces.settings.namespace).await? {
         Lease::NotElecting => None,
         Lease::Held(e) => Some(e),
         Lease::ShutDown => {
@@ -274,7 +273,6 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
         }
     };
     let n = flags.max_concurrent_reconciles.max(1);
-    let workspaces = Arc::clone(&ctx.workspace);
     let controllers = tokio::spawn({
         let rx = stop_rx.clone();
         async move {
@@ -287,8 +285,8 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
         }
     });
     info!(
-        %agent_image,
-        %fetch_image,
+        agent_image = %workspaces.settings.agent_image,
+        fetch_image = %workspaces.settings.fetch_image,
         program_url = %base,
         "controllers running"
     );
@@ -429,7 +427,7 @@ enum Lease {
 async fn elect(
     flags: &Flags,
     client: &kube::Client,
-    namespace: String,
+    namespace: &str,
 ) -> Result<Lease, ManagerError> {
     if !flags.leader_elect() {
         return Ok(Lease::NotElecting);
@@ -440,7 +438,7 @@ async fn elect(
     let e = leader::Elector::new(
         client.clone(),
         leader::Config {
-            namespace,
+            namespace: namespace.to_string(),
             name: "operator.pulumi.com".into(),
             identity,
             lease_duration: duration_flag(
