@@ -142,10 +142,10 @@ pub const API_CALLS: &[ApiCall] = &[
         "read git credentials and outputs Secrets; create the outputs Secret",
     ),
     cluster(
-        "events.k8s.io",
+        "",
         "events",
         &["create", "patch"],
-        "record events and count their repeats",
+        "record events and count their repeats (core v1, as PKO's recorder: its RBAC suffices)",
     ),
     cluster(
         "source.toolkit.fluxcd.io",

@@ -141,6 +141,20 @@ impl Cluster {
     /// (`config/default`) in the cluster, as users install them, from images built here and
     /// pushed to the cluster's registry.
     pub async fn install_in_cluster(&mut self) -> Result<(), ClusterError> {
+        self.install_dependencies().await?;
+        in_cluster::install_operator(
+            &self.cp,
+            &mut self.node,
+            &self.images.operator,
+            &self.images.fetch,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// What the operator needs around it: CoreDNS (as `kube-dns`) and Flux's source-controller
+    /// (in `flux-system`), as users install them; the operator is left to the caller.
+    pub async fn install_dependencies(&mut self) -> Result<(), ClusterError> {
         let buildah = Buildah::new(self.cp.dir())?;
         let flux_dir = tool_dir("flux", "source-controller")?;
         let coredns =
@@ -153,13 +167,6 @@ impl Cluster {
             &mut self.node,
             &flux_dir,
             &source_controller,
-        )
-        .await?;
-        in_cluster::install_operator(
-            &self.cp,
-            &mut self.node,
-            &self.images.operator,
-            &self.images.fetch,
         )
         .await?;
         Ok(())

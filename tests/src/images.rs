@@ -144,9 +144,15 @@ pub fn fetch_image(buildah: &Buildah, registry: &Registry) -> Result<String, Ima
     ours(buildah, registry, "fetch", &["fetch"])
 }
 
-/// The operator image (`operator` and the static `agent`), pushed to `registry`.
+/// The operator image (`operator`, also as `/manager`, the static `agent` and `fetch`), pushed
+/// to `registry`.
 pub fn operator_image(buildah: &Buildah, registry: &Registry) -> Result<String, ImagesError> {
-    ours(buildah, registry, "operator", &["operator", "agent"])
+    ours(
+        buildah,
+        registry,
+        "operator",
+        &["operator", "agent", "fetch"],
+    )
 }
 
 /// `Dockerfile.<name>`'s `prebuilt` stage from `binaries` and the CA bundle, tagged `e2e`.
@@ -162,6 +168,13 @@ fn ours(
         copy(&bins.join(b), &context.join(b))?;
     }
     copy(Path::new(CA_BUNDLE), &context.join("ca-certificates.crt"))?;
+    if name == "operator" {
+        // PKO's entrypoint, `/manager`, as a symlink (Dockerfile.operator copies the directory).
+        let aliases = context.join("aliases");
+        std::fs::create_dir_all(&aliases).map_err(|e| ImagesError::Io(aliases.clone(), e))?;
+        std::os::unix::fs::symlink("operator", aliases.join("manager"))
+            .map_err(|e| ImagesError::Io(aliases.join("manager"), e))?;
+    }
     let dockerfile = crate::control_plane::repo_root().join(format!("Dockerfile.{name}"));
     buildah.build_and_push(
         registry,

@@ -158,9 +158,16 @@ fn our_images_hold_static_binaries_and_a_ca_bundle_and_no_shell() {
     let operator = images::operator_image(&buildah, &registry).expect("operator image");
     assert_eq!(fetch, registry.image("fetch", "e2e"));
 
-    for (reference, entrypoint, binaries) in [
-        (&fetch, "/fetch", &["fetch"][..]),
-        (&operator, "/operator", &["operator", "agent"][..]),
+    for (reference, entrypoint, binaries, aliases) in [
+        (&fetch, "/fetch", &["fetch"][..], &[][..]),
+        // One image serves what PKO's does: the manager (as PKO's `/manager` too), the agent
+        // and fetch (when FETCH_IMAGE is not set).
+        (
+            &operator,
+            "/operator",
+            &["operator", "agent", "fetch"][..],
+            &[("manager", "operator")][..],
+        ),
     ] {
         let image = pull(&registry, reference);
         let c = &image.config;
@@ -206,7 +213,13 @@ fn our_images_hold_static_binaries_and_a_ca_bundle_and_no_shell() {
         // Each binary runs where the image's files are all there is (the agent is copied into
         // users' images, whatever libc they have or lack).
         let root = dir.path().join(format!("rootfs-{}", binaries[0]));
-        for bin in binaries {
+        let links: Vec<(&str, &str)> = image
+            .links
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(links, aliases, "{reference}: its symlinks");
+        for bin in binaries.iter().chain(aliases.iter().map(|(a, _)| a)) {
             let path = format!("/{bin}");
             let argv = if *bin == "agent" {
                 [path.as_str(), "version"]

@@ -3,7 +3,8 @@
 # kube-controller-manager, kube-scheduler, kubectl, the kubelet and kube-proxy of the real nodes
 # (tool `node`), etcd, Flux source-controller, the Pulumi CLI with its YAML language host,
 # grpcurl, PKO's agent, CoreDNS (the real nodes' cluster DNS) and kube-router (its firewall
-# controller enforces NetworkPolicy on the nodes). Those are what the tests use
+# controller enforces NetworkPolicy on the nodes) and Helm (installs PKO's own chart with our
+# image). Those are what the tests use
 # (tests/README.md says which test needs which); the crictl wrapper is kept for debugging nodes
 # but built only when named, so a cold CI run does not pay for it.
 #
@@ -36,6 +37,8 @@ CRICTL_VERSION=v1.34.0
 # acceptable only because it runs inside this throwaway loopback test cluster, never anywhere
 # else. Nothing this project ships depends on it.
 KUBE_ROUTER_VERSION=v2.1.0
+# Helm renders and installs PKO's own chart (from the PKO snapshot) with our image.
+HELM_VERSION=v4.3.2
 # source-controller v1.9.4+ needs github.com/fluxcd/pkg/artifact v0.18.2+, which the module
 # proxy refuses (403); v1.9.3 is the newest v1.9 whose whole module graph it serves.
 # Flux's own NetworkPolicies for flux-system (manifests/policies, what `flux install` applies)
@@ -47,7 +50,7 @@ FLUX2_SUM=h1:jwCccxvkD+2QnsjN+pl5QqM8KnFUwA8pIoQ1Lf0avkA=
 GO_DIGEST_PIN=github.com/opencontainers/go-digest@v1.0.1-0.20220411205349-bde1400a84be
 
 # What the tests use; the others are built only when named.
-ALL_TOOLS="k8s node etcd flux pulumi grpcurl pko coredns kube-router"
+ALL_TOOLS="k8s node etcd flux pulumi grpcurl pko coredns kube-router helm"
 KNOWN_TOOLS="$ALL_TOOLS crictl"
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${E2E_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pulumi-flux-operator/tools}
@@ -66,6 +69,7 @@ version_of() {
     coredns) echo "$COREDNS_VERSION" ;;
     crictl) echo "$CRICTL_VERSION" ;;
     kube-router) echo "$KUBE_ROUTER_VERSION" ;;
+    helm) echo "$HELM_VERSION" ;;
     *) log "unknown tool $1 (known: $KNOWN_TOOLS)"; exit 2 ;;
   esac
 }
@@ -128,6 +132,11 @@ update_crictl() {
 update_kube-router() {
   go mod init e2etools/kube-router
   GOFLAGS=-mod=mod go get -tool "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
+}
+
+update_helm() {
+  go mod init e2etools/helm
+  GOFLAGS=-mod=mod go get -tool "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
 }
 
 update() {
@@ -318,6 +327,10 @@ build_pko() {
   GOFLAGS=-mod=readonly go build -trimpath \
     -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes-operator/v2/agent/version.Version=$PKO_VERSION" \
     -o "$1/pulumi-kubernetes-agent" ./agent
+  # PKO's Helm chart and examples, which the drop-in test installs and applies with our image.
+  cp -r deploy/helm/pulumi-operator "$1/chart"
+  cp -r examples "$1/examples"
+  chmod -R u+w "$1/chart" "$1/examples"
 }
 
 build_coredns() {
@@ -332,6 +345,11 @@ build_crictl() {
 build_kube-router() {
   go build -trimpath -ldflags "-s -w" -o "$1/kube-router" \
     github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+}
+
+build_helm() {
+  go build -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+    -o "$1/helm" helm.sh/helm/v4/cmd/helm
 }
 
 build_grpcurl() {

@@ -8,17 +8,15 @@ pub const DEFAULT_AGENT_IMAGE: &str = concat!(
     "ghcr.io/example/pulumi-flux-operator:",
     env!("CARGO_PKG_VERSION")
 );
-pub const DEFAULT_FETCH_IMAGE: &str = concat!(
-    "ghcr.io/example/pulumi-flux-operator-fetch:",
-    env!("CARGO_PKG_VERSION")
-);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Image of the `bootstrap` init container (holds `/agent`).
     pub agent_image: String,
     pub agent_image_pull_policy: String,
-    /// Image of the `fetch` init container.
+    /// Image of the `fetch` init container (`FETCH_IMAGE`; the agent's image, which carries
+    /// `/fetch` too, when unset: PKO's manifests name one image, and switching means changing
+    /// only that).
     pub fetch_image: String,
     pub fetch_image_pull_policy: String,
     /// `FLUX_MAX_UNTAR_SIZE_BYTES`, passed to `fetch flux` when set.
@@ -103,11 +101,24 @@ impl Settings {
             Some(v) if is_quantity(&v) => Some(v),
             Some(v) => return Err(SettingsError::ShareSize(v)),
         };
+        let agent_image = get("AGENT_IMAGE").unwrap_or_else(|| DEFAULT_AGENT_IMAGE.into());
+        let agent_image_pull_policy = policy("AGENT_IMAGE_PULL_POLICY")?;
+        // Without a fetch image of its own, fetch runs from the agent's image, pulled as it is.
+        let (fetch_image, fetch_image_pull_policy) = match get("FETCH_IMAGE") {
+            Some(image) => (image, policy("FETCH_IMAGE_PULL_POLICY")?),
+            None => (
+                agent_image.clone(),
+                match get("FETCH_IMAGE_PULL_POLICY") {
+                    Some(_) => policy("FETCH_IMAGE_PULL_POLICY")?,
+                    None => agent_image_pull_policy.clone(),
+                },
+            ),
+        };
         Ok(Settings {
-            agent_image: get("AGENT_IMAGE").unwrap_or_else(|| DEFAULT_AGENT_IMAGE.into()),
-            agent_image_pull_policy: policy("AGENT_IMAGE_PULL_POLICY")?,
-            fetch_image: get("FETCH_IMAGE").unwrap_or_else(|| DEFAULT_FETCH_IMAGE.into()),
-            fetch_image_pull_policy: policy("FETCH_IMAGE_PULL_POLICY")?,
+            agent_image,
+            agent_image_pull_policy,
+            fetch_image,
+            fetch_image_pull_policy,
             flux_max_untar_size: untar,
             share_size_limit,
             workspace_localhost: get("WORKSPACE_LOCALHOST"),
@@ -147,6 +158,31 @@ mod tests {
         assert_eq!(s.agent_image_pull_policy, "Always");
         assert_eq!(s.fetch_image, "reg/fetch:1");
         assert_eq!(s.flux_max_untar_size.as_deref(), Some("-1"));
+    }
+
+    #[test]
+    fn fetch_runs_from_the_agent_image_unless_given_its_own() {
+        let s = Settings::from_vars(&vars(&[
+            ("AGENT_IMAGE", "reg/pko:2"),
+            ("AGENT_IMAGE_PULL_POLICY", "Always"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            (s.fetch_image.as_str(), s.fetch_image_pull_policy.as_str()),
+            ("reg/pko:2", "Always")
+        );
+        assert_eq!(Settings::default().fetch_image, DEFAULT_AGENT_IMAGE);
+        let s = Settings::from_vars(&vars(&[
+            ("AGENT_IMAGE_PULL_POLICY", "Always"),
+            ("FETCH_IMAGE", "reg/fetch:1"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            (s.fetch_image.as_str(), s.fetch_image_pull_policy.as_str()),
+            ("reg/fetch:1", "IfNotPresent")
+        );
+        let s = Settings::from_vars(&vars(&[("FETCH_IMAGE_PULL_POLICY", "Never")])).expect("valid");
+        assert_eq!(s.fetch_image_pull_policy, "Never");
     }
 
     #[test]

@@ -1,4 +1,8 @@
-//! Kubernetes events, as `kubectl describe` shows them. A repeat of the same event (same
+//! Kubernetes events, as `kubectl describe` shows them, written through the core `v1` API as
+//! PKO's (controller-runtime's) recorder writes them: `source.component` the controller's name,
+//! a repeat counted in `count` and `lastTimestamp`, and the RBAC PKO's manifests grant (core
+//! `events`) is all it needs. `eventTime` and the reporting fields are set too, so readers of
+//! `events.k8s.io/v1` see a time and a controller. A repeat of the same event (same
 //! object, type, reason and message) within a few minutes is counted on the first one instead
 //! of creating another, and the count is sent at most every 30 s; a different message is a
 //! new event (kube-runtime's recorder folds those into the first, losing the new message).
@@ -13,9 +17,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::events::v1::{Event, EventSeries};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, warn};
@@ -67,6 +70,9 @@ pub struct Recorder {
 
 struct Shared {
     client: Client,
+    /// `stack-controller`, ...: PKO's recorder names, shown as "From" by `kubectl describe`.
+    component: String,
+    /// `pulumi-kubernetes-operator/<component>`.
     controller: String,
     instance: String,
     /// Never held across a request.
@@ -98,6 +104,7 @@ impl Recorder {
         Recorder {
             shared: Arc::new(Shared {
                 client,
+                component: controller.to_string(),
                 controller: format!("pulumi-kubernetes-operator/{controller}"),
                 instance,
                 seen: Arc::new(Mutex::new(HashMap::new())),
@@ -211,10 +218,9 @@ impl Shared {
                 namespace: Some(namespace.clone()),
                 ..Default::default()
             },
-            event_time: Some(MicroTime(now)),
-            action: Some(reason.to_string()),
+            involved_object: regarding,
             reason: Some(reason.to_string()),
-            note: Some(note.clone()),
+            message: Some(note.clone()),
             type_: Some(
                 match type_ {
                     EventType::Normal => "Normal",
@@ -222,8 +228,16 @@ impl Shared {
                 }
                 .into(),
             ),
-            regarding: Some(regarding),
-            reporting_controller: Some(self.controller.clone()),
+            count: Some(1),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            source: Some(EventSource {
+                component: Some(self.component.clone()),
+                host: None,
+            }),
+            event_time: Some(MicroTime(now)),
+            action: Some(reason.to_string()),
+            reporting_component: Some(self.controller.clone()),
             reporting_instance: Some(self.instance.clone()),
             ..Default::default()
         };
@@ -298,9 +312,11 @@ async fn flush(seen: &SeenMap, key: &Key, api: &Api<Event>) {
     }
 }
 
+/// The repeat count, as client-go's recorder sends it.
 async fn patch_series(api: &Api<Event>, name: &str, count: i32) -> Result<(), kube::Error> {
     let patch = serde_json::json!({
-        "series": EventSeries { count, last_observed_time: MicroTime(jiff::Timestamp::now()) },
+        "count": count,
+        "lastTimestamp": Time(jiff::Timestamp::now()),
     });
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await

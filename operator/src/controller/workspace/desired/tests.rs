@@ -70,7 +70,8 @@ fn a_flux_workspace_gets_bootstrap_fetch_and_the_agent() {
     let fetch = &init[1];
     assert_eq!(
         fetch.image.as_deref(),
-        Some(crate::controller::settings::DEFAULT_FETCH_IMAGE)
+        Some(crate::controller::settings::DEFAULT_AGENT_IMAGE),
+        "the agent's image carries /fetch too"
     );
     assert_eq!(fetch.args.as_ref().expect("args")[0], "flux");
     let env = env_map(fetch.env.as_deref().unwrap_or_default());
