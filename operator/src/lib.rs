@@ -8,3 +8,4 @@ pub mod controller;
 pub mod manager;
 pub mod proto;
 pub mod rbac;
+mod verdicts;

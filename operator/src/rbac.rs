@@ -177,6 +177,18 @@ pub const API_CALLS: &[ApiCall] = &[
         WATCH,
         "fluxSource: read status.artifact",
     ),
+    cluster(
+        "authentication.k8s.io",
+        "tokenreviews",
+        &["create"],
+        "--metrics-secure: who is scraping (the bearer token's identity)",
+    ),
+    cluster(
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        &["create"],
+        "--metrics-secure: may that identity get /metrics",
+    ),
     ApiCall {
         group: "coordination.k8s.io",
         resource: "leases",

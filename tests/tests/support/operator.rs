@@ -195,6 +195,8 @@ pub async fn start_on(
         "--leader-elect",
         &format!("--health-probe-bind-address=127.0.0.1:{health}"),
         &format!("--metrics-bind-address=127.0.0.1:{metrics}"),
+        // Plain HTTP: these tests read the metrics, real_node::operator_metrics the secure way.
+        "--metrics-secure=false",
         &format!("--program-fs-addr={program_addr}"),
         &format!("--program-fs-adv-addr={program_addr}"),
         "--log-level=info,operator=debug",

@@ -4,8 +4,6 @@
 
 pub use e2e::cluster::Cluster as RealCluster;
 
-use super::operator;
-
 /// Starts the cluster, or fails the test with why.
 pub async fn start() -> RealCluster {
     RealCluster::start()
@@ -34,12 +32,15 @@ pub fn operator_log_all(rc: &RealCluster) -> String {
     .unwrap_or_else(|e| e)
 }
 
-/// What the in-cluster operator's metrics endpoint serves (its pod's port 8383, from the
-/// host: pod IPs are routed to the node).
+/// What the in-cluster operator's metrics endpoint serves, read as Prometheus would: over
+/// HTTPS (`--metrics-secure`, the default; its certificate is self-signed) with the token of a
+/// service account bound to `config/rbac`'s metrics-reader role, from the host (pod IPs are
+/// routed to the node). Checked on the way: no token is 401, a token without the binding 403.
 pub async fn operator_metrics(rc: &RealCluster) -> String {
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Api, ListParams};
-    let pods = Api::<Pod>::namespaced(rc.cp.client(), e2e::in_cluster::OPERATOR_NAMESPACE)
+    let ns = e2e::in_cluster::OPERATOR_NAMESPACE;
+    let pods = Api::<Pod>::namespaced(rc.cp.client(), ns)
         .list(&ListParams::default().labels("control-plane=controller-manager"))
         .await
         .expect("operator pods");
@@ -48,10 +49,62 @@ pub async fn operator_metrics(rc: &RealCluster) -> String {
         .iter()
         .find_map(|p| p.status.as_ref()?.pod_ip.clone())
         .expect("the operator pod's IP");
-    operator::http_get(&format!("http://{ip}:8383/metrics"))
-        .await
-        .map(|(_, body)| body)
-        .unwrap_or_default()
+    let scraper = "{\"apiVersion\": \"v1\", \"kind\": \"ServiceAccount\", \"metadata\": {\"name\": \"metrics-scraper\"}}";
+    let stranger = "{\"apiVersion\": \"v1\", \"kind\": \"ServiceAccount\", \"metadata\": {\"name\": \"metrics-stranger\"}}";
+    let binding = format!(
+        "{{\"apiVersion\": \"rbac.authorization.k8s.io/v1\", \"kind\": \"ClusterRoleBinding\", \
+         \"metadata\": {{\"name\": \"metrics-scraper\"}}, \
+         \"roleRef\": {{\"apiGroup\": \"rbac.authorization.k8s.io\", \"kind\": \"ClusterRole\", \
+         \"name\": \"pulumi-kubernetes-operator-metrics-reader\"}}, \
+         \"subjects\": [{{\"kind\": \"ServiceAccount\", \"name\": \"metrics-scraper\", \"namespace\": \"{ns}\"}}]}}"
+    );
+    for (doc, what) in [
+        (scraper, "scraper"),
+        (stranger, "stranger"),
+        (binding.as_str(), "binding"),
+    ] {
+        rc.cp
+            .apply_yaml(doc, what, ns)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+    let token = |sa: &str| {
+        rc.kubectl(&["create", "token", sa, "-n", ns])
+            .unwrap_or_else(|e| panic!("a token for {sa}: {e}"))
+            .trim()
+            .to_string()
+    };
+    let url = format!("https://{ip}:8383/metrics");
+    let get = |bearer: Option<String>| {
+        let url = url.clone();
+        async move {
+            let client = reqwest::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .expect("client");
+            let mut req = client.get(&url);
+            if let Some(t) = bearer {
+                req = req.bearer_auth(t);
+            }
+            let r = req
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    let (code, body) = get(None).await;
+    assert_eq!((code, body.trim()), (401, "Unauthorized"), "no token");
+    let (code, body) = get(Some(token("metrics-stranger"))).await;
+    assert_eq!(
+        code, 403,
+        "a token without the metrics-reader binding: {body}"
+    );
+    assert!(body.contains("system:serviceaccount:"), "{body}");
+    let (code, body) = get(Some(token("metrics-scraper"))).await;
+    assert_eq!(code, 200, "the metrics-reader's token: {body}");
+    body
 }
 
 /// A container's log in the workspace pod of Stack `default/<stack>` (empty when there is

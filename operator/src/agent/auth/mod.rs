@@ -17,7 +17,6 @@
 
 mod claims;
 mod peers;
-mod verdicts;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
@@ -36,9 +35,9 @@ use tonic::metadata::MetadataMap;
 use tracing::{debug, warn};
 
 use crate::api::names::group;
+use crate::verdicts::Verdicts;
 use claims::{Claims, now_unix};
 use peers::{PeerRecord, Peers};
-use verdicts::Verdicts;
 
 const AUTHN_OK_TTL: Duration = Duration::from_secs(3600);
 const AUTHN_FAIL_TTL: Duration = Duration::from_secs(60);

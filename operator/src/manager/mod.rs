@@ -15,6 +15,8 @@ use crate::controller::runtime::metrics::Metrics;
 use crate::controller::settings::Settings;
 use crate::controller::{self, Contexts};
 
+mod secure_metrics;
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -72,9 +74,10 @@ pub struct Flags {
     /// Accepted for PKO compatibility; ignored.
     #[arg(long, hide = true)]
     pub zap_time_encoding: Option<String>,
-    /// Accepted for PKO compatibility; the metrics endpoint is plain HTTP (put it behind a
-    /// NetworkPolicy or a proxy).
-    #[arg(long, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    /// Serve the metrics over HTTPS to callers allowed to `get` `/metrics` (TokenReview and
+    /// SubjectAccessReview, as PKO); `--metrics-secure=false` for plain HTTP. On by default,
+    /// as in PKO.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub metrics_secure: Option<bool>,
     /// Accepted for PKO compatibility; ignored (PKO turns HTTP/2 off on its metrics and webhook
     /// servers by default; we serve no webhooks).
@@ -110,6 +113,10 @@ impl Flags {
 
     pub fn leader_elect(&self) -> bool {
         self.leader_elect.unwrap_or(false)
+    }
+
+    pub fn metrics_secure(&self) -> bool {
+        self.metrics_secure.unwrap_or(true)
     }
 }
 
@@ -155,6 +162,8 @@ pub enum ManagerError {
         what: &'static str,
         detail: String,
     },
+    #[error(transparent)]
+    SecureMetrics(#[from] secure_metrics::SecureMetricsError),
 }
 
 pub fn init_logging(flags: &Flags) {
@@ -215,12 +224,10 @@ pub fn advertised(adv: &str, bind: &str) -> String {
     format!("{host}:{port}")
 }
 
-async fn serve(
+async fn listen(
     addr: SocketAddr,
     what: &'static str,
-    router: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), ManagerError> {
+) -> Result<tokio::net::TcpListener, ManagerError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| ManagerError::Listen {
@@ -229,6 +236,16 @@ async fn serve(
             detail: e.to_string(),
         })?;
     info!(%addr, what, "listening");
+    Ok(listener)
+}
+
+async fn serve(
+    addr: SocketAddr,
+    what: &'static str,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ManagerError> {
+    let listener = listen(addr, what).await?;
     tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -365,7 +382,18 @@ async fn start_servers(
     }
     if let Some(addr) = bind_addr("--metrics-bind-address", &flags.metrics_bind_address)? {
         let router = metrics_router(Arc::clone(metrics));
-        serve(addr, "metrics", router, stop.clone()).await?;
+        if flags.metrics_secure() {
+            let tls = secure_metrics::self_signed_tls()?;
+            let reviewer = Arc::new(secure_metrics::Reviewer::new(client.clone()));
+            let router = router.layer(axum::middleware::from_fn_with_state(
+                reviewer,
+                secure_metrics::guard,
+            ));
+            let listener = listen(addr, "metrics (HTTPS, --metrics-secure)").await?;
+            secure_metrics::serve_tls(listener, tls, router, stop.clone());
+        } else {
+            serve(addr, "metrics", router, stop.clone()).await?;
+        }
     }
     if let Some(addr) = bind_addr("--program-fs-addr", &flags.program_fs_addr)? {
         let served = controller::program::served(client.clone());

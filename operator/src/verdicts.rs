@@ -1,4 +1,5 @@
-//! Review verdicts remembered for a while, by a hash of what was reviewed.
+//! Review verdicts (TokenReview, SubjectAccessReview) remembered for a while, by a hash of what
+//! was reviewed: the agent's callers and the secure metrics endpoint's.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -9,20 +10,20 @@ use std::time::{Duration, Instant};
 const LIMIT: usize = 1024;
 
 /// Verdicts by key, each with its expiry.
-pub(super) struct Verdicts<K, V>(Mutex<HashMap<K, (Instant, V)>>);
+pub(crate) struct Verdicts<K, V>(Mutex<HashMap<K, (Instant, V)>>);
 
 impl<K: Hash + Eq, V: Clone> Verdicts<K, V> {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Verdicts(Mutex::new(HashMap::new()))
     }
 
-    pub(super) fn get(&self, key: &K) -> Option<V> {
+    pub(crate) fn get(&self, key: &K) -> Option<V> {
         let cache = self.0.lock().ok()?;
         let (expires, value) = cache.get(key)?;
         (Instant::now() < *expires).then(|| value.clone())
     }
 
-    pub(super) fn put(&self, key: K, ttl: Duration, value: V) {
+    pub(crate) fn put(&self, key: K, ttl: Duration, value: V) {
         let Ok(mut cache) = self.0.lock() else {
             return;
         };
