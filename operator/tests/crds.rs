@@ -184,13 +184,14 @@ fn stack_spec_matches_pko_with_pulumi_log_level_added() {
         at(spec, &["pulumiLogLevel"]).type_.as_deref(),
         Some("integer")
     );
+    let config = at(spec, &["config"]);
     assert_eq!(
-        at(spec, &["config"])
-            .additional_properties
-            .as_ref()
-            .map(|_| ()),
-        Some(()),
-        "config values are free-form JSON"
+        (
+            config.type_.as_deref(),
+            config.x_kubernetes_preserve_unknown_fields
+        ),
+        (None, Some(true)),
+        "config is free-form JSON, as in PKO (its shape is checked by the controller)"
     );
     let flux = at(spec, &["fluxSource", "sourceRef"]);
     let mut req = flux.required.clone().unwrap();
@@ -353,4 +354,129 @@ fn schemas_are_structural() {
             });
         }
     }
+}
+
+/// PKO v2.9.0's CRD `file`, from its snapshot (the chart's `crds/`, tool `pko`).
+fn pko_crd(file: &str) -> serde_json::Value {
+    let dir = e2e::cluster::tool_dir("pko", "pulumi-kubernetes-agent").expect("PKO's snapshot");
+    let path = dir.join("chart/crds").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
+    serde_json::to_value(yaml).expect("JSON")
+}
+
+/// Reads `obj` as our type for its kind and version.
+fn read_as_ours(kind: &str, version: &str, obj: serde_json::Value) -> Result<(), String> {
+    use operator::api::{program::Program, stack, update::Update, workspace::Workspace};
+    let r = match (kind, version) {
+        ("Stack", "v1") => serde_json::from_value::<stack::Stack>(obj).map(drop),
+        ("Stack", "v1alpha1") => serde_json::from_value::<stack::v1alpha1::Stack>(obj).map(drop),
+        ("Program", _) => serde_json::from_value::<Program>(obj).map(drop),
+        ("Workspace", _) => serde_json::from_value::<Workspace>(obj).map(drop),
+        ("Update", _) => serde_json::from_value::<Update>(obj).map(drop),
+        _ => panic!("no type for {kind} {version}"),
+    };
+    r.map_err(|e| e.to_string())
+}
+
+/// A problem without its list indices and sample values, so that one kind of problem is
+/// reported once.
+fn general(problem: &str) -> String {
+    let mut out = String::new();
+    let mut chars = problem.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '[' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                while chars.next().is_some_and(|d| d != ']') {}
+                out.push_str("[]");
+            }
+            '`' | '"' => {
+                // A quoted sample value.
+                for d in chars.by_ref() {
+                    if d == c {
+                        break;
+                    }
+                }
+                out.push_str("<value>");
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Where ours stays stricter than PKO's, documented (README, "Installing the CRDs"): an
+/// Update's `type` is one of the four operations (as its template's), since PKO runs no other
+/// either; and the entries of `workspaceTemplate.spec.stacks` (and of their `config`) name
+/// the stack (the key) they merge into, since they are merged by it.
+fn kept_on_purpose(kind: &str, problem: &str) -> bool {
+    match kind {
+        "Update" => problem.starts_with(".spec.type:"),
+        "Stack" => {
+            problem.starts_with(".spec.updateTemplate.spec.type:")
+                || (problem.starts_with(".spec.workspaceTemplate.spec.stacks[")
+                    && (problem.ends_with("required field \"name\" is missing")
+                        || problem.ends_with("required field \"key\" is missing")))
+        }
+        _ => false,
+    }
+}
+
+/// Whatever PKO's CRDs let users store (objects made at random from PKO's schemas, every
+/// version, spec and status), our CRDs admit and our types read: a user switching keeps every
+/// object, and the operator never meets one it cannot read (which would stop its watch).
+/// Kept on purpose: the `Update.spec.type` enum (PKO runs nothing else either).
+#[test]
+fn whatever_pkos_crds_admit_ours_admit_and_our_types_read() {
+    use e2e::schema_check::validate;
+    use e2e::schema_sample::Sampler;
+    use std::collections::BTreeSet;
+    const SAMPLES: u64 = 400;
+    let mut problems = BTreeSet::new();
+    for (file, ours) in crd::all() {
+        let pko = pko_crd(file);
+        let kind = pko["spec"]["names"]["kind"]
+            .as_str()
+            .expect("kind")
+            .to_string();
+        let group = pko["spec"]["group"].as_str().expect("group").to_string();
+        for version in pko["spec"]["versions"].as_array().expect("versions") {
+            let name = version["name"].as_str().expect("name");
+            let pko_schema = &version["schema"]["openAPIV3Schema"];
+            let our_schema = serde_json::to_value(schema_of(&ours, name)).expect("schema");
+            for seed in 0..SAMPLES {
+                let mut obj = Sampler::new(seed).value(pko_schema);
+                // The apiserver checks apiVersion, kind and metadata itself, not by the schema.
+                for key in ["apiVersion", "kind", "metadata"] {
+                    if let Some(o) = obj.as_object_mut() {
+                        o.remove(key);
+                    }
+                }
+                let theirs = validate(pko_schema, &obj);
+                assert!(
+                    theirs.is_empty(),
+                    "the sampler broke PKO's schema: {theirs:?}\n{obj}"
+                );
+                let ours_say = validate(&our_schema, &obj);
+                obj["apiVersion"] = format!("{group}/{name}").into();
+                obj["kind"] = kind.clone().into();
+                obj["metadata"] = serde_json::json!({"name": "s", "namespace": "default"});
+                for e in ours_say {
+                    if kept_on_purpose(&kind, &e) {
+                        continue;
+                    }
+                    problems.insert(format!("{kind} {name}: ours refuses: {}", general(&e)));
+                }
+                if let Err(e) = read_as_ours(&kind, name, obj.clone()) {
+                    problems.insert(format!("{kind} {name}: cannot read: {}", general(&e)));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.into_iter().collect::<Vec<_>>().join("\n")
+    );
 }

@@ -15,6 +15,7 @@ pub mod process;
 pub mod redirect;
 pub mod registry;
 pub mod schema_check;
+pub mod schema_sample;
 pub mod source_controller;
 pub mod sshd;
 pub mod tools;

@@ -4,7 +4,8 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceColumnDefinition, CustomResourceDefinition, CustomResourceDefinitionNames,
     CustomResourceDefinitionSpec, CustomResourceDefinitionVersion, CustomResourceSubresourceStatus,
-    CustomResourceSubresources, CustomResourceValidation, JSONSchemaProps,
+    CustomResourceSubresources, CustomResourceValidation, JSONSchemaProps, JSONSchemaPropsOrArray,
+    JSONSchemaPropsOrBool,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::CustomResourceExt;
@@ -114,6 +115,65 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("auto.pulumi.com_workspaces.yaml", Workspace::crd()),
         ("auto.pulumi.com_updates.yaml", Update::crd()),
     ]
+    .into_iter()
+    .map(|(file, crd)| (file, as_lenient_as_pko(crd)))
+    .collect()
+}
+
+/// What PKO's CRDs admit, ours admit (`operator/tests/crds.rs` checks it against PKO's own):
+/// an object without `spec` (the types read it as the default spec, and the controllers say
+/// what it lacks), and a reference without `name` (Kubernetes' own API defaults a referent's
+/// name to "", and says so in its description; the derived schemas made it required). Every
+/// kind gets its `listKind`, as PKO's have.
+fn as_lenient_as_pko(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    if crd.spec.names.list_kind.is_none() {
+        crd.spec.names.list_kind = Some(format!("{}List", crd.spec.names.kind));
+    }
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        if let Some(required) = schema.required.as_mut() {
+            required.retain(|r| r != "spec");
+            if required.is_empty() {
+                schema.required = None;
+            }
+        }
+        referent_names_optional(schema);
+    }
+    crd
+}
+
+fn referent_names_optional(schema: &mut JSONSchemaProps) {
+    let referent = schema
+        .properties
+        .as_ref()
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.description.as_deref())
+        .is_some_and(|d| d.starts_with("Name of the referent."));
+    if referent && let Some(required) = schema.required.as_mut() {
+        required.retain(|r| r != "name");
+        if required.is_empty() {
+            schema.required = None;
+        }
+    }
+    for p in schema.properties.iter_mut().flat_map(|m| m.values_mut()) {
+        referent_names_optional(p);
+    }
+    match schema.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(s)) => referent_names_optional(s),
+        Some(JSONSchemaPropsOrArray::Schemas(list)) => {
+            list.iter_mut().for_each(referent_names_optional)
+        }
+        None => {}
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(s)) = schema.additional_properties.as_mut() {
+        referent_names_optional(s);
+    }
 }
 
 /// The YAML of a CRD as it is committed.

@@ -2,6 +2,8 @@
 //! names every part of the product shares.
 
 pub mod crd;
+#[macro_use]
+mod lenient;
 pub mod names;
 pub mod program;
 mod schema;

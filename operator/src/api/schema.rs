@@ -7,6 +7,16 @@ pub fn any_json(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
 }
 
+/// A string whose values the type documents (PKO's schema has no enum there).
+pub fn string(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string" })
+}
+
+/// An object kept as written and never read (a template's `status`).
+pub fn ignored_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true })
+}
+
 /// A map of arbitrary JSON values.
 pub fn json_map(_: &mut SchemaGenerator) -> Schema {
     json_schema!({

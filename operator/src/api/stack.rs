@@ -12,7 +12,7 @@ use super::stack_spec::StackSpec;
 pub use super::workspace::ProjectInfo;
 
 /// The desired state of a Stack (see StackSpec).
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "pulumi.com",
     version = "v1",
@@ -35,6 +35,12 @@ pub use super::workspace::ProjectInfo;
 )]
 #[serde(transparent)]
 pub struct StackSpecV1(pub StackSpec);
+
+impl<'de> Deserialize<'de> for StackSpecV1 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::lenient::or_default(d).map(StackSpecV1)
+    }
+}
 
 /// The observed state of a Stack.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -174,9 +180,7 @@ pub mod v1alpha1 {
     use super::*;
 
     /// A Pulumi stack (deprecated version; use pulumi.com/v1).
-    #[derive(
-        CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema,
-    )]
+    #[derive(CustomResource, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
     #[kube(
         group = "pulumi.com",
         version = "v1alpha1",
@@ -192,6 +196,12 @@ pub mod v1alpha1 {
     )]
     #[serde(transparent)]
     pub struct StackSpecV1alpha1(pub StackSpec);
+
+    impl<'de> Deserialize<'de> for StackSpecV1alpha1 {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            super::super::lenient::or_default(d).map(StackSpecV1alpha1)
+        }
+    }
 
     /// The observed state of a Stack (v1alpha1).
     #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

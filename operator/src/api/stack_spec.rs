@@ -79,11 +79,12 @@ pub struct StackSpec {
     /// Defaults to Pulumi Cloud.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
-    /// Inline configuration values, by key. Values may be strings or structured JSON
-    /// (objects, arrays, numbers, booleans).
+    /// Inline configuration values: a map of config keys to values, which may be strings or
+    /// structured JSON (objects, arrays, numbers, booleans). Any JSON is stored, as PKO's
+    /// schema takes it; what is not such a map stalls the Stack with the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::json_map")]
-    pub config: Option<BTreeMap<String, serde_json::Value>>,
+    #[schemars(schema_with = "schema::any_json")]
+    pub config: Option<serde_json::Value>,
     /// Configuration values read from ConfigMaps, by config key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_ref: Option<BTreeMap<String, ConfigMapRef>>,
@@ -153,7 +154,7 @@ pub struct StackSpec {
     /// guide documents this field although its schema lacks it; it overrides
     /// `workspaceTemplate.spec.pulumiLogLevel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pulumi_log_level: Option<u32>,
+    pub pulumi_log_level: Option<i32>,
 }
 
 /// A reference to a value: a literal, a key of a Secret, (deprecated) an environment variable
@@ -178,8 +179,14 @@ pub struct ResourceRef {
     pub literal: Option<LiteralRef>,
 }
 
-/// Kind of a ResourceRef.
+/// What a ResourceRef of an unknown type is told.
+pub const UNSUPPORTED_TYPE: &str =
+    "type must be Secret or Literal (Env and FS were PKO v1's); use a secret reference";
+
+/// Kind of a ResourceRef: `Env`, `FS`, `Secret` or `Literal` (a string, as PKO's schema has
+/// it: any other value is read as `Unsupported`, and the Stack stalls saying so).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[schemars(schema_with = "schema::string")]
 pub enum ResourceSelectorType {
     Env,
     #[serde(rename = "FS")]
@@ -187,6 +194,8 @@ pub enum ResourceSelectorType {
     #[default]
     Secret,
     Literal,
+    #[serde(other)]
+    Unsupported,
 }
 
 /// An environment variable by name.
@@ -373,12 +382,22 @@ pub struct WorkspaceApplyConfiguration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::all_optional::<WorkspaceSpec>")]
     pub spec: Option<serde_json::Value>,
+    /// Ignored; present so a full Workspace manifest can be pasted (as in PKO's schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::ignored_object")]
+    pub status: Option<serde_json::Value>,
 }
 
 /// A partial Update, merged over each generated one; every field is optional.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateApplyConfiguration {
+    /// Ignored; present so a full Update manifest can be pasted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Ignored; present so a full Update manifest can be pasted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// Metadata for the Update (labels, annotations, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::all_optional::<ObjectMeta>")]
@@ -387,4 +406,8 @@ pub struct UpdateApplyConfiguration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::all_optional::<UpdateSpec>")]
     pub spec: Option<serde_json::Value>,
+    /// Ignored; present so a full Update manifest can be pasted (as in PKO's schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::ignored_object")]
+    pub status: Option<serde_json::Value>,
 }

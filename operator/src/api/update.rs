@@ -35,7 +35,7 @@ use super::workspace::ProjectInfo;
     printcolumn = r#"{"name":"Complete","type":"string","jsonPath":".status.conditions[?(@.type==\"Complete\")].status"}"#,
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.permalink"}"#
 )]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct UpdateSpec {
     /// The Workspace to run in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,6 +83,8 @@ pub struct UpdateSpec {
     pub run_program: Option<bool>,
 }
 
+spec_or_default!(UpdateSpec);
+
 /// A Pulumi operation.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -91,6 +93,10 @@ pub enum UpdateType {
     Up,
     Destroy,
     Refresh,
+    /// Any other value (PKO's CRD takes any string): the Update fails, saying so.
+    #[serde(other)]
+    #[schemars(skip)]
+    Unsupported,
 }
 
 impl UpdateType {
@@ -101,6 +107,7 @@ impl UpdateType {
             UpdateType::Up => "up",
             UpdateType::Destroy => "destroy",
             UpdateType::Refresh => "refresh",
+            UpdateType::Unsupported => "unsupported",
         }
     }
 

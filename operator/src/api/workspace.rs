@@ -34,7 +34,7 @@ use super::schema;
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Address","type":"string","jsonPath":".status.address"}"#
 )]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct WorkspaceSpec {
     /// Service account of the workspace pod. It needs `system:auth-delegator` so the agent can
     /// check the operator's token.
@@ -91,12 +91,14 @@ pub struct WorkspaceSpec {
     /// Verbosity of Pulumi's engine log (`-v=N`), written to the `pulumi` container log; 0 is
     /// off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pulumi_log_level: Option<u32>,
+    pub pulumi_log_level: Option<i32>,
     /// Stacks to select and configure in the workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "stacks_by_name")]
     pub stacks: Option<Vec<WorkspaceStack>>,
 }
+
+spec_or_default!(WorkspaceSpec);
 
 fn default_service_account() -> Option<String> {
     Some("default".into())
@@ -146,15 +148,18 @@ fn config_by_key(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
     s
 }
 
-/// Pod security profile of the workspace.
+/// Pod security profile of the workspace: `restricted` or `baseline` (a string, as PKO's
+/// schema has it; like PKO, only `restricted` restricts, any other value is `baseline`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(schema_with = "schema::string")]
 pub enum SecurityProfile {
-    /// Pod Security Standards "baseline": the image may run as root.
-    Baseline,
     /// Pod Security Standards "restricted": non-root, no privilege escalation, seccomp.
     #[default]
     Restricted,
+    /// Pod Security Standards "baseline": the image may run as root.
+    #[serde(other)]
+    Baseline,
 }
 
 /// A program in a Git repository.

@@ -75,7 +75,21 @@ fn destroy_from_project(
         .map(|p| Source::ProjectInfo(p.clone()))
 }
 
+/// A Stack names its Pulumi stack. Our schema requires it, PKO's does too, but both admit a
+/// Stack without any spec, which reads as the default (empty) one.
+pub fn named(stack: &Stack) -> Result<(), Stop> {
+    if stack.spec.0.stack.trim().is_empty() {
+        return Err(Stop::spec(
+            "spec.stack is empty: name the Pulumi stack to deploy (e.g. dev or org/project/dev)",
+        ));
+    }
+    Ok(())
+}
+
 pub async fn resolve(seen: &Seen<'_>) -> Result<Resolved, Halt> {
+    if !seen.deleting {
+        named(seen.stack)?;
+    }
     one_source(seen.stack)?;
     if let Some(source) = destroy_from_project(seen.stack, seen.deleting, seen.project_info) {
         return Ok(Resolved {

@@ -170,6 +170,7 @@ mod tests {
                 update_template: Some(UpdateApplyConfiguration {
                     metadata: Some(json!({"labels": {"x": "y"}})),
                     spec: Some(json!({"parallel": 2, "ttlAfterCompleted": "1h"})),
+                    ..Default::default()
                 }),
                 ..Default::default()
             }),

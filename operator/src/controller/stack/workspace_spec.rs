@@ -64,6 +64,13 @@ pub enum SpecError {
         kind: &'static str,
         needs: &'static str,
     },
+    #[error("{0}: {UNSUPPORTED_TYPE}", UNSUPPORTED_TYPE = crate::api::stack_spec::UNSUPPORTED_TYPE)]
+    UnknownType(String),
+    #[error(
+        "spec.config must map config keys to values (strings or JSON), not be {0}; move the \
+         values under their keys"
+    )]
+    ConfigShape(&'static str),
     #[error("{0}")]
     GitAuth(String),
     #[error("spec.workspaceTemplate does not merge into a valid Workspace: {0}")]
@@ -86,6 +93,7 @@ fn resolve<'a>(stack_ns: &str, field: &str, r: &'a ResourceRef) -> Result<Resolv
             field: field.into(),
             kind: "FS",
         }),
+        ResourceSelectorType::Unsupported => Err(SpecError::UnknownType(field.into())),
         ResourceSelectorType::Literal => {
             let lit = r.literal.as_ref().ok_or(SpecError::Incomplete {
                 field: field.into(),
@@ -301,12 +309,30 @@ impl StackConfig {
     }
 }
 
+/// "a string", "a list", ...: what a JSON value is, for a message.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "a map",
+    }
+}
+
 /// `config`, `configRef`, `secrets` and `secretsRef`, in that order (PKO's).
 fn stack_config(stack: &Stack, ns: &str) -> Result<StackConfig, SpecError> {
     let spec = &stack.spec.0;
     let mut c = StackConfig::default();
-    for (key, v) in spec.config.iter().flatten() {
-        c.literal(key, json!(v), false);
+    match &spec.config {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(m)) => {
+            for (key, v) in m {
+                c.literal(key, json!(v), false);
+            }
+        }
+        Some(other) => return Err(SpecError::ConfigShape(json_kind(other))),
     }
     for (key, r) in spec.config_ref.iter().flatten() {
         let vol = Volume {

@@ -175,7 +175,15 @@ pub async fn run_operation(
             })
             .await
         }
+        UpdateType::Unsupported => Err(unsupported_type()),
     }
+}
+
+/// What an Update whose `spec.type` is none of PKO's four fails with (before any call).
+fn unsupported_type() -> tonic::Status {
+    tonic::Status::invalid_argument(
+        "spec.type must be one of preview, up, destroy or refresh; nothing was run",
+    )
 }
 
 /// The Stack controller's finalizer on an Update, which keeps a finished Update until its
@@ -392,6 +400,9 @@ async fn operate(
     u: &Update,
     stack: &str,
 ) -> Result<RunResult, tonic::Status> {
+    if u.spec.update_type == Some(UpdateType::Unsupported) {
+        return Err(unsupported_type());
+    }
     agent
         .select_stack(pb::SelectStackRequest {
             stack_name: stack.to_string(),

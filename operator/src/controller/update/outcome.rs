@@ -329,6 +329,7 @@ pub fn verbs(t: UpdateType) -> (&'static str, &'static str) {
         UpdateType::Up => ("Updated", "update"),
         UpdateType::Refresh => ("Refreshed", "refresh"),
         UpdateType::Destroy => ("Destroyed", "destroy"),
+        UpdateType::Unsupported => ("Ran", "operation"),
     }
 }
 

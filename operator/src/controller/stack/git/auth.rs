@@ -10,7 +10,9 @@ use kube::{Client, ResourceExt};
 
 use super::GitSourceError;
 use crate::api::stack::Stack;
-use crate::api::stack_spec::{GitAuthConfig, GitHubAppAuth, ResourceRef, ResourceSelectorType};
+use crate::api::stack_spec::{
+    GitAuthConfig, GitHubAppAuth, ResourceRef, ResourceSelectorType, UNSUPPORTED_TYPE,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Creds {
@@ -106,6 +108,9 @@ async fn required(
                     "FS"
                 }
             )));
+        }
+        ResourceSelectorType::Unsupported => {
+            return Err(GitSourceError::Spec(format!("{field}: {UNSUPPORTED_TYPE}")));
         }
     }
     let s = r.secret.as_ref().ok_or_else(|| {

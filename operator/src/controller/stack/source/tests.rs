@@ -58,3 +58,17 @@ fn a_destroy_on_deletion_runs_from_the_last_project_alone() {
         assert!(destroy_from_project(&s, true, Some(&project)).is_none());
     }
 }
+
+#[test]
+fn a_stack_without_a_spec_is_read_and_told_what_it_lacks() {
+    // PKO's CRD and ours admit a Stack without spec; it reads as the default spec.
+    let bare: Stack = serde_json::from_value(serde_json::json!({
+        "apiVersion": "pulumi.com/v1", "kind": "Stack", "metadata": {"name": "app"},
+    }))
+    .expect("a Stack without spec is read");
+    let Err(Stop::SpecInvalid { message, .. }) = named(&bare) else {
+        panic!("a Stack without a stack name is invalid");
+    };
+    assert!(message.contains("spec.stack"), "{message}");
+    assert_eq!(named(&stack(|_| {})), Ok(()));
+}

@@ -55,10 +55,7 @@ fn the_workspace_carries_identity_env_config_and_source() {
             ("B_LIT".into(), literal("b")),
             ("A_SECRET".into(), secret_ref("creds", "key", None)),
         ])),
-        config: Some(BTreeMap::from([
-            ("region".into(), json!("eu")),
-            ("tags".into(), json!({"a": 1})),
-        ])),
+        config: Some(json!({"region": "eu", "tags": {"a": 1}})),
         config_ref: Some(BTreeMap::from([(
             "fromcm".into(),
             ConfigMapRef {
@@ -289,4 +286,33 @@ fn git_auth_becomes_secret_selectors() {
             ..
         })
     ));
+}
+
+#[test]
+fn what_pkos_schema_admits_and_means_nothing_is_refused_with_the_field() {
+    // PKO's CRD takes any string as a reference's type and any JSON as config.
+    let s: Stack = serde_json::from_value(json!({
+        "apiVersion": "pulumi.com/v1", "kind": "Stack",
+        "metadata": {"name": "app", "namespace": "team"},
+        "spec": {"stack": "dev", "envRefs": {"X": {"type": "secret", "secret": {"name": "s", "key": "k"}}}},
+    }))
+    .expect("read");
+    let e = desired_workspace(&s, &Source::None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("spec.envRefs[X]") && e.contains("type must be Secret or Literal"),
+        "{e}"
+    );
+    for (config, kind) in [(json!("region=eu"), "a string"), (json!([1]), "a list")] {
+        let s = stack(StackSpec {
+            stack: "dev".into(),
+            config: Some(config),
+            ..Default::default()
+        });
+        let e = desired_workspace(&s, &Source::None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("spec.config") && e.contains(kind), "{e}");
+    }
 }
