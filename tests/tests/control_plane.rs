@@ -91,6 +91,72 @@ async fn crds_install_and_every_sample_applies_strictly() {
         .await
         .expect_err("a 43-character Stack name must be refused");
     assert!(format!("{err:?}").contains("42"), "{err:?}");
+
+    two_field_managers_merge_a_workspace_template_as_kubernetes_merges_pods(&cp).await;
+}
+
+/// Server-side apply by two managers (a platform team's manifest, and Flux or a person adding
+/// to it): their containers, env vars and volumes merge by name as in a Pod, where atomic
+/// lists would let the second take the first's.
+async fn two_field_managers_merge_a_workspace_template_as_kubernetes_merges_pods(
+    cp: &ControlPlane,
+) {
+    use kube::api::{DynamicObject, Patch, PatchParams};
+    let stacks: Api<DynamicObject> =
+        Api::namespaced_with(cp.client(), "default", &support::stacks());
+    let apply = |manager: &'static str, template: serde_json::Value| {
+        let stacks = stacks.clone();
+        async move {
+            let doc = serde_json::json!({
+                "apiVersion": "pulumi.com/v1", "kind": "Stack", "metadata": {"name": "ssa"},
+                "spec": {"stack": "dev", "projectRepo": "https://example.com/r.git",
+                         "workspaceTemplate": {"spec": template}},
+            });
+            stacks
+                .patch("ssa", &PatchParams::apply(manager), &Patch::Apply(&doc))
+                .await
+                .unwrap_or_else(|e| panic!("{manager} applies: {e}"))
+        }
+    };
+    apply(
+        "platform",
+        serde_json::json!({"env": [{"name": "TEAM", "value": "a"}],
+            "podTemplate": {"spec": {
+                "containers": [{"name": "pulumi", "env": [{"name": "A", "value": "1"}],
+                                "ports": [{"containerPort": 8080}]}],
+                "volumes": [{"name": "cache", "emptyDir": {}}]}}}),
+    )
+    .await;
+    let merged = apply(
+        "flux",
+        serde_json::json!({"env": [{"name": "REGION", "value": "eu"}],
+            "podTemplate": {"spec": {
+                "containers": [{"name": "pulumi", "env": [{"name": "B", "value": "2"}]},
+                               {"name": "sidecar", "image": "busybox"}],
+                "volumes": [{"name": "tmp", "emptyDir": {}}]}}}),
+    )
+    .await;
+    let t = &merged.data["spec"]["workspaceTemplate"]["spec"];
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["name"].as_str().map(String::from))
+            .collect()
+    };
+    let containers = &t["podTemplate"]["spec"]["containers"];
+    assert_eq!(names(containers), ["pulumi", "sidecar"], "{t:#}");
+    assert_eq!(names(&containers[0]["env"]), ["A", "B"], "{t:#}");
+    assert_eq!(
+        containers[0]["ports"][0]["protocol"], "TCP",
+        "a port's protocol is defaulted, as in a Pod: {t:#}"
+    );
+    assert_eq!(
+        names(&t["podTemplate"]["spec"]["volumes"]),
+        ["cache", "tmp"],
+        "{t:#}"
+    );
+    assert_eq!(names(&t["env"]), ["TEAM", "REGION"], "{t:#}");
 }
 
 /// PKO's `Migrated`: a workspace StatefulSet whose fields an update cannot change differ from

@@ -116,8 +116,31 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("auto.pulumi.com_updates.yaml", Update::crd()),
     ]
     .into_iter()
-    .map(|(file, crd)| (file, as_lenient_as_pko(crd)))
+    .map(|(file, crd)| (file, with_kubernetes_merge_markers(as_lenient_as_pko(crd))))
     .collect()
+}
+
+/// Server-side apply merges the Kubernetes parts of a Workspace (its own, or a Stack's
+/// `workspaceTemplate`) as Kubernetes merges them (see `list_markers`).
+fn with_kubernetes_merge_markers(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    let path: &[&str] = match crd.spec.names.kind.as_str() {
+        "Workspace" => &["spec"],
+        "Stack" => &["spec", "workspaceTemplate", "spec"],
+        _ => return crd,
+    };
+    for version in &mut crd.spec.versions {
+        let mut node = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut());
+        for p in path {
+            node = node.and_then(|n| n.properties.as_mut()?.get_mut(*p));
+        }
+        if let Some(spec) = node {
+            super::list_markers::mark_workspace_spec(spec);
+        }
+    }
+    crd
 }
 
 /// What PKO's CRDs admit, ours admit (`operator/tests/crds.rs` checks it against PKO's own):

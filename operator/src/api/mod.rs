@@ -2,6 +2,7 @@
 //! names every part of the product shares.
 
 pub mod crd;
+mod list_markers;
 #[macro_use]
 mod lenient;
 pub mod names;
