@@ -3,8 +3,9 @@
 # kube-controller-manager, kube-scheduler, kubectl, the kubelet and kube-proxy of the real nodes
 # (tool `node`), etcd, Flux source-controller, the Pulumi CLI with its YAML language host,
 # grpcurl, PKO's agent, CoreDNS (the real nodes' cluster DNS) and kube-router (its firewall
-# controller enforces NetworkPolicy on the nodes) and Helm (installs PKO's own chart with our
-# image). Those are what the tests use
+# controller enforces NetworkPolicy on the nodes), Helm (installs PKO's own chart with our
+# image) and gofakes3 (an S3-compatible server for Flux's Bucket source). Those are what the
+# tests use
 # (tests/README.md says which test needs which); the crictl wrapper is kept for debugging nodes
 # but built only when named, so a cold CI run does not pay for it.
 #
@@ -39,6 +40,9 @@ CRICTL_VERSION=v1.34.0
 KUBE_ROUTER_VERSION=v2.1.0
 # Helm renders and installs PKO's own chart (from the PKO snapshot) with our image.
 HELM_VERSION=v4.3.2
+# An S3-compatible server (its directfs backend serves a directory as a bucket) for Flux's
+# Bucket source.
+GOFAKES3_VERSION=v1.2.0
 # source-controller v1.9.4+ needs github.com/fluxcd/pkg/artifact v0.18.2+, which the module
 # proxy refuses (403); v1.9.3 is the newest v1.9 whose whole module graph it serves.
 # Flux's own NetworkPolicies for flux-system (manifests/policies, what `flux install` applies)
@@ -50,7 +54,7 @@ FLUX2_SUM=h1:jwCccxvkD+2QnsjN+pl5QqM8KnFUwA8pIoQ1Lf0avkA=
 GO_DIGEST_PIN=github.com/opencontainers/go-digest@v1.0.1-0.20220411205349-bde1400a84be
 
 # What the tests use; the others are built only when named.
-ALL_TOOLS="k8s node etcd flux pulumi grpcurl pko coredns kube-router helm"
+ALL_TOOLS="k8s node etcd flux pulumi grpcurl pko coredns kube-router helm gofakes3"
 KNOWN_TOOLS="$ALL_TOOLS crictl"
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${E2E_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pulumi-flux-operator/tools}
@@ -70,6 +74,7 @@ version_of() {
     crictl) echo "$CRICTL_VERSION" ;;
     kube-router) echo "$KUBE_ROUTER_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
+    gofakes3) echo "$GOFAKES3_VERSION" ;;
     *) log "unknown tool $1 (known: $KNOWN_TOOLS)"; exit 2 ;;
   esac
 }
@@ -137,6 +142,11 @@ update_kube-router() {
 update_helm() {
   go mod init e2etools/helm
   GOFLAGS=-mod=mod go get -tool "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
+}
+
+update_gofakes3() {
+  go mod init e2etools/gofakes3
+  GOFLAGS=-mod=mod go get -tool "github.com/johannesboyne/gofakes3/cmd/gofakes3@$GOFAKES3_VERSION"
 }
 
 update() {
@@ -350,6 +360,10 @@ build_kube-router() {
 build_helm() {
   go build -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
     -o "$1/helm" helm.sh/helm/v4/cmd/helm
+}
+
+build_gofakes3() {
+  go build -trimpath -ldflags "-s -w" -o "$1/gofakes3" github.com/johannesboyne/gofakes3/cmd/gofakes3
 }
 
 build_grpcurl() {
