@@ -299,6 +299,20 @@ async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
             "controller_runtime_reconcile_time_seconds_count{{controller=\"{controller}-controller\"}}"
         );
         assert!(count(&time) >= 1, "{time}");
+        // controller-runtime's workqueue metrics that describe the work.
+        let queue =
+            format!("{{name=\"{controller}-controller\",controller=\"{controller}-controller\"}}");
+        assert!(count(&format!("workqueue_work_duration_seconds_count{queue}")) >= 1);
+        assert!(
+            metrics.contains(&format!("workqueue_retries_total{queue}")),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!(
+                "workqueue_longest_running_processor_seconds{queue}"
+            )),
+            "{metrics}"
+        );
     }
     assert!(
         metrics.contains(

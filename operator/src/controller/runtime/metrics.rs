@@ -1,9 +1,16 @@
 //! Prometheus metrics: PKO's stack gauges (`stacks_active`, `stacks_failing`,
 //! `programs_active`), per-controller reconcile counts, failures and durations, and the
 //! reconcile metrics controller-runtime gives PKO (`controller_runtime_*`, with PKO's
-//! controller names), so dashboards and alerts written for PKO keep working.
+//! controller names), so dashboards and alerts written for PKO keep working. Of its workqueue
+//! metrics, those that describe the work (`workqueue_work_duration_seconds`,
+//! `_unfinished_work_seconds`, `_longest_running_processor_seconds`, `_retries_total`) are
+//! served; those that describe the queue itself (`_depth`, `_adds_total`,
+//! `_queue_duration_seconds`) are not: kube-runtime's scheduler does not expose its queue.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,6 +21,13 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabel {
+    pub controller: String,
+}
+
+/// controller-runtime's workqueue labels: the queue's name and its controller (the same).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub name: String,
     pub controller: String,
 }
 
@@ -54,6 +68,38 @@ pub struct ControllerRuntime {
     pub reconcile_time_seconds: Family<ControllerLabel, Histogram>,
     pub max_concurrent_reconciles: Family<ControllerLabel, Gauge>,
     pub active_workers: Family<ControllerLabel, Gauge>,
+    pub work_duration_seconds: Family<QueueLabels, Histogram>,
+    /// The controllers started, for the gauges of work in progress.
+    known: Mutex<Vec<String>>,
+    pub unfinished_work_seconds: Family<QueueLabels, Gauge<f64, AtomicU64>>,
+    pub longest_running_processor_seconds: Family<QueueLabels, Gauge<f64, AtomicU64>>,
+    pub retries_total: Family<QueueLabels, Counter>,
+    running: Mutex<Running>,
+}
+
+/// The reconciles running now: (controller, start), by a number each, and the last number.
+type Running = (u64, HashMap<u64, (String, Instant)>);
+
+/// controller-runtime's workqueue duration buckets: 10 ns to 1000 s, ×10 each.
+fn work_duration_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(10e-9, 10.0, 12)
+}
+
+/// A reconcile in progress; its end is counted when this is dropped (a reconcile cut short at
+/// shutdown too).
+pub struct Processing<'a> {
+    cr: &'a ControllerRuntime,
+    controller: String,
+    id: u64,
+}
+
+impl Drop for Processing<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.cr.running.lock() {
+            running.1.remove(&self.id);
+        }
+        self.cr.worker(&self.controller, -1);
+    }
 }
 
 /// controller-runtime's buckets for `controller_runtime_reconcile_time_seconds`.
@@ -73,6 +119,14 @@ impl ControllerRuntime {
             }),
             max_concurrent_reconciles: Family::default(),
             active_workers: Family::default(),
+            work_duration_seconds: Family::new_with_constructor(|| {
+                Histogram::new(work_duration_buckets())
+            }),
+            unfinished_work_seconds: Family::default(),
+            longest_running_processor_seconds: Family::default(),
+            retries_total: Family::default(),
+            running: Mutex::new((0, HashMap::new())),
+            known: Mutex::new(Vec::new()),
         };
         // prometheus_client adds `_total` to counters.
         registry.register(
@@ -100,7 +154,90 @@ impl ControllerRuntime {
             "Number of currently used workers per controller",
             c.active_workers.clone(),
         );
+        registry.register(
+            "workqueue_work_duration_seconds",
+            "How long in seconds processing an item from workqueue takes.",
+            c.work_duration_seconds.clone(),
+        );
+        registry.register(
+            "workqueue_unfinished_work_seconds",
+            "How many seconds of work has been done that is in progress and hasn't been \
+             observed by work_duration. Large values indicate stuck threads. One can deduce the \
+             number of stuck threads by observing the rate at which this increases.",
+            c.unfinished_work_seconds.clone(),
+        );
+        registry.register(
+            "workqueue_longest_running_processor_seconds",
+            "How many seconds has the longest running processor for workqueue been running.",
+            c.longest_running_processor_seconds.clone(),
+        );
+        registry.register(
+            "workqueue_retries",
+            "Total number of retries handled by workqueue",
+            c.retries_total.clone(),
+        );
         c
+    }
+
+    fn queue(controller: &str) -> QueueLabels {
+        let name = format!("{controller}-controller");
+        QueueLabels {
+            name: name.clone(),
+            controller: name,
+        }
+    }
+
+    /// A reconcile starts: a worker is busy until the returned guard is dropped.
+    pub fn processing(&self, controller: &str) -> Processing<'_> {
+        self.worker(controller, 1);
+        let id = match self.running.lock() {
+            Ok(mut running) => {
+                running.0 += 1;
+                let id = running.0;
+                running
+                    .1
+                    .insert(id, (controller.to_string(), Instant::now()));
+                id
+            }
+            Err(_) => 0,
+        };
+        Processing {
+            cr: self,
+            controller: controller.to_string(),
+            id,
+        }
+    }
+
+    /// The gauges of work in progress, as of now (set when the metrics are read).
+    fn measure_running(&self) {
+        let Ok(running) = self.running.lock() else {
+            return;
+        };
+        let mut per: HashMap<&str, (f64, f64)> = HashMap::new();
+        for (controller, start) in running.1.values() {
+            let secs = start.elapsed().as_secs_f64();
+            let e = per.entry(controller.as_str()).or_default();
+            e.0 += secs;
+            e.1 = e.1.max(secs);
+        }
+        // Every controller known, so that an idle one reads 0 rather than its last value.
+        for labels in self.known_queues() {
+            let (sum, longest) = per
+                .get(labels.name.trim_end_matches("-controller"))
+                .copied()
+                .unwrap_or_default();
+            self.unfinished_work_seconds.get_or_create(&labels).set(sum);
+            self.longest_running_processor_seconds
+                .get_or_create(&labels)
+                .set(longest);
+        }
+    }
+
+    fn known_queues(&self) -> Vec<QueueLabels> {
+        let Ok(known) = self.known.lock() else {
+            return Vec::new();
+        };
+        known.iter().map(|c| Self::queue(c)).collect()
     }
 
     /// PKO's name for a controller (`stack` -> `stack-controller`).
@@ -113,6 +250,14 @@ impl ControllerRuntime {
     /// A controller starts: its concurrency (0 for the Program controller: unbounded), and
     /// every result at zero, as controller-runtime does.
     pub fn started(&self, controller: &str, concurrency: u16) {
+        if let Ok(mut known) = self.known.lock()
+            && !known.iter().any(|k| k == controller)
+        {
+            known.push(controller.to_string());
+        }
+        let queue = Self::queue(controller);
+        let _ = self.retries_total.get_or_create(&queue);
+        let _ = self.work_duration_seconds.get_or_create(&queue);
         let label = Self::label(controller);
         self.max_concurrent_reconciles
             .get_or_create(&label)
@@ -133,6 +278,14 @@ impl ControllerRuntime {
     }
 
     fn finished(&self, controller: &str, outcome: Outcome, seconds: f64) {
+        let queue = Self::queue(controller);
+        self.work_duration_seconds
+            .get_or_create(&queue)
+            .observe(seconds);
+        if outcome == Outcome::Error {
+            // controller-runtime puts a failed item back rate-limited: a retry.
+            self.retries_total.get_or_create(&queue).inc();
+        }
         let label = Self::label(controller);
         self.reconcile_time_seconds
             .get_or_create(&label)
@@ -238,6 +391,7 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
+        self.controller_runtime.measure_running();
         let mut out = String::new();
         if let Ok(reg) = self.registry.lock() {
             let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
@@ -279,11 +433,37 @@ mod tests {
         let m = Metrics::default();
         let cr = &m.controller_runtime;
         cr.started("stack", 25);
-        cr.worker("stack", 1);
+        let running = cr.processing("stack");
         m.reconciled("stack", Outcome::Success, 0.02);
         m.reconciled("stack", Outcome::Error, 0.3);
-        cr.worker("stack", -1);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let busy = m.render();
+        let seconds = |text: &str, metric: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(metric))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{metric} missing in:\n{text}"))
+        };
+        let queue = "{name=\"stack-controller\",controller=\"stack-controller\"}";
+        assert!(
+            seconds(
+                &busy,
+                &format!("workqueue_longest_running_processor_seconds{queue}")
+            ) >= 0.02
+        );
+        assert!(seconds(&busy, &format!("workqueue_unfinished_work_seconds{queue}")) >= 0.02);
+        assert!(
+            busy.contains("controller_runtime_active_workers{controller=\"stack-controller\"} 1")
+        );
+        drop(running);
         let text = m.render();
+        assert_eq!(
+            seconds(
+                &text,
+                &format!("workqueue_longest_running_processor_seconds{queue}")
+            ),
+            0.0
+        );
         for needle in [
             "controller_runtime_reconcile_total{controller=\"stack-controller\",result=\"success\"} 1",
             "controller_runtime_reconcile_total{controller=\"stack-controller\",result=\"error\"} 1",
@@ -293,6 +473,9 @@ mod tests {
             "controller_runtime_reconcile_time_seconds_bucket{le=\"0.025\",controller=\"stack-controller\"} 1",
             "controller_runtime_max_concurrent_reconciles{controller=\"stack-controller\"} 25",
             "controller_runtime_active_workers{controller=\"stack-controller\"} 0",
+            "workqueue_retries_total{name=\"stack-controller\",controller=\"stack-controller\"} 1",
+            "workqueue_work_duration_seconds_count{name=\"stack-controller\",controller=\"stack-controller\"} 2",
+            "workqueue_work_duration_seconds_bucket{le=\"0.1\",name=\"stack-controller\",controller=\"stack-controller\"} 1",
         ] {
             assert!(text.contains(needle), "{needle} missing in:\n{text}");
         }

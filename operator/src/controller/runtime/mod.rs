@@ -174,7 +174,7 @@ pub async fn run<K, C>(
         );
         async move {
             let metrics = ctx.metrics();
-            metrics.controller_runtime.worker(name, 1);
+            let running = metrics.controller_runtime.processing(name);
             let started = Instant::now();
             let result = reconcile(obj, Arc::clone(&ctx)).await;
             let outcome = match &result {
@@ -183,7 +183,7 @@ pub async fn run<K, C>(
                 Err(_) => Outcome::Error,
             };
             metrics.reconciled(name, outcome, started.elapsed().as_secs_f64());
-            metrics.controller_runtime.worker(name, -1);
+            drop(running);
             if result.is_ok() {
                 failures.succeeded(&key);
             }
