@@ -76,7 +76,7 @@ fn the_fetch_image_copies_the_binary_the_crate_builds_and_runs_it_without_a_shel
 }
 
 #[test]
-fn the_operator_image_holds_the_manager_and_the_static_agent_and_no_shell() {
+fn the_operator_image_holds_the_manager_the_static_agent_and_fetch_and_no_shell() {
     let bins = bin_names("operator/Cargo.toml");
     for b in ["operator", "agent"] {
         assert!(
@@ -92,7 +92,8 @@ fn the_operator_image_holds_the_manager_and_the_static_agent_and_no_shell() {
     assert!(
         build.contains("-p operator")
             && build.contains("--bin operator")
-            && build.contains("--bin agent"),
+            && build.contains("--bin agent")
+            && build.contains("-p fetch --bin fetch"),
         "{build}"
     );
     let target = build
@@ -107,12 +108,21 @@ fn the_operator_image_holds_the_manager_and_the_static_agent_and_no_shell() {
     let stages: Vec<&str> = docker.split("\nFROM ").collect();
     let last = stages.last().unwrap();
     assert!(last.starts_with("scratch"), "final stage is FROM scratch");
-    for (bin, at) in [("operator", "/operator"), ("agent", "/agent")] {
+    // fetch too: the workspace pods' fetch container runs from this image by default.
+    for (bin, at) in [
+        ("operator", "/operator"),
+        ("agent", "/agent"),
+        ("fetch", "/fetch"),
+    ] {
         assert!(
             last.contains(&format!("/src/target/{target}/release/{bin} {at}")),
             "final stage copies {bin} to {at}:\n{last}"
         );
     }
+    assert!(
+        last.contains("COPY --from=build /aliases/ /"),
+        "PKO's /manager, a symlink made in the build stage:\n{last}"
+    );
     assert!(last.contains("USER 65532:65532"), "non-root");
     assert!(
         last.contains("ENTRYPOINT [\"/operator\"]"),
