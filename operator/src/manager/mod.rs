@@ -452,6 +452,20 @@ enum Lease {
 
 /// With `--leader-elect`, waits for the lease `operator.pulumi.com` in the operator's
 /// namespace (or for a shutdown signal).
+/// Who holds the lease: the pod's (host) name and a random part, as controller-runtime makes
+/// it, so that two replicas with one host name (`hostNetwork` pods on one node) never both
+/// think they lead.
+fn lease_identity(host: Option<String>) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // A fresh RandomState is seeded from the OS's randomness.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let host = host
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "operator".into());
+    format!("{host}_{:016x}", h.finish())
+}
+
 async fn elect(
     flags: &Flags,
     client: &kube::Client,
@@ -460,9 +474,11 @@ async fn elect(
     if !flags.leader_elect() {
         return Ok(Lease::NotElecting);
     }
-    let identity = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| format!("operator-{}", std::process::id()));
+    let identity = lease_identity(
+        std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .ok(),
+    );
     let e = leader::Elector::new(
         client.clone(),
         leader::Config {
@@ -591,6 +607,15 @@ mod tests {
         assert_eq!(stray.kind(), clap::error::ErrorKind::UnknownArgument);
         let typo = Flags::try_parse_pko(["/operator", "--leader-elct"]).unwrap_err();
         assert_eq!(typo.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn lease_identities_differ_for_one_host_name() {
+        let a = lease_identity(Some("pod".into()));
+        let b = lease_identity(Some("pod".into()));
+        assert!(a.starts_with("pod_") && b.starts_with("pod_"), "{a} {b}");
+        assert_ne!(a, b);
+        assert!(lease_identity(None).starts_with("operator_"));
     }
 
     #[test]
