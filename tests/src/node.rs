@@ -370,7 +370,9 @@ impl Node {
                  metricsBindAddress: {ip_addr}:10249\n\
                  clientConnection:\n  kubeconfig: {kc}\n\
                  # It may not write the host's conntrack sysctls.\n\
-                 conntrack:\n  maxPerCore: 0\n  tcpEstablishedTimeout: 0s\n  tcpCloseWaitTimeout: 0s\n",
+                 conntrack:\n  maxPerCore: 0\n  tcpEstablishedTimeout: 0s\n  tcpCloseWaitTimeout: 0s\n\
+                 # A failed sync is retried after this (30 s by default).\n\
+                 iptables:\n  syncPeriod: 10s\n",
                 cidr = network.cluster_cidr(),
                 kc = proxy_kubeconfig.display(),
             ),
@@ -382,6 +384,10 @@ impl Node {
 
         node.wait_ready(&cp.client(), Duration::from_secs(90))
             .await?;
+        // kube-proxy's first sync before anything else writes the node's iptables: a sync that
+        // races kube-router's start fails ("Chain 'KUBE-PROXY-FIREWALL' does not exist") and
+        // leaves the node without Service rules (cluster DNS unreachable) until it is retried.
+        node.wait_kube_proxy_synced(Duration::from_secs(60)).await?;
         // After Ready: kube-router looks its Node object up once, at start.
         if config.enforce_network_policy {
             // kube-router v2.1.0 has reported security flaws: acceptable only because it runs
@@ -432,6 +438,29 @@ impl Node {
             &other.ip.to_string(),
         ])?;
         Ok(())
+    }
+
+    /// Waits until kube-proxy has written the rules of the `kubernetes` Service (every
+    /// cluster has it): its first sync went through.
+    async fn wait_kube_proxy_synced(&mut self, limit: Duration) -> Result<(), NodeError> {
+        let deadline = Instant::now() + limit;
+        let netns = format!("--net=/var/run/netns/{}", self.netns);
+        while Instant::now() < deadline {
+            self.check_running()?;
+            let nat = run("nsenter", &[&netns, "--", "iptables-save", "-t", "nat"])?;
+            if nat.contains("default/kubernetes:https cluster IP") {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Err(NodeError::Timeout {
+            what: format!(
+                "kube-proxy on {} did not write the kubernetes Service's rules",
+                self.name
+            ),
+            secs: limit.as_secs(),
+            detail: self.diagnose(),
+        })
     }
 
     /// Waits until kube-router's health endpoint answers 200: its informers have synced and

@@ -125,7 +125,56 @@ impl Probes<'_> {
             .kubectl(&["logs", "-n", namespace, &name])
             .unwrap_or_else(|e| e);
         let _ = pods.delete(&name, &DeleteParams::default()).await;
-        classify(&log).unwrap_or_else(|| panic!("probe {namespace}/{name} of {url}: {log}"))
+        classify(&log).unwrap_or_else(|| {
+            panic!(
+                "probe {namespace}/{name} of {url}: {log}\n{}{}",
+                self.dns_diagnosis(),
+                self.rc.diagnose()
+            )
+        })
+    }
+
+    /// What decides a lookup from a pod: kube-dns's endpoints as the apiserver has them, and
+    /// each node's iptables rules for the kube-dns address and kube-router's rejects.
+    fn dns_diagnosis(&self) -> String {
+        let mut out = self
+            .rc
+            .kubectl(&[
+                "get",
+                "endpointslices,pods",
+                "-n",
+                "kube-system",
+                "-o",
+                "wide",
+            ])
+            .unwrap_or_else(|e| e);
+        let netns = std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for ns in netns
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with("e2en"))
+        {
+            let rules = std::process::Command::new("nsenter")
+                .arg(format!("--net=/var/run/netns/{ns}"))
+                .args(["--", "iptables-save"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let relevant: Vec<&str> = rules
+                .lines()
+                .filter(|l| l.contains(e2e::in_cluster::DNS_IP) || l.contains("REJECT"))
+                .take(60)
+                .collect();
+            out.push_str(&format!(
+                "\n--- {ns} iptables (kube-dns, REJECT):\n{}",
+                relevant.join("\n")
+            ));
+        }
+        out
     }
 
     /// Probes until the outcome is `want` (a policy change takes effect when kube-router has
