@@ -121,15 +121,7 @@ fn extract(schemas: &Map<String, Value>) -> Value {
         .filter(|(name, _)| marked.contains(name))
         .map(|(name, mut entry)| {
             if let Some(fields) = entry.get_mut("fields").and_then(Value::as_object_mut) {
-                fields.retain(|_, f| {
-                    f.get("listType").is_some()
-                        || f.get("mapType").is_some()
-                        || [f.get("type"), f.get("items")]
-                            .into_iter()
-                            .flatten()
-                            .filter_map(Value::as_str)
-                            .any(|t| marked.contains(t))
-                });
+                fields.retain(|_, f| leads_to_markers(f, &marked));
             }
             (name, entry)
         })
@@ -138,6 +130,17 @@ fn extract(schemas: &Map<String, Value>) -> Value {
         "source": "kube-apiserver /openapi/v3/api/v1 (the tests' Kubernetes pin)",
         "types": kept,
     })
+}
+
+/// Whether a field has a marker or leads to a type in `marked`.
+fn leads_to_markers(field: &Value, marked: &BTreeSet<String>) -> bool {
+    field.get("listType").is_some()
+        || field.get("mapType").is_some()
+        || [field.get("type"), field.get("items")]
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .any(|t| marked.contains(t))
 }
 
 /// The types with a marker of their own, on a field, or on a type they lead to.
@@ -151,15 +154,7 @@ fn leading_to_markers(types: &BTreeMap<String, Value>) -> BTreeSet<String> {
                 .as_object()
                 .into_iter()
                 .flatten()
-                .any(|(_, f)| {
-                    f.get("listType").is_some()
-                        || f.get("mapType").is_some()
-                        || [f.get("type"), f.get("items")]
-                            .into_iter()
-                            .flatten()
-                            .filter_map(Value::as_str)
-                            .any(|t| marked.contains(t))
-                });
+                .any(|(_, f)| leads_to_markers(f, &marked));
             if own || via {
                 marked.insert(name.clone());
             }

@@ -170,17 +170,7 @@ async fn stack_of(rc: &RealCluster, kind: &str, name: &str, dir: &str, greeting:
         )
         .await
         .unwrap_or_else(|e| panic!("{stack}: {e}"));
-    let s = real_node::wait_stack(
-        rc,
-        &stack,
-        Duration::from_secs(240),
-        "Ready after a succeeded update",
-        |s| {
-            condition(s, "Ready").is_some_and(|c| c["status"] == "True")
-                && s["status"]["lastUpdate"]["state"] == "succeeded"
-        },
-    )
-    .await;
+    let s = real_node::wait_ready_after_success(rc, &stack).await;
     assert_eq!(
         s["status"]["outputs"],
         json!({"greeting": greeting}),

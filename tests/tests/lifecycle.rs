@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use support::operator::{shared_state, stack_yaml_with};
 use support::real_node::{self, RealCluster};
-use support::{FluxFixture, condition, events_for, get_json, updates, workspaces};
+use support::{FluxFixture, events_for, get_json, updates, workspaces};
 
 /// Waits until `what` holds, or fails with `detail`'s answer.
 async fn until<F, Fut>(limit: Duration, what: &str, mut check: F, detail: impl AsyncFn() -> String)
@@ -89,17 +89,7 @@ async fn reclaim_delete_update_ttl_and_a_failed_preview_say_what_happened() {
     }
 
     // Reclaim: the update succeeds, then the Workspace (and its pod) goes, said by an event.
-    let s = real_node::wait_stack(
-        &rc,
-        "reclaimed",
-        Duration::from_secs(240),
-        "Ready after a succeeded update",
-        |s| {
-            condition(s, "Ready").is_some_and(|c| c["status"] == "True")
-                && s["status"]["lastUpdate"]["state"] == "succeeded"
-        },
-    )
-    .await;
+    let s = real_node::wait_ready_after_success(&rc, "reclaimed").await;
     assert_eq!(
         s["status"]["outputs"],
         json!({"greeting": "hello"}),

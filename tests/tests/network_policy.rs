@@ -15,9 +15,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 
+use support::FluxFixture;
 use support::operator::{self, flux_ref, stack_yaml_with};
 use support::real_node;
-use support::{FluxFixture, condition};
 
 /// What a connection attempt from a pod came to.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -319,17 +319,7 @@ async fn config_flux_policies_hold_under_a_real_enforcer_across_nodes() {
     )
     .await
     .expect("stack");
-    let stack = real_node::wait_stack(
-        &rc,
-        "app",
-        Duration::from_secs(240),
-        "Ready after a succeeded update",
-        |s| {
-            condition(s, "Ready").is_some_and(|c| c["status"] == "True")
-                && s["status"]["lastUpdate"]["state"] == "succeeded"
-        },
-    )
-    .await;
+    let stack = real_node::wait_ready_after_success(&rc, "app").await;
     assert_eq!(stack["status"]["outputs"], json!({"greeting": "hello"}));
     let node_of = |ns: &str, selector: &str| {
         rc.kubectl(&[

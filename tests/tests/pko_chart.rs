@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use support::operator::{BACKEND, PASSPHRASE, shared_state, state_pod_template};
 use support::real_node::tail_lines;
 use support::real_node::{self, RealCluster};
-use support::{FluxFixture, condition, get_json, stacks};
+use support::{FluxFixture, get_json, stacks};
 
 const NAMESPACE: &str = "pulumi-kubernetes-operator";
 const RELEASE: &str = "pulumi-kubernetes-operator";
@@ -193,17 +193,7 @@ async fn pkos_own_chart_runs_our_image_and_its_flux_example_reaches_ready() {
     }
     fx.wait_revision(&rc.cp, &sha).await;
 
-    let s = real_node::wait_stack(
-        &rc,
-        &name,
-        Duration::from_secs(240),
-        "Ready after a succeeded update",
-        |s| {
-            condition(s, "Ready").is_some_and(|c| c["status"] == "True")
-                && s["status"]["lastUpdate"]["state"] == "succeeded"
-        },
-    )
-    .await;
+    let s = real_node::wait_ready_after_success(&rc, &name).await;
     assert_eq!(
         s["status"]["outputs"],
         json!({"greeting": "hello from PKO's example"}),

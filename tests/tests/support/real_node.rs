@@ -152,3 +152,18 @@ pub async fn wait_stack(
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
 }
+
+/// Waits until Stack `default/<name>` is Ready after a succeeded update (240 s at most).
+pub async fn wait_ready_after_success(rc: &RealCluster, name: &str) -> serde_json::Value {
+    wait_stack(
+        rc,
+        name,
+        std::time::Duration::from_secs(240),
+        "Ready after a succeeded update",
+        |s| {
+            super::condition(s, "Ready").is_some_and(|c| c["status"] == "True")
+                && s["status"]["lastUpdate"]["state"] == "succeeded"
+        },
+    )
+    .await
+}
