@@ -141,26 +141,32 @@ impl Buildah {
 
 /// The `fetch` image, pushed to `registry`.
 pub fn fetch_image(buildah: &Buildah, registry: &Registry) -> Result<String, ImagesError> {
-    ours(buildah, registry, "fetch", &["fetch"])
+    ours(buildah, registry, "fetch", &["fetch"], &[])
 }
 
 /// The operator image (`operator`, also as `/manager`, the static `agent` and `fetch`), pushed
 /// to `registry`.
 pub fn operator_image(buildah: &Buildah, registry: &Registry) -> Result<String, ImagesError> {
+    // PKO's entrypoint, `/manager`.
+    let aliases = [("manager", "operator")];
     ours(
         buildah,
         registry,
         "operator",
         &["operator", "agent", "fetch"],
+        &aliases,
     )
 }
 
-/// `Dockerfile.<name>`'s `prebuilt` stage from `binaries` and the CA bundle, tagged `e2e`.
+/// `Dockerfile.<name>`'s `prebuilt` stage from `binaries`, the CA bundle and `aliases`
+/// (symlinks, `(alias, binary)`, in the context's `aliases/`: the Dockerfile copies that
+/// directory, which keeps them symlinks), tagged `e2e`.
 fn ours(
     buildah: &Buildah,
     registry: &Registry,
     name: &str,
     binaries: &[&str],
+    aliases: &[(&str, &str)],
 ) -> Result<String, ImagesError> {
     let bins = static_binaries()?;
     let context = buildah.context(name)?;
@@ -168,12 +174,11 @@ fn ours(
         copy(&bins.join(b), &context.join(b))?;
     }
     copy(Path::new(CA_BUNDLE), &context.join("ca-certificates.crt"))?;
-    if name == "operator" {
-        // PKO's entrypoint, `/manager`, as a symlink (Dockerfile.operator copies the directory).
-        let aliases = context.join("aliases");
-        std::fs::create_dir_all(&aliases).map_err(|e| ImagesError::Io(aliases.clone(), e))?;
-        std::os::unix::fs::symlink("operator", aliases.join("manager"))
-            .map_err(|e| ImagesError::Io(aliases.join("manager"), e))?;
+    for (alias, binary) in aliases {
+        let dir = context.join("aliases");
+        std::fs::create_dir_all(&dir).map_err(|e| ImagesError::Io(dir.clone(), e))?;
+        std::os::unix::fs::symlink(binary, dir.join(alias))
+            .map_err(|e| ImagesError::Io(dir.join(alias), e))?;
     }
     let dockerfile = crate::control_plane::repo_root().join(format!("Dockerfile.{name}"));
     buildah.build_and_push(

@@ -440,15 +440,23 @@ impl Node {
         Ok(())
     }
 
+    /// The node's iptables rules of `table` (`iptables-save -t`), as kube-proxy and
+    /// kube-router wrote them in its network namespace.
+    pub fn iptables(&self, table: &str) -> Result<String, NodeError> {
+        let netns = format!("--net=/var/run/netns/{}", self.netns);
+        run("nsenter", &[&netns, "--", "iptables-save", "-t", table])
+    }
+
     /// Waits until kube-proxy has written the rules of the `kubernetes` Service (every
     /// cluster has it): its first sync went through.
     async fn wait_kube_proxy_synced(&mut self, limit: Duration) -> Result<(), NodeError> {
         let deadline = Instant::now() + limit;
-        let netns = format!("--net=/var/run/netns/{}", self.netns);
         while Instant::now() < deadline {
             self.check_running()?;
-            let nat = run("nsenter", &[&netns, "--", "iptables-save", "-t", "nat"])?;
-            if nat.contains("default/kubernetes:https cluster IP") {
+            if self
+                .iptables("nat")?
+                .contains("default/kubernetes:https cluster IP")
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(300)).await;

@@ -148,29 +148,20 @@ impl Probes<'_> {
                 "wide",
             ])
             .unwrap_or_else(|e| e);
-        let netns = std::process::Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        for ns in netns
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with("e2en"))
-        {
-            let rules = std::process::Command::new("nsenter")
-                .arg(format!("--net=/var/run/netns/{ns}"))
-                .args(["--", "iptables-save"])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
+        for node in std::iter::once(&self.rc.node).chain(&self.rc.more_nodes) {
+            let rules = ["nat", "filter"]
+                .iter()
+                .map(|t| node.iptables(t).unwrap_or_else(|e| e.to_string()))
+                .collect::<Vec<_>>()
+                .join("\n");
             let relevant: Vec<&str> = rules
                 .lines()
                 .filter(|l| l.contains(e2e::in_cluster::DNS_IP) || l.contains("REJECT"))
                 .take(60)
                 .collect();
             out.push_str(&format!(
-                "\n--- {ns} iptables (kube-dns, REJECT):\n{}",
+                "\n--- {} iptables (kube-dns, REJECT):\n{}",
+                node.name(),
                 relevant.join("\n")
             ));
         }

@@ -128,11 +128,8 @@ fn with_kubernetes_merge_markers(mut crd: CustomResourceDefinition) -> CustomRes
         "Stack" => &["spec", "workspaceTemplate", "spec"],
         _ => return crd,
     };
-    for version in &mut crd.spec.versions {
-        let mut node = version
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut());
+    for root in schemas_mut(&mut crd) {
+        let mut node = Some(root);
         for p in path {
             node = node.and_then(|n| n.properties.as_mut()?.get_mut(*p));
         }
@@ -152,23 +149,29 @@ fn as_lenient_as_pko(mut crd: CustomResourceDefinition) -> CustomResourceDefinit
     if crd.spec.names.list_kind.is_none() {
         crd.spec.names.list_kind = Some(format!("{}List", crd.spec.names.kind));
     }
-    for version in &mut crd.spec.versions {
-        let Some(schema) = version
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-        else {
-            continue;
-        };
-        if let Some(required) = schema.required.as_mut() {
-            required.retain(|r| r != "spec");
-            if required.is_empty() {
-                schema.required = None;
-            }
-        }
+    for schema in schemas_mut(&mut crd) {
+        not_required(schema, "spec");
         referent_names_optional(schema);
     }
     crd
+}
+
+/// The schema of every version.
+fn schemas_mut(crd: &mut CustomResourceDefinition) -> impl Iterator<Item = &mut JSONSchemaProps> {
+    crd.spec
+        .versions
+        .iter_mut()
+        .filter_map(|v| v.schema.as_mut()?.open_api_v3_schema.as_mut())
+}
+
+/// Removes `field` from the schema's required fields (and the list, left empty).
+fn not_required(schema: &mut JSONSchemaProps, field: &str) {
+    if let Some(required) = schema.required.as_mut() {
+        required.retain(|r| r != field);
+        if required.is_empty() {
+            schema.required = None;
+        }
+    }
 }
 
 fn referent_names_optional(schema: &mut JSONSchemaProps) {
@@ -178,11 +181,8 @@ fn referent_names_optional(schema: &mut JSONSchemaProps) {
         .and_then(|p| p.get("name"))
         .and_then(|n| n.description.as_deref())
         .is_some_and(|d| d.starts_with("Name of the referent."));
-    if referent && let Some(required) = schema.required.as_mut() {
-        required.retain(|r| r != "name");
-        if required.is_empty() {
-            schema.required = None;
-        }
+    if referent {
+        not_required(schema, "name");
     }
     for p in schema.properties.iter_mut().flat_map(|m| m.values_mut()) {
         referent_names_optional(p);

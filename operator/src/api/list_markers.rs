@@ -59,7 +59,7 @@ pub const RESOURCE_REQUIREMENTS: &str = "io.k8s.api.core.v1.ResourceRequirements
 pub const SECRET_KEY_SELECTOR: &str = "io.k8s.api.core.v1.SecretKeySelector";
 
 /// The Workspace spec's Kubernetes parts, by path under the spec (the Workspace's, or a
-/// Stack's `workspaceTemplate.spec`); `None`: our own field, marked as PKO marks it.
+/// Stack's `workspaceTemplate.spec`), and how each sits there.
 const IN_WORKSPACE_SPEC: &[(&[&str], Place)] = &[
     (&["podTemplate", "spec"], Place::Object(POD_SPEC)),
     (&["env"], Place::KeyedList(ENV_VAR, "name")),

@@ -103,17 +103,14 @@ impl Settings {
         };
         let agent_image = get("AGENT_IMAGE").unwrap_or_else(|| DEFAULT_AGENT_IMAGE.into());
         let agent_image_pull_policy = policy("AGENT_IMAGE_PULL_POLICY")?;
-        // Without a fetch image of its own, fetch runs from the agent's image, pulled as it is.
-        let (fetch_image, fetch_image_pull_policy) = match get("FETCH_IMAGE") {
-            Some(image) => (image, policy("FETCH_IMAGE_PULL_POLICY")?),
-            None => (
-                agent_image.clone(),
-                match get("FETCH_IMAGE_PULL_POLICY") {
-                    Some(_) => policy("FETCH_IMAGE_PULL_POLICY")?,
-                    None => agent_image_pull_policy.clone(),
-                },
-            ),
+        // Without a fetch image of its own, fetch runs from the agent's image, pulled as it is
+        // unless its own pull policy is given.
+        let fetch_image = get("FETCH_IMAGE");
+        let fetch_image_pull_policy = match (&fetch_image, get("FETCH_IMAGE_PULL_POLICY")) {
+            (None, None) => agent_image_pull_policy.clone(),
+            _ => policy("FETCH_IMAGE_PULL_POLICY")?,
         };
+        let fetch_image = fetch_image.unwrap_or_else(|| agent_image.clone());
         Ok(Settings {
             agent_image,
             agent_image_pull_policy,

@@ -174,10 +174,10 @@ impl Reviewer {
         let _slot = self.reviews.acquire().await.map_err(|_| failed())?;
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
-                user: user.username.clone(),
-                uid: user.uid.clone(),
-                groups: user.groups.clone(),
-                extra: user.extra.clone(),
+                user: user.username,
+                uid: user.uid,
+                groups: user.groups,
+                extra: user.extra,
                 non_resource_attributes: Some(NonResourceAttributes {
                     path: Some(path.to_string()),
                     verb: Some(verb.to_string()),

@@ -49,22 +49,21 @@ pub async fn operator_metrics(rc: &RealCluster) -> String {
         .iter()
         .find_map(|p| p.status.as_ref()?.pod_ip.clone())
         .expect("the operator pod's IP");
-    let scraper = "{\"apiVersion\": \"v1\", \"kind\": \"ServiceAccount\", \"metadata\": {\"name\": \"metrics-scraper\"}}";
-    let stranger = "{\"apiVersion\": \"v1\", \"kind\": \"ServiceAccount\", \"metadata\": {\"name\": \"metrics-stranger\"}}";
-    let binding = format!(
-        "{{\"apiVersion\": \"rbac.authorization.k8s.io/v1\", \"kind\": \"ClusterRoleBinding\", \
-         \"metadata\": {{\"name\": \"metrics-scraper\"}}, \
-         \"roleRef\": {{\"apiGroup\": \"rbac.authorization.k8s.io\", \"kind\": \"ClusterRole\", \
-         \"name\": \"pulumi-kubernetes-operator-metrics-reader\"}}, \
-         \"subjects\": [{{\"kind\": \"ServiceAccount\", \"name\": \"metrics-scraper\", \"namespace\": \"{ns}\"}}]}}"
-    );
+    let account = |name: &str| serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}});
+    let binding = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "metrics-scraper"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "pulumi-kubernetes-operator-metrics-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "metrics-scraper", "namespace": ns}],
+    });
     for (doc, what) in [
-        (scraper, "scraper"),
-        (stranger, "stranger"),
-        (binding.as_str(), "binding"),
+        (account("metrics-scraper"), "scraper"),
+        (account("metrics-stranger"), "stranger"),
+        (binding, "binding"),
     ] {
         rc.cp
-            .apply_yaml(doc, what, ns)
+            .apply_yaml(&doc.to_string(), what, ns)
             .await
             .unwrap_or_else(|e| panic!("{what}: {e}"));
     }

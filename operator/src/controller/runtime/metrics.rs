@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -69,16 +69,15 @@ pub struct ControllerRuntime {
     pub max_concurrent_reconciles: Family<ControllerLabel, Gauge>,
     pub active_workers: Family<ControllerLabel, Gauge>,
     pub work_duration_seconds: Family<QueueLabels, Histogram>,
-    /// The controllers started, for the gauges of work in progress.
-    known: Mutex<Vec<String>>,
     pub unfinished_work_seconds: Family<QueueLabels, Gauge<f64, AtomicU64>>,
     pub longest_running_processor_seconds: Family<QueueLabels, Gauge<f64, AtomicU64>>,
     pub retries_total: Family<QueueLabels, Counter>,
-    running: Mutex<Running>,
+    /// The controllers started, for the gauges of work in progress.
+    known: Mutex<Vec<String>>,
+    /// The reconciles running now, by a number each: (controller, start).
+    running: Mutex<HashMap<u64, (String, Instant)>>,
+    next_id: AtomicU64,
 }
-
-/// The reconciles running now: (controller, start), by a number each, and the last number.
-type Running = (u64, HashMap<u64, (String, Instant)>);
 
 /// controller-runtime's workqueue duration buckets: 10 ns to 1000 s, ×10 each.
 fn work_duration_buckets() -> impl Iterator<Item = f64> {
@@ -96,7 +95,7 @@ pub struct Processing<'a> {
 impl Drop for Processing<'_> {
     fn drop(&mut self) {
         if let Ok(mut running) = self.cr.running.lock() {
-            running.1.remove(&self.id);
+            running.remove(&self.id);
         }
         self.cr.worker(&self.controller, -1);
     }
@@ -125,8 +124,9 @@ impl ControllerRuntime {
             unfinished_work_seconds: Family::default(),
             longest_running_processor_seconds: Family::default(),
             retries_total: Family::default(),
-            running: Mutex::new((0, HashMap::new())),
             known: Mutex::new(Vec::new()),
+            running: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
         };
         // prometheus_client adds `_total` to counters.
         registry.register(
@@ -179,8 +179,9 @@ impl ControllerRuntime {
         c
     }
 
+    /// controller-runtime names a controller's queue after the controller.
     fn queue(controller: &str) -> QueueLabels {
-        let name = format!("{controller}-controller");
+        let name = Self::label(controller).controller;
         QueueLabels {
             name: name.clone(),
             controller: name,
@@ -190,17 +191,10 @@ impl ControllerRuntime {
     /// A reconcile starts: a worker is busy until the returned guard is dropped.
     pub fn processing(&self, controller: &str) -> Processing<'_> {
         self.worker(controller, 1);
-        let id = match self.running.lock() {
-            Ok(mut running) => {
-                running.0 += 1;
-                let id = running.0;
-                running
-                    .1
-                    .insert(id, (controller.to_string(), Instant::now()));
-                id
-            }
-            Err(_) => 0,
-        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(id, (controller.to_string(), Instant::now()));
+        }
         Processing {
             cr: self,
             controller: controller.to_string(),
@@ -210,34 +204,25 @@ impl ControllerRuntime {
 
     /// The gauges of work in progress, as of now (set when the metrics are read).
     fn measure_running(&self) {
-        let Ok(running) = self.running.lock() else {
+        let (Ok(running), Ok(known)) = (self.running.lock(), self.known.lock()) else {
             return;
         };
         let mut per: HashMap<&str, (f64, f64)> = HashMap::new();
-        for (controller, start) in running.1.values() {
+        for (controller, start) in running.values() {
             let secs = start.elapsed().as_secs_f64();
             let e = per.entry(controller.as_str()).or_default();
             e.0 += secs;
             e.1 = e.1.max(secs);
         }
         // Every controller known, so that an idle one reads 0 rather than its last value.
-        for labels in self.known_queues() {
-            let (sum, longest) = per
-                .get(labels.name.trim_end_matches("-controller"))
-                .copied()
-                .unwrap_or_default();
-            self.unfinished_work_seconds.get_or_create(&labels).set(sum);
+        for controller in known.iter() {
+            let (sum, longest) = per.get(controller.as_str()).copied().unwrap_or_default();
+            let queue = Self::queue(controller);
+            self.unfinished_work_seconds.get_or_create(&queue).set(sum);
             self.longest_running_processor_seconds
-                .get_or_create(&labels)
+                .get_or_create(&queue)
                 .set(longest);
         }
-    }
-
-    fn known_queues(&self) -> Vec<QueueLabels> {
-        let Ok(known) = self.known.lock() else {
-            return Vec::new();
-        };
-        known.iter().map(|c| Self::queue(c)).collect()
     }
 
     /// PKO's name for a controller (`stack` -> `stack-controller`).
@@ -279,19 +264,17 @@ impl ControllerRuntime {
 
     fn finished(&self, controller: &str, outcome: Outcome, seconds: f64) {
         let queue = Self::queue(controller);
+        let label = Self::label(controller);
         self.work_duration_seconds
             .get_or_create(&queue)
             .observe(seconds);
-        if outcome == Outcome::Error {
-            // controller-runtime puts a failed item back rate-limited: a retry.
-            self.retries_total.get_or_create(&queue).inc();
-        }
-        let label = Self::label(controller);
         self.reconcile_time_seconds
             .get_or_create(&label)
             .observe(seconds);
         if outcome == Outcome::Error {
             self.reconcile_errors_total.get_or_create(&label).inc();
+            // controller-runtime puts a failed item back rate-limited: a retry.
+            self.retries_total.get_or_create(&queue).inc();
         }
         self.reconcile_total
             .get_or_create(&ResultLabels {
