@@ -480,3 +480,66 @@ fn whatever_pkos_crds_admit_ours_admit_and_our_types_read() {
         problems.into_iter().collect::<Vec<_>>().join("\n")
     );
 }
+
+/// Our fields PKO lacks (README, "Installing the CRDs"): the Stack's `pulumiLogLevel`, and
+/// pinned SSH host keys (`knownHosts`) wherever git credentials are given.
+fn our_addition(problem: &str) -> bool {
+    problem.ends_with(": unknown field")
+        && [
+            ".spec.pulumiLogLevel:",
+            ".spec.gitAuth.sshAuth.knownHosts:",
+            ".spec.workspaceTemplate.spec.git.auth.knownHosts:",
+            ".spec.git.auth.knownHosts:",
+        ]
+        .iter()
+        .any(|f| problem.starts_with(f))
+}
+
+/// What PKO's CRDs would refuse of what ours admit (objects made at random from our schemas),
+/// other than our documented additions: a manifest written against our CRDs still applies if a
+/// user goes back, and the apiserver keeps out of our objects what PKO keeps out of its own.
+#[test]
+fn whatever_ours_admit_pkos_admit_but_our_additions() {
+    use e2e::schema_check::validate;
+    use e2e::schema_sample::Sampler;
+    use std::collections::BTreeSet;
+    const SAMPLES: u64 = 400;
+    let mut problems = BTreeSet::new();
+    for (file, ours) in crd::all() {
+        let pko = pko_crd(file);
+        let kind = pko["spec"]["names"]["kind"]
+            .as_str()
+            .expect("kind")
+            .to_string();
+        for version in pko["spec"]["versions"].as_array().expect("versions") {
+            let name = version["name"].as_str().expect("name");
+            let pko_schema = &version["schema"]["openAPIV3Schema"];
+            let our_schema = serde_json::to_value(schema_of(&ours, name)).expect("schema");
+            for seed in 0..SAMPLES {
+                let mut obj = Sampler::new(seed).value(&our_schema);
+                for key in ["apiVersion", "kind", "metadata"] {
+                    if let Some(o) = obj.as_object_mut() {
+                        o.remove(key);
+                    }
+                }
+                let ours_say = validate(&our_schema, &obj);
+                assert!(
+                    ours_say.is_empty(),
+                    "the sampler broke our schema: {ours_say:?}\n{obj}"
+                );
+                for e in validate(pko_schema, &obj) {
+                    if our_addition(&e) {
+                        continue;
+                    }
+                    problems.insert(format!("{kind} {name}: PKO refuses: {}", general(&e)));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.into_iter().collect::<Vec<_>>().join("\n")
+    );
+}

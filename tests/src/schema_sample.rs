@@ -142,7 +142,11 @@ impl Sampler {
                 out.insert(key.to_string(), self.nested(additional));
             }
         } else if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
-            return self.free_form();
+            // An object kept as written: any object.
+            return match self.free_form() {
+                o @ Value::Object(_) => o,
+                other => json!({ "value": other }),
+            };
         }
         Value::Object(out)
     }

@@ -7,7 +7,7 @@ mod list_markers;
 mod lenient;
 pub mod names;
 pub mod program;
-mod schema;
+pub mod schema;
 pub mod stack;
 pub mod stack_spec;
 pub mod update;

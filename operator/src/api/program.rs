@@ -90,6 +90,7 @@ pub struct ProgramSpec {
 pub struct Configuration {
     /// Type of the value.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    #[schemars(with = "ConfigType")]
     pub config_type: Option<ConfigType>,
     /// Value used when the stack sets none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -224,7 +225,8 @@ pub struct Artifact {
     /// URL the artifact is served at.
     pub url: String,
     /// Revision: the Program's generation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(required)]
     pub revision: Option<String>,
     /// Digest of the tar.gz, `sha256:<hex>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

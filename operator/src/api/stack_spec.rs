@@ -3,13 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::schema;
-use super::update::UpdateSpec;
-use super::workspace::WorkspaceSpec;
+use super::update::{UpdateSpec, UpdateStatus};
+use super::workspace::WorkspaceStatus;
 
 /// The desired state of a Pulumi stack: where its program comes from, how it is configured, and
 /// how and when it is updated.
@@ -376,15 +375,15 @@ pub struct WorkspaceApplyConfiguration {
     pub kind: Option<String>,
     /// Metadata for the Workspace (labels, annotations, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::all_optional::<ObjectMeta>")]
+    #[schemars(schema_with = "schema::template_metadata")]
     pub metadata: Option<serde_json::Value>,
     /// Workspace spec fields to merge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::all_optional::<WorkspaceSpec>")]
+    #[schemars(schema_with = "schema::workspace_template_spec")]
     pub spec: Option<serde_json::Value>,
     /// Ignored; present so a full Workspace manifest can be pasted (as in PKO's schema).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::ignored_object")]
+    #[schemars(schema_with = "schema::template_status::<WorkspaceStatus>")]
     pub status: Option<serde_json::Value>,
 }
 
@@ -400,7 +399,7 @@ pub struct UpdateApplyConfiguration {
     pub kind: Option<String>,
     /// Metadata for the Update (labels, annotations, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::all_optional::<ObjectMeta>")]
+    #[schemars(schema_with = "schema::template_metadata")]
     pub metadata: Option<serde_json::Value>,
     /// Update spec fields to merge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -408,6 +407,6 @@ pub struct UpdateApplyConfiguration {
     pub spec: Option<serde_json::Value>,
     /// Ignored; present so a full Update manifest can be pasted (as in PKO's schema).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::ignored_object")]
+    #[schemars(schema_with = "schema::template_status::<UpdateStatus>")]
     pub status: Option<serde_json::Value>,
 }

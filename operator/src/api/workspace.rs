@@ -213,17 +213,16 @@ pub struct GitAuth {
 #[serde(rename_all = "camelCase")]
 pub struct GitHubAppAuth {
     /// The App's ID.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "appID")]
+    #[serde(skip_serializing_if = "Option::is_none", rename = "appID")]
+    #[schemars(required)]
     pub app_id: Option<SecretKeySelector>,
     /// The installation's ID.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        rename = "installationID"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", rename = "installationID")]
+    #[schemars(required)]
     pub installation_id: Option<SecretKeySelector>,
     /// The App's private key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(required)]
     pub private_key: Option<SecretKeySelector>,
 }
 
