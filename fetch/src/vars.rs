@@ -19,6 +19,8 @@ pub const GIT_SSH_KNOWN_HOSTS: &str = "GIT_SSH_KNOWN_HOSTS";
 pub const GIT_GITHUB_APP_ID: &str = "GIT_GITHUB_APP_ID";
 pub const GIT_GITHUB_APP_INSTALLATION_ID: &str = "GIT_GITHUB_APP_INSTALLATION_ID";
 pub const GIT_GITHUB_APP_PRIVATE_KEY: &str = "GIT_GITHUB_APP_PRIVATE_KEY";
+/// GitHub's API, where the App's token is asked for (GitHub Enterprise: `https://HOST/api/v3`).
+pub const GITHUB_API_URL: &str = "GITHUB_API_URL";
 
 /// The artifact's URL (`status.artifact.url` of the Flux source).
 pub const FLUX_URL: &str = "FLUX_URL";

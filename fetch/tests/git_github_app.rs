@@ -1,223 +1,14 @@
-//! GitHub App credentials: a local HTTPS endpoint stands in for GitHub's API (no real one can
-//! run here). It checks what GitHub checks, the RS256 signature against the App's public key,
-//! the claims, the method, path and headers, and returns an installation token that the git
-//! server then accepts as the password of `x-access-token`.
+//! GitHub App credentials: `e2e::github`'s stand-in for GitHub's API (no real one can run
+//! here) checks what GitHub checks and returns an installation token that the git server then
+//! accepts as the password of `x-access-token`.
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::path::Path;
-use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::net::{IpAddr, Ipv4Addr};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use e2e::git_server::{Credentials, GitServer};
-use rsa::pkcs1v15::{Signature, VerifyingKey};
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::signature::Verifier;
-use rsa::{RsaPrivateKey, RsaPublicKey};
-use sha2::Sha256;
+use e2e::github::{APP_ID, FakeGitHub, INSTALLATION, TOKEN, app_key};
 use support::Volume;
-
-const APP_ID: &str = "424242";
-const INSTALLATION: &str = "31337";
-const TOKEN: &str = "ghs_e2eInstallationToken0123456789";
-
-struct FakeGitHub {
-    addr: SocketAddr,
-    ca_file: tempfile::NamedTempFile,
-    accepted: Arc<AtomicUsize>,
-    rejected: Arc<AtomicUsize>,
-}
-
-/// What GitHub would say about a request, or None if it is right.
-fn check(
-    method: &str,
-    path: &str,
-    headers: &[(String, String)],
-    public: &RsaPublicKey,
-) -> Option<String> {
-    let header = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.as_str())
-    };
-    if method != "POST" || path != format!("/app/installations/{INSTALLATION}/access_tokens") {
-        return Some(format!("Not Found: {method} {path}"));
-    }
-    if header("accept") != Some("application/vnd.github+json") {
-        return Some("wrong Accept header".into());
-    }
-    if header("x-github-api-version").is_none_or(str::is_empty) {
-        return Some("no X-GitHub-Api-Version".into());
-    }
-    if header("user-agent").is_none_or(str::is_empty) {
-        return Some("Request forbidden by administrative rules. Please make sure your request has a User-Agent header".into());
-    }
-    let jwt = header("authorization")?.strip_prefix("Bearer ")?;
-    let parts: Vec<&str> = jwt.split('.').collect();
-    let [h, c, s] = parts[..] else {
-        return Some("A JSON web token could not be decoded".into());
-    };
-    let decode = |p: &str| URL_SAFE_NO_PAD.decode(p).ok();
-    let head: serde_json::Value = serde_json::from_slice(&decode(h)?).ok()?;
-    if head["alg"] != "RS256" {
-        return Some("'alg' must be RS256".into());
-    }
-    let sig = Signature::try_from(decode(s)?.as_slice()).ok()?;
-    if VerifyingKey::<Sha256>::new(public.clone())
-        .verify(format!("{h}.{c}").as_bytes(), &sig)
-        .is_err()
-    {
-        return Some("A JSON web token could not be decoded".into());
-    }
-    let claims: serde_json::Value = serde_json::from_slice(&decode(c)?).ok()?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;
-    let (iat, exp) = (claims["iat"].as_i64()?, claims["exp"].as_i64()?);
-    if claims["iss"].as_str() != Some(APP_ID)
-        && claims["iss"].as_i64().map(|i| i.to_string()).as_deref() != Some(APP_ID)
-    {
-        return Some("'Issuer' claim ('iss') must be the App's ID".into());
-    }
-    if iat > now + 1 || exp <= now || exp - iat > 600 {
-        return Some("'Expiration time' claim ('exp') is too far in the future or past".into());
-    }
-    None
-}
-
-impl FakeGitHub {
-    fn start(public: RsaPublicKey) -> FakeGitHub {
-        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
-        let mut ca_file = tempfile::NamedTempFile::new().expect("ca file");
-        ca_file
-            .write_all(cert.cert.pem().as_bytes())
-            .expect("write ca");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("tls versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into()),
-            )
-            .expect("tls config");
-        let config = Arc::new(config);
-        let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
-        let addr = listener.local_addr().expect("addr");
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let rejected = Arc::new(AtomicUsize::new(0));
-        let (acc, rej) = (accepted.clone(), rejected.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
-                    continue;
-                };
-                let mut tcp = stream;
-                let mut conn = conn;
-                let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
-                let mut reader = BufReader::new(&mut tls);
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    continue;
-                }
-                let mut it = line.split_whitespace();
-                let (method, path) = (
-                    it.next().unwrap_or("").to_string(),
-                    it.next().unwrap_or("").to_string(),
-                );
-                let mut headers = Vec::new();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.split_once(':') {
-                        headers.push((k.trim().to_string(), v.trim().to_string()));
-                    }
-                }
-                let len = headers
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                    .and_then(|(_, v)| v.parse::<usize>().ok())
-                    .unwrap_or(0);
-                let mut body = vec![0; len];
-                let _ = reader.read_exact(&mut body);
-                let (status, reply) = match check(&method, &path, &headers, &public) {
-                    None => {
-                        acc.fetch_add(1, Ordering::SeqCst);
-                        (
-                            "201 Created",
-                            serde_json::json!({"token": TOKEN, "expires_at": "2099-01-01T00:00:00Z"}),
-                        )
-                    }
-                    Some(message) => {
-                        rej.fetch_add(1, Ordering::SeqCst);
-                        ("401 Unauthorized", serde_json::json!({"message": message}))
-                    }
-                };
-                let reply = reply.to_string();
-                let response = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
-                    reply.len()
-                );
-                let _ = tls.write_all(response.as_bytes());
-                let _ = tls.flush();
-                tls.conn.send_close_notify();
-                let _ = tls.flush();
-            }
-        });
-        FakeGitHub {
-            addr,
-            ca_file,
-            accepted,
-            rejected,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("https://{}", self.addr)
-    }
-}
-
-/// An RSA key made by openssl, as PKCS#1 (what GitHub hands out) and its public half.
-fn app_key(dir: &Path, name: &str) -> (String, RsaPublicKey) {
-    let pkcs8 = dir.join(format!("{name}.p8"));
-    let pkcs1 = dir.join(format!("{name}.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&pkcs8)
-        .status()
-        .expect("openssl")
-        .success()
-        && Command::new("openssl")
-            .args(["rsa", "-traditional", "-in"])
-            .arg(&pkcs8)
-            .arg("-out")
-            .arg(&pkcs1)
-            .status()
-            .expect("openssl")
-            .success();
-    assert!(ok, "openssl made the key");
-    let private =
-        RsaPrivateKey::from_pkcs8_pem(&std::fs::read_to_string(&pkcs8).expect("p8")).expect("key");
-    (
-        std::fs::read_to_string(&pkcs1).expect("pem"),
-        private.to_public_key(),
-    )
-}
 
 #[test]
 fn github_app_token_is_exchanged_and_used() {
@@ -237,7 +28,7 @@ fn github_app_token_is_exchanged_and_used() {
     let sha = repo
         .commit(&[("Pulumi.yaml", "name: a\nruntime: yaml\n")], "c")
         .expect("commit");
-    let ca = github.ca_file.path().display().to_string();
+    let ca = github.ca_path().display().to_string();
     let api = github.url();
     let env = |key: &str| {
         vec![
@@ -256,7 +47,7 @@ fn github_app_token_is_exchanged_and_used() {
     v.fetch_git(&git.url("app-repo"), &sha, &pairs, &[])
         .assert_code(0);
     assert!(v.workspace().join("Pulumi.yaml").is_file());
-    assert_eq!(github.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(github.accepted(), 1);
 
     // A key that is not the App's: GitHub refuses, exit 8, its message shown, no key.
     let v = Volume::new();
@@ -267,7 +58,7 @@ fn github_app_token_is_exchanged_and_used() {
         .assert_stderr_has("could not be decoded")
         .assert_stderr_has("GIT_GITHUB_APP_ID");
     assert!(!run.stderr.contains("PRIVATE KEY"), "{}", run.stderr);
-    assert_eq!(github.rejected.load(Ordering::SeqCst), 1);
+    assert_eq!(github.rejected(), 1);
     v.assert_nothing_left();
 
     // Not an RSA key at all: refused before any request.
@@ -279,8 +70,5 @@ fn github_app_token_is_exchanged_and_used() {
     v.fetch_git(&git.url("app-repo"), &sha, &pairs, &[])
         .assert_code(2)
         .assert_stderr_has("GIT_GITHUB_APP_PRIVATE_KEY");
-    assert_eq!(
-        github.accepted.load(Ordering::SeqCst) + github.rejected.load(Ordering::SeqCst),
-        2
-    );
+    assert_eq!(github.accepted() + github.rejected(), 2);
 }

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod control_plane;
 pub mod git_server;
+pub mod github;
 pub mod images;
 pub mod in_cluster;
 pub mod node;

@@ -442,3 +442,139 @@ async fn workspace_shaped_pod_fetches_the_artifact_and_reports_fetch_failures() 
     drop(fx);
     rc.node.stop();
 }
+
+/// A Stack whose repository needs a GitHub App: the operator asks GitHub's API (a stand-in that
+/// checks what GitHub checks) for an installation token with the App's key from a Secret, picks
+/// the commit with it, and hands `fetch` the Secret's keys and the same `GITHUB_API_URL`; a key
+/// that is not the App's stalls the Stack with GitHub's answer, and no key in sight. No node:
+/// the operator's side is what is checked here (`fetch`'s side: fetch/tests/git_github_app.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_resolves_a_github_app_stack_with_an_installation_token() {
+    use e2e::git_server::{Credentials, GitServer};
+    use e2e::github::{APP_ID, FakeGitHub, INSTALLATION, TOKEN, app_key};
+    use serde_json::json;
+    use support::{condition, get_json, stacks, workspaces};
+
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (pem, public) = app_key(keys.path(), "app");
+    let (other_pem, _) = app_key(keys.path(), "other");
+    let github = FakeGitHub::start(public);
+    let git = GitServer::start(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        Credentials {
+            username: "x-access-token".into(),
+            password: TOKEN.into(),
+        },
+    )
+    .expect("git server");
+    let repo = git.create_repo("app-repo").expect("repo");
+    let sha = repo
+        .commit(&[("Pulumi.yaml", support::PROGRAM)], "c")
+        .expect("commit");
+
+    let cp = ControlPlane::start().await.expect("control plane starts");
+    let kubeconfig = support::operator::install(&cp).await;
+    let ca = github.ca_path().display().to_string();
+    let api = github.url();
+    let op = support::operator::start(
+        &cp,
+        &kubeconfig,
+        &[("GITHUB_API_URL", &api), ("SSL_CERT_FILE", &ca)],
+    )
+    .await;
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app"},
+        "stringData": {"appID": APP_ID, "installationID": INSTALLATION,
+                       "privateKey": pem, "notTheAppsKey": other_pem},
+    });
+    cp.apply_yaml(&secret.to_string(), "secret", "default")
+        .await
+        .expect("secret");
+    let from = |key: &str| json!({"type": "Secret", "secret": {"name": "app", "key": key}});
+    for (name, key) in [("gh", "privateKey"), ("gh-wrong", "notTheAppsKey")] {
+        let stack = json!({
+            "apiVersion": "pulumi.com/v1", "kind": "Stack", "metadata": {"name": name},
+            "spec": {"stack": "dev", "projectRepo": git.url("app-repo"), "branch": "main",
+                     "gitAuth": {"githubApp": {"appID": from("appID"),
+                                               "installationID": from("installationID"),
+                                               "privateKey": from(key)}}},
+        });
+        cp.apply_yaml(&stack.to_string(), name, "default")
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+
+    let ws = wait_for(
+        Duration::from_secs(60),
+        "a Workspace at the commit the token let the operator see",
+        || async {
+            get_json(&cp, &workspaces(), "default", "gh")
+                .await
+                .filter(|w| w["spec"]["git"]["ref"] == sha.as_str())
+        },
+    )
+    .await;
+    assert_eq!(
+        ws["spec"]["git"]["auth"]["githubApp"]["privateKey"],
+        json!({"name": "app", "key": "privateKey"}),
+        "{ws:#}"
+    );
+    assert!(github.accepted() >= 1, "the operator asked for a token");
+    let sts: Api<StatefulSet> = Api::namespaced(cp.client(), "default");
+    let set = wait_for(Duration::from_secs(60), "the workspace StatefulSet", || {
+        let sts = sts.clone();
+        async move { sts.get_opt("gh-workspace").await.ok()? }
+    })
+    .await;
+    let fetch = set
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.init_containers)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.name == "fetch")
+        .expect("the fetch container");
+    let env = serde_json::to_value(fetch.env.unwrap_or_default()).expect("env");
+    let var = |n: &str| {
+        env.as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("{n} in {env:#}"))
+    };
+    assert_eq!(var("GITHUB_API_URL")["value"], api.as_str());
+    assert_eq!(
+        var("GIT_GITHUB_APP_PRIVATE_KEY")["valueFrom"]["secretKeyRef"],
+        json!({"name": "app", "key": "privateKey"})
+    );
+
+    let stalled = wait_for(
+        Duration::from_secs(60),
+        "the Stack with the wrong key stalled",
+        || async {
+            let s = get_json(&cp, &stacks(), "default", "gh-wrong").await?;
+            condition(&s, "Stalled").filter(|c| c["status"] == "True")
+        },
+    )
+    .await;
+    let message = stalled["message"].as_str().unwrap_or_default();
+    assert_eq!(stalled["reason"], "SourceUnavailable", "{stalled:#}");
+    assert!(
+        message.contains("could not be decoded") && message.contains("GitHub App"),
+        "{stalled:#}"
+    );
+    assert!(github.rejected() >= 1);
+    assert!(
+        get_json(&cp, &workspaces(), "default", "gh-wrong")
+            .await
+            .is_none(),
+        "no Workspace without a commit"
+    );
+    let log = op.log();
+    for secret in [pem.as_str(), other_pem.as_str(), TOKEN] {
+        let line = secret.lines().nth(1).unwrap_or(secret);
+        assert!(!log.contains(line), "a credential in the operator's log");
+        assert!(!message.contains(line), "a credential in the condition");
+    }
+}

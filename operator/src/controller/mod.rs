@@ -54,7 +54,11 @@ impl Contexts {
                 workspace_events: Arc::clone(&workspace_events),
                 workspace_localhost: settings.workspace_localhost.clone(),
             }),
-            stack: Arc::new(stack::Context::new(client.clone(), Arc::clone(&metrics))),
+            stack: Arc::new(stack::Context::new(
+                client.clone(),
+                Arc::clone(&metrics),
+                settings.github_api_url.clone(),
+            )),
             program: Arc::new(program::Context {
                 client: client.clone(),
                 metrics: Arc::clone(&metrics),

@@ -27,6 +27,10 @@ pub struct Settings {
     pub share_size_limit: Option<String>,
     /// Dial every workspace agent here instead of its Service (local runs: `localhost:50051`).
     pub workspace_localhost: Option<String>,
+    /// GitHub's API for GitHub App credentials (`GITHUB_API_URL`; GitHub Enterprise:
+    /// `https://HOST/api/v3`): used by the operator's own look at the repository and passed to
+    /// `fetch`, so both ask the same GitHub. None: `https://api.github.com`.
+    pub github_api_url: Option<String>,
     /// The operator's namespace and service account (for the tokens it presents to agents).
     pub namespace: String,
     pub service_account: String,
@@ -43,6 +47,10 @@ pub enum SettingsError {
          no limit"
     )]
     ShareSize(String),
+    #[error(
+        "GITHUB_API_URL={0:?} is not an http(s) URL; use e.g. https://github.example.com/api/v3"
+    )]
+    GitHubApi(String),
 }
 
 /// What the share volume may hold unless configured otherwise: room for the agent, a program
@@ -101,6 +109,14 @@ impl Settings {
             Some(v) if is_quantity(&v) => Some(v),
             Some(v) => return Err(SettingsError::ShareSize(v)),
         };
+        let github_api_url = get("GITHUB_API_URL");
+        if let Some(v) = &github_api_url
+            && !["https://", "http://"]
+                .iter()
+                .any(|s| v.strip_prefix(s).is_some_and(|host| !host.is_empty()))
+        {
+            return Err(SettingsError::GitHubApi(v.clone()));
+        }
         let agent_image = get("AGENT_IMAGE").unwrap_or_else(|| DEFAULT_AGENT_IMAGE.into());
         let agent_image_pull_policy = policy("AGENT_IMAGE_PULL_POLICY")?;
         // Without a fetch image of its own, fetch runs from the agent's image, pulled as it is
@@ -119,6 +135,7 @@ impl Settings {
             flux_max_untar_size: untar,
             share_size_limit,
             workspace_localhost: get("WORKSPACE_LOCALHOST"),
+            github_api_url,
             namespace: get("POD_NAMESPACE").unwrap_or_else(|| "pulumi-kubernetes-operator".into()),
             service_account: get("POD_SA_NAME").unwrap_or_else(|| "controller-manager".into()),
         })
@@ -188,6 +205,15 @@ mod tests {
             Settings::from_vars(&vars(&[("FETCH_IMAGE_PULL_POLICY", "sometimes")])).unwrap_err();
         assert!(e.to_string().contains("FETCH_IMAGE_PULL_POLICY"), "{e}");
         assert!(Settings::from_vars(&vars(&[("FLUX_MAX_UNTAR_SIZE_BYTES", "lots")])).is_err());
+        let e =
+            Settings::from_vars(&vars(&[("GITHUB_API_URL", "github.example.com")])).unwrap_err();
+        assert!(e.to_string().contains("GITHUB_API_URL"), "{e}");
+        let s = Settings::from_vars(&vars(&[("GITHUB_API_URL", "https://gh.example/api/v3")]))
+            .expect("valid");
+        assert_eq!(
+            s.github_api_url.as_deref(),
+            Some("https://gh.example/api/v3")
+        );
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Context {
     pub applied: cache::Applied,
     /// The last status written per Stack.
     pub statuses: cache::Statuses,
+    /// GitHub's API, for GitHub App credentials (`Settings::github_api_url`).
+    pub github_api: String,
 }
 
 impl super::runtime::Measured for Context {
@@ -66,8 +68,9 @@ impl super::runtime::Measured for Context {
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, github_api: Option<String>) -> Context {
         Context {
+            github_api: github_api.unwrap_or_else(|| fetch::git::github_app::DEFAULT_API.into()),
             events: Recorder::new(client.clone(), "stack-controller"),
             client,
             metrics,

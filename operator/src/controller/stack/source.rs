@@ -172,9 +172,8 @@ async fn resolve_git(seen: &Seen<'_>) -> Result<Resolved, Halt> {
     let spec = &seen.stack.spec.0;
     let (url, reference) = git::validate(seen.stack).map_err(Stop::spec)?;
     let auth = workspace_spec::workspace_git_auth(seen.stack).map_err(Stop::spec)?;
-    let api = std::env::var("GITHUB_API_URL")
-        .unwrap_or_else(|_| fetch::git::github_app::DEFAULT_API.into());
-    let commit = git::current_commit(&seen.ctx.client, seen.stack, &url, &reference, &api)
+    let api = &seen.ctx.github_api;
+    let commit = git::current_commit(&seen.ctx.client, seen.stack, &url, &reference, api)
         .await
         .map_err(|e| match e {
             git::GitSourceError::Spec(message) => Stop::SpecInvalid {

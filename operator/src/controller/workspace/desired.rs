@@ -191,6 +191,9 @@ fn fetch_container(spec: &WorkspaceSpec, settings: &Settings) -> Option<Value> {
                     vars::GIT_GITHUB_APP_PRIVATE_KEY,
                     &app.private_key,
                 ));
+                if let Some(api) = &settings.github_api_url {
+                    env.push(plain_env(vars::GITHUB_API_URL, api.clone()));
+                }
             }
         }
         return Some(json!({
