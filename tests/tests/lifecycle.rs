@@ -2,7 +2,9 @@
 //! event or a condition: `workspaceReclaimPolicy: Delete` deletes the Workspace after a
 //! successful update (`WorkspaceDeleted`), an Update's `ttlAfterCompleted` (from the Stack's
 //! `updateTemplate`) deletes it once absorbed (`UpdateExpired`), and a `preview: true` Stack
-//! whose program fails says `PreviewFailed` and when it tries again.
+//! whose program fails says `PreviewFailed` and when it tries again; a Stack with
+//! `prerequisites` waits for them (`PrerequisiteNotSatisfied`), runs once they succeed, and asks
+//! one that succeeded too long ago to run again.
 
 mod support;
 
@@ -81,12 +83,34 @@ async fn reclaim_delete_update_ttl_and_a_failed_preview_say_what_happened() {
     reclaim_spec["fluxSource"]["dir"] = json!("good");
     let mut preview = source(json!({"preview": true}));
     preview["fluxSource"]["dir"] = json!("bad");
-    for (name, spec) in [("reclaimed", reclaim_spec), ("previewed", preview)] {
+    let after = prerequisite_on("before", "1h");
+    for (name, spec) in [
+        ("reclaimed", reclaim_spec),
+        ("previewed", preview),
+        ("after", after),
+    ] {
         rc.cp
             .apply_yaml(&stack_yaml_with(name, pulumi, spec), name, "default")
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+
+    // A prerequisite that does not exist: the Stack waits, saying for what, and runs nothing.
+    let waiting = real_node::wait_stack(
+        &rc,
+        "after",
+        Duration::from_secs(60),
+        "PrerequisiteNotSatisfied",
+        |s| {
+            support::condition(s, "Reconciling").is_some_and(|c| {
+                c["reason"] == "PrerequisiteNotSatisfied"
+                    && c["message"]
+                        == "prerequisite not satisfied for \"before\": prerequisite not found"
+            })
+        },
+    )
+    .await;
+    assert!(waiting["status"]["lastUpdate"].is_null(), "{waiting:#}");
 
     // Reclaim: the update succeeds, then the Workspace (and its pod) goes, said by an event.
     let s = real_node::wait_ready_after_success(&rc, "reclaimed").await;
@@ -181,5 +205,78 @@ async fn reclaim_delete_update_ttl_and_a_failed_preview_say_what_happened() {
             .is_some_and(|m| m.contains("preview failed") && m.contains("next attempt")),
         "{c:#}"
     );
+
+    // The prerequisite appears and succeeds: the waiting Stack runs then, not before.
+    rc.cp
+        .apply_yaml(
+            &stack_yaml_with("before", pulumi, good()),
+            "before",
+            "default",
+        )
+        .await
+        .expect("before");
+    let after = real_node::wait_ready_after_success(&rc, "after").await;
+    let before = get_json(&rc.cp, &support::stacks(), "default", "before")
+        .await
+        .expect("before");
+    let resynced = |s: &Value| {
+        s["status"]["lastUpdate"]["lastResyncTime"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .unwrap_or_else(|| panic!("no lastResyncTime: {s:#}"))
+    };
+    assert_eq!(before["status"]["lastUpdate"]["state"], "succeeded");
+    assert!(
+        resynced(&after) >= resynced(&before),
+        "{after:#}\n{before:#}"
+    );
+
+    // A prerequisite that succeeded longer ago than required is asked to run again (a
+    // reconcile request naming its last Update), and the dependent runs after it.
+    let first = before["status"]["lastUpdate"]["name"]
+        .as_str()
+        .expect("before's Update")
+        .to_string();
+    let stale_after = resynced(&before) + jiff::SignedDuration::from_secs(21);
+    while jiff::Timestamp::now() < stale_after {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    rc.cp
+        .apply_yaml(
+            &stack_yaml_with("later", pulumi, prerequisite_on("before", "20s")),
+            "later",
+            "default",
+        )
+        .await
+        .expect("later");
+    let later = real_node::wait_ready_after_success(&rc, "later").await;
+    let before = get_json(&rc.cp, &support::stacks(), "default", "before")
+        .await
+        .expect("before");
+    assert_eq!(
+        before["metadata"]["annotations"]["pulumi.com/reconciliation-request"],
+        format!("after-{first}").as_str(),
+        "{before:#}"
+    );
+    assert_ne!(before["status"]["lastUpdate"]["name"], first.as_str());
+    assert!(
+        resynced(&later) >= resynced(&before),
+        "{later:#}\n{before:#}"
+    );
     drop(fx);
+}
+
+/// The `good` program.
+fn good() -> Value {
+    let mut spec = source(json!({}));
+    spec["fluxSource"]["dir"] = json!("good");
+    spec
+}
+
+/// The `good` program, once `name` has succeeded within `within`.
+fn prerequisite_on(name: &str, within: &str) -> Value {
+    let mut spec = good();
+    spec["prerequisites"] =
+        json!([{"name": name, "requirement": {"succeededWithinDuration": within}}]);
+    spec
 }
