@@ -313,6 +313,16 @@ async fn the_troubleshooting_flow_from_a_flux_source_and_new_revisions() {
             )),
             "{metrics}"
         );
+        // And those of the queue: every reconcile was asked for (an add), and those the
+        // watches asked for waited a measured time; nothing waits now (a failed reconcile's
+        // retry falling due at the scrape may, for a moment).
+        assert!(
+            count(&format!("workqueue_adds_total{queue}"))
+                >= count(&format!("workqueue_work_duration_seconds_count{queue}")),
+            "{metrics}"
+        );
+        assert!(count(&format!("workqueue_queue_duration_seconds_count{queue}")) >= 1);
+        assert!(count(&format!("workqueue_depth{queue}")) <= 1, "{metrics}");
     }
     assert!(
         metrics.contains(

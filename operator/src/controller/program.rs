@@ -143,7 +143,13 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (reader, programs) = runtime::primary(ctx.client.clone(), predicates::generation, |_| {});
+    let (reader, programs, _) = runtime::primary(
+        ctx.client.clone(),
+        CONTROLLER,
+        Arc::clone(&ctx.metrics),
+        predicates::generation,
+        |_| {},
+    );
     let store = reader.clone();
     let gauge_ctx = Arc::clone(&ctx);
     tokio::spawn(async move {

@@ -1,11 +1,11 @@
 //! Prometheus metrics: PKO's stack gauges (`stacks_active`, `stacks_failing`,
 //! `programs_active`), per-controller reconcile counts, failures and durations, and the
 //! reconcile metrics controller-runtime gives PKO (`controller_runtime_*`, with PKO's
-//! controller names), so dashboards and alerts written for PKO keep working. Of its workqueue
-//! metrics, those that describe the work (`workqueue_work_duration_seconds`,
-//! `_unfinished_work_seconds`, `_longest_running_processor_seconds`, `_retries_total`) are
-//! served; those that describe the queue itself (`_depth`, `_adds_total`,
-//! `_queue_duration_seconds`) are not: kube-runtime's scheduler does not expose its queue.
+//! controller names), so dashboards and alerts written for PKO keep working, with its
+//! workqueue metrics: those of the work from the reconciles (`workqueue_work_duration_seconds`,
+//! `_unfinished_work_seconds`, `_longest_running_processor_seconds`, `_retries_total`), those
+//! of the queue itself (`_depth`, `_adds_total`, `_queue_duration_seconds`) from a model of it
+//! (`queue`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -72,6 +72,7 @@ pub struct ControllerRuntime {
     pub unfinished_work_seconds: Family<QueueLabels, Gauge<f64, AtomicU64>>,
     pub longest_running_processor_seconds: Family<QueueLabels, Gauge<f64, AtomicU64>>,
     pub retries_total: Family<QueueLabels, Counter>,
+    pub queues: super::queue::Queues,
     /// The controllers started, for the gauges of work in progress.
     known: Mutex<Vec<String>>,
     /// The reconciles running now, by a number each: (controller, start).
@@ -80,7 +81,7 @@ pub struct ControllerRuntime {
 }
 
 /// controller-runtime's workqueue duration buckets: 10 ns to 1000 s, ×10 each.
-fn work_duration_buckets() -> impl Iterator<Item = f64> {
+pub(super) fn work_duration_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(10e-9, 10.0, 12)
 }
 
@@ -124,6 +125,7 @@ impl ControllerRuntime {
             unfinished_work_seconds: Family::default(),
             longest_running_processor_seconds: Family::default(),
             retries_total: Family::default(),
+            queues: super::queue::Queues::register(registry),
             known: Mutex::new(Vec::new()),
             running: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
@@ -180,7 +182,7 @@ impl ControllerRuntime {
     }
 
     /// controller-runtime names a controller's queue after the controller.
-    fn queue(controller: &str) -> QueueLabels {
+    pub(super) fn queue(controller: &str) -> QueueLabels {
         let name = Self::label(controller).controller;
         QueueLabels {
             name: name.clone(),
@@ -241,6 +243,7 @@ impl ControllerRuntime {
             known.push(controller.to_string());
         }
         let queue = Self::queue(controller);
+        self.queues.started(controller);
         let _ = self.retries_total.get_or_create(&queue);
         let _ = self.work_duration_seconds.get_or_create(&queue);
         let label = Self::label(controller);
@@ -375,6 +378,7 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self) -> String {
         self.controller_runtime.measure_running();
+        self.controller_runtime.queues.measure(Instant::now());
         let mut out = String::new();
         if let Ok(reg) = self.registry.lock() {
             let _ = prometheus_client::encoding::text::encode(&mut out, &reg);

@@ -13,6 +13,7 @@ pub mod events;
 pub mod leader;
 pub mod merge;
 pub mod metrics;
+pub mod queue;
 pub mod status_queue;
 
 use std::collections::HashMap;
@@ -25,7 +26,7 @@ use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -33,6 +34,7 @@ use tracing::{Instrument, info_span, warn};
 
 use super::Error;
 use metrics::{Metrics, Outcome};
+pub use queue::Feeds;
 
 /// The first retry after a failed reconcile.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
@@ -119,19 +121,32 @@ pub fn fingerprint(parts: impl Hash) -> Option<u64> {
 
 /// The watch of a controller's own kind in all namespaces: each object slimmed into the store
 /// the controller reads, `gone` called with each deleted one (so what is remembered of it goes
-/// too), and only the changes `trigger` notices passed on to be reconciled.
+/// too, its place in the queue model included), and only the changes `trigger` notices passed
+/// on to be reconciled. With it, the [`Feeds`] through which the controller's other triggers
+/// go, so the queue model sees them.
 pub fn primary<K>(
     client: Client,
+    controller: &'static str,
+    metrics: Arc<Metrics>,
     trigger: fn(&K) -> Option<u64>,
     gone: impl Fn(&K) + Send + 'static,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    Feeds<K>,
 )
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
+    let feeds = Feeds::new(controller, Arc::clone(&metrics), reader.clone());
+    let gone = move |o: &K| {
+        metrics
+            .controller_runtime
+            .queues
+            .forget(controller, &queue::key(&ObjectRef::from_obj(o)));
+        gone(o)
+    };
     let objects = cache::on_delete(
         watcher(Api::<K>::all(client), watcher::Config::default())
             .default_backoff()
@@ -141,7 +156,20 @@ where
     )
     .applied_objects()
     .predicate_filter(trigger, Default::default());
-    (reader, objects)
+    (reader, feeds.own(objects), feeds)
+}
+
+/// The watch of another kind, every object that changes or goes (what `Controller::owns` and
+/// `Controller::watches` make themselves, made here so that it can go through [`Feeds`]). An
+/// `Api<PartialObjectMeta<T>>` watches metadata only, as `Controller::owns` does.
+pub fn touched<T>(
+    api: Api<T>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<T, watcher::Error>> + Send + 'static
+where
+    T: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    watcher(api, config).default_backoff().touched_objects()
 }
 
 /// Runs `controller` (its watches already set) until `shutdown` resolves, then lets running
@@ -174,9 +202,13 @@ pub async fn run<K, C>(
         );
         async move {
             let metrics = ctx.metrics();
+            let queues = &metrics.controller_runtime.queues;
+            let queued = queue::key(&ObjectRef::from_obj(obj.as_ref()));
+            queues.taken(name, &queued, Instant::now());
             let running = metrics.controller_runtime.processing(name);
             let started = Instant::now();
             let result = reconcile(obj, Arc::clone(&ctx)).await;
+            queues.done(name, &queued);
             let outcome = match &result {
                 Ok(a) if *a == Action::await_change() => Outcome::Success,
                 Ok(_) => Outcome::RequeueAfter,
@@ -204,6 +236,12 @@ pub async fn run<K, C>(
             "reconcile failed"
         );
         ctx.metrics().failure(name, err.kind());
+        ctx.metrics().controller_runtime.queues.retry_after(
+            name,
+            queue::key(&ObjectRef::from_obj(obj.as_ref())),
+            wait,
+            Instant::now(),
+        );
         Action::requeue(wait)
     };
     controller

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -72,9 +72,13 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let forget = Arc::clone(&ctx);
-    let (reader, stacks) = runtime::primary(client.clone(), stack_trigger, move |s: &Stack| {
-        forget_stack(&forget, s)
-    });
+    let (reader, stacks, feeds) = runtime::primary(
+        client.clone(),
+        CONTROLLER,
+        Arc::clone(&ctx.metrics),
+        stack_trigger,
+        move |s: &Stack| forget_stack(&forget, s),
+    );
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     ctx.flux_watches.wire(tx, reader.clone());
     let flux_wakeups =
@@ -91,20 +95,21 @@ pub async fn run(
         &ctx.workspaces,
     );
     let controller = Controller::for_stream(stacks, reader)
-        .owns_stream(workspaces)
-        .owns(
-            Api::<Update>::all(client.clone()),
+        .owns_stream(feeds.owned(workspaces))
+        .owns_stream(feeds.owned(runtime::touched(
+            Api::<PartialObjectMeta<Update>>::all(client.clone()),
             watcher::Config::default().labels(&selector),
+        )))
+        .watches_stream(
+            runtime::touched(
+                Api::<Program>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+            feeds.mapped(move |p: Program| program_users(&users, &p)),
         )
-        .watches(
-            Api::<Program>::all(client.clone()),
-            watcher::Config::default(),
-            move |p: Program| program_users(&users, &p),
-        )
-        .watches(
-            Api::<Stack>::all(client),
-            watcher::Config::default(),
-            move |s: Stack| {
+        .watches_stream(
+            runtime::touched(Api::<Stack>::all(client), watcher::Config::default()),
+            feeds.mapped(move |s: Stack| {
                 if s.status
                     .as_ref()
                     .and_then(|st| st.last_update.as_ref())
@@ -115,9 +120,9 @@ pub async fn run(
                 } else {
                     Vec::new()
                 }
-            },
+            }),
         )
-        .reconcile_on(flux_wakeups);
+        .reconcile_on(feeds.requests(flux_wakeups));
     let reconciler: runtime::Reconcile<Stack, Context> = |s, ctx| Box::pin(reconcile(s, ctx));
     runtime::run(
         controller,

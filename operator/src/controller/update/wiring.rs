@@ -49,18 +49,23 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (reader, updates) = runtime::primary(client.clone(), update_trigger, |_| {});
+    let (reader, updates, feeds) = runtime::primary(
+        client.clone(),
+        CONTROLLER,
+        Arc::clone(&ctx.metrics),
+        update_trigger,
+        |_| {},
+    );
     let store = reader.clone();
-    let controller = Controller::for_stream(updates, reader).watches(
-        Api::<Workspace>::all(client),
-        watcher::Config::default(),
-        move |ws: Workspace| {
+    let controller = Controller::for_stream(updates, reader).watches_stream(
+        runtime::touched(Api::<Workspace>::all(client), watcher::Config::default()),
+        feeds.mapped(move |ws: Workspace| {
             if workspace::is_ready(&ws) {
                 waiting_on(&store, &ws)
             } else {
                 Vec::new()
             }
-        },
+        }),
     );
     let reconciler: runtime::Reconcile<Update, Context> = |u, ctx| Box::pin(reconcile(u, ctx));
     runtime::run(

@@ -25,8 +25,10 @@ pub async fn run(
     let client = ctx.client.clone();
     let selector = format!("{}={}", label::AUTO_COMPONENT, label::COMPONENT_WORKSPACE);
     let forget = Arc::clone(&ctx);
-    let (reader, workspaces) = runtime::primary(
+    let (reader, workspaces, feeds) = runtime::primary(
         client.clone(),
+        CONTROLLER,
+        Arc::clone(&ctx.metrics),
         predicates::generation,
         move |ws: &Workspace| forget_workspace(&forget, ws),
     );
@@ -47,12 +49,15 @@ pub async fn run(
     );
     let pods = cache::watched(Api::<Pod>::all(client), owned, cache::slim_pod, &ctx.pods);
     let controller = Controller::for_stream(workspaces, reader)
-        .owns_stream(statefulsets)
-        .owns_stream(services)
-        .watches_stream(pods, |pod: Pod| {
-            let ws = pod.labels().get(label::WORKSPACE_NAME)?.clone();
-            Some(ObjectRef::new(&ws).within(&pod.namespace()?))
-        });
+        .owns_stream(feeds.owned(statefulsets))
+        .owns_stream(feeds.owned(services))
+        .watches_stream(
+            pods,
+            feeds.mapped(|pod: Pod| {
+                let ws = pod.labels().get(label::WORKSPACE_NAME)?.clone();
+                Some(ObjectRef::new(&ws).within(&pod.namespace()?))
+            }),
+        );
     let reconciler: runtime::Reconcile<Workspace, Context> = |w, ctx| Box::pin(reconcile(w, ctx));
     runtime::run(
         controller,
