@@ -3,7 +3,8 @@
 //! policies `flux install` puts in `flux-system`: ingress from `flux-system` only) and this
 //! operator installed on the first node, which is then cordoned, so every pod the test starts
 //! (workspace pods, probes) runs on the second. What config/flux/README.md promises is checked
-//! the way it tells users to check it: a pod `wget`s the artifact URL.
+//! the way it tells users to check it: a pod `wget`s the artifact URL. And what a user sees when
+//! a policy keeps the operator from the agent: the Workspace's `ConnectionFailed`.
 
 mod support;
 
@@ -15,9 +16,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 
-use support::FluxFixture;
 use support::operator::{self, flux_ref, stack_yaml_with};
 use support::real_node;
+use support::{FluxFixture, condition, events_for, get_json, stacks, wait_for, workspaces};
 
 /// What a connection attempt from a pod came to.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -357,6 +358,58 @@ async fn config_flux_policies_hold_under_a_real_enforcer_across_nodes() {
             "a pod in {ns} reaching the agent"
         );
     }
+
+    // Without config/flux/workspace-rpc, the namespace's default deny keeps the operator from
+    // the agent too: the Workspace says so (ConnectionFailed, a ConnectionFailure event each
+    // time) and the next revision waits; with the policy back, it is deployed.
+    rc.kubectl(&["delete", "-n", "default", "-k", &rpc.display().to_string()])
+        .expect("delete workspace-rpc");
+    let second_sha = fx
+        .repo
+        .commit(
+            &[("app/Pulumi.yaml", &program.replace("hello", "bonjour"))],
+            "two",
+        )
+        .expect("commit");
+    fx.request_reconcile(cp).await;
+    fx.wait_revision(cp, &second_sha).await;
+    let refused = wait_for(
+        Duration::from_secs(180),
+        "the Workspace to say the agent cannot be reached",
+        || async {
+            let ws = get_json(cp, &workspaces(), "default", "app").await?;
+            let ready = condition(&ws, "Ready")?;
+            let events = events_for(cp, "default", "Workspace", "app").await;
+            (ready["reason"] == "ConnectionFailed"
+                && events
+                    .iter()
+                    .any(|(t, r, _)| t == "Warning" && r == "ConnectionFailure"))
+            .then_some(ready)
+        },
+    )
+    .await;
+    assert_eq!(refused["status"], "False", "{refused:#}");
+    let stack = get_json(cp, &stacks(), "default", "app")
+        .await
+        .expect("the Stack");
+    assert_eq!(stack["status"]["outputs"], json!({"greeting": "hello"}));
+    rc.kubectl(&[
+        "apply",
+        "-n",
+        "default",
+        "--server-side",
+        "-k",
+        &rpc.display().to_string(),
+    ])
+    .expect("workspace-rpc again");
+    real_node::wait_stack(
+        &rc,
+        "app",
+        Duration::from_secs(240),
+        "the second revision deployed",
+        |s| s["status"]["outputs"] == json!({"greeting": "bonjour"}),
+    )
+    .await;
 
     // The restricted variant admits only the namespaces it lists (default and team-a).
     let flux = e2e::control_plane::repo_root().join("config/flux");

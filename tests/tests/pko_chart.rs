@@ -1,8 +1,9 @@
 //! The drop-in promise, checked as a PKO user would make the switch: PKO v2.9.0's own Helm
 //! chart (from the PKO snapshot, `tests/tools/build.sh pko`), installed by `helm install` on a
-//! real node with nothing changed but the image values, runs our operator image; PKO's own
-//! Flux example (`examples/flux-source`) then reaches Ready and, being `destroyOnFinalize`, is
-//! destroyed when deleted. What the example names that cannot exist here is replaced and
+//! real node with nothing changed but the image values, and PKO's quickstart manifest, applied
+//! with its image replaced, each run our operator image; PKO's own Flux example
+//! (`examples/flux-source`) then reaches Ready and, being `destroyOnFinalize`, is destroyed
+//! when deleted. What the example names that cannot exist here is replaced and
 //! nothing else: its GitHub repository by a git server on loopback (same GitRepository name,
 //! program in the same `random-yaml/` directory, a program without providers, which cannot
 //! be downloaded here), Pulumi Cloud (`PULUMI_ACCESS_TOKEN`) by a file backend, its Pulumi
@@ -146,6 +147,51 @@ async fn pkos_own_chart_runs_our_image_and_its_flux_example_reaches_ready() {
         "Authentication failed"
     );
 
+    pkos_flux_example_reaches_ready_and_is_destroyed(&rc, &pko, &deployment).await;
+}
+
+/// PKO's quickstart manifest (`deploy/quickstart/install.yaml`, what PKO's README tells users
+/// to `kubectl apply -f`), its image replaced by ours and nothing else: the Deployment's
+/// command line (`--metrics-bind-address=:8443`, `--zap-*`, the leader-election variables) is
+/// taken, and PKO's example reaches Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkos_quickstart_manifest_runs_our_image_and_its_flux_example_reaches_ready() {
+    let mut rc = real_node::start().await;
+    rc.install_dependencies()
+        .await
+        .unwrap_or_else(|e| panic!("installing CoreDNS and source-controller: {e}"));
+    let pko = tool_dir("pko", "pulumi-kubernetes-agent").expect("PKO's snapshot (tool pko)");
+    let manifest = std::fs::read_to_string(pko.join("quickstart/install.yaml"))
+        .expect("PKO's quickstart manifest");
+    let theirs = "image: pulumi/pulumi-kubernetes-operator:v2.9.0";
+    assert_eq!(manifest.matches(theirs).count(), 1, "PKO's one image");
+    let ours = manifest.replace(theirs, &format!("image: {}", rc.images.operator));
+    let file = rc.cp.dir().join("pko-quickstart.yaml");
+    std::fs::write(&file, ours).expect("write the manifest");
+    rc.kubectl(&["apply", "-f", &file.display().to_string()])
+        .unwrap_or_else(|e| panic!("kubectl apply -f PKO's quickstart: {e}"));
+    let deployment = "controller-manager";
+    wait_available(
+        &rc.cp,
+        &mut rc.node,
+        NAMESPACE,
+        deployment,
+        "control-plane=controller-manager",
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("PKO's quickstart with our image: {e}"));
+    pkos_flux_example_reaches_ready_and_is_destroyed(&rc, &pko, deployment).await;
+}
+
+/// PKO's `examples/flux-source` under the operator that `deployment` (in [`NAMESPACE`]) runs:
+/// Ready with its outputs, events from PKO's recorder names, no call the manifests' RBAC
+/// refuses, and destroyed when deleted.
+async fn pkos_flux_example_reaches_ready_and_is_destroyed(
+    rc: &RealCluster,
+    pko: &Path,
+    deployment: &str,
+) {
     // PKO's example, with what cannot exist here replaced.
     let example = pko.join("examples/flux-source");
     let mut repository = documents(&example.join("repository.yaml"));
@@ -193,7 +239,7 @@ async fn pkos_own_chart_runs_our_image_and_its_flux_example_reaches_ready() {
     }
     fx.wait_revision(&rc.cp, &sha).await;
 
-    let s = real_node::wait_ready_after_success(&rc, &name).await;
+    let s = real_node::wait_ready_after_success(rc, &name).await;
     assert_eq!(
         s["status"]["outputs"],
         json!({"greeting": "hello from PKO's example"}),
@@ -221,7 +267,7 @@ async fn pkos_own_chart_runs_our_image_and_its_flux_example_reaches_ready() {
     let log = rc
         .kubectl(&["logs", "-n", NAMESPACE, &format!("deploy/{deployment}")])
         .unwrap_or_else(|e| e);
-    // Everything but the metrics' TokenReview above, which the chart does not grant.
+    // Everything but the metrics' TokenReview, which PKO's chart does not grant.
     let forbidden: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("forbidden") && !l.contains("TokenReview was refused"))

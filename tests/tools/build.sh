@@ -337,10 +337,12 @@ build_pko() {
   GOFLAGS=-mod=readonly go build -trimpath \
     -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes-operator/v2/agent/version.Version=$PKO_VERSION" \
     -o "$1/pulumi-kubernetes-agent" ./agent
-  # PKO's Helm chart and examples, which the drop-in test installs and applies with our image.
+  # PKO's Helm chart, quickstart manifest and examples, which the drop-in tests install and
+  # apply with our image.
   cp -r deploy/helm/pulumi-operator "$1/chart"
+  cp -r deploy/quickstart "$1/quickstart"
   cp -r examples "$1/examples"
-  chmod -R u+w "$1/chart" "$1/examples"
+  chmod -R u+w "$1/chart" "$1/quickstart" "$1/examples"
 }
 
 build_coredns() {
