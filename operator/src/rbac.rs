@@ -133,7 +133,8 @@ pub const API_CALLS: &[ApiCall] = &[
         "",
         "pods",
         &["get", "list", "watch", "patch"],
-        "follow the workspace pod (IP, fetch failures); mark it initialized",
+        "follow the workspace pod (IP, fetch failures); mark it initialized; read the \
+         operator's own pod for its image when AGENT_IMAGE is unset",
     ),
     cluster(
         "",

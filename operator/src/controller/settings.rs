@@ -31,6 +31,10 @@ pub struct Settings {
     /// `https://HOST/api/v3`): used by the operator's own look at the repository and passed to
     /// `fetch`, so both ask the same GitHub. None: `https://api.github.com`.
     pub github_api_url: Option<String>,
+    /// Whether `AGENT_IMAGE` and `FETCH_IMAGE` were given; unset, they are the image the
+    /// operator runs from (see [`Settings::with_own_image`]).
+    pub agent_image_given: bool,
+    pub fetch_image_given: bool,
     /// The operator's namespace and service account (for the tokens it presents to agents).
     pub namespace: String,
     pub service_account: String,
@@ -117,11 +121,13 @@ impl Settings {
         {
             return Err(SettingsError::GitHubApi(v.clone()));
         }
+        let agent_image_given = get("AGENT_IMAGE").is_some();
         let agent_image = get("AGENT_IMAGE").unwrap_or_else(|| DEFAULT_AGENT_IMAGE.into());
         let agent_image_pull_policy = policy("AGENT_IMAGE_PULL_POLICY")?;
         // Without a fetch image of its own, fetch runs from the agent's image, pulled as it is
         // unless its own pull policy is given.
         let fetch_image = get("FETCH_IMAGE");
+        let fetch_image_given = fetch_image.is_some();
         let fetch_image_pull_policy = match (&fetch_image, get("FETCH_IMAGE_PULL_POLICY")) {
             (None, None) => agent_image_pull_policy.clone(),
             _ => policy("FETCH_IMAGE_PULL_POLICY")?,
@@ -136,9 +142,27 @@ impl Settings {
             share_size_limit,
             workspace_localhost: get("WORKSPACE_LOCALHOST"),
             github_api_url,
+            agent_image_given,
+            fetch_image_given,
             namespace: get("POD_NAMESPACE").unwrap_or_else(|| "pulumi-kubernetes-operator".into()),
             service_account: get("POD_SA_NAME").unwrap_or_else(|| "controller-manager".into()),
         })
+    }
+}
+
+impl Settings {
+    /// With `image`, the one the operator's own container runs, as the agent's (and fetch's)
+    /// where `AGENT_IMAGE` (`FETCH_IMAGE`) is not given: a manifest that names one image, as
+    /// PKO's quickstart does (PKO falls back to its own release's image), needs nothing more
+    /// when that image is changed to ours.
+    pub fn with_own_image(mut self, image: &str) -> Settings {
+        if !self.agent_image_given {
+            self.agent_image = image.to_string();
+        }
+        if !self.fetch_image_given {
+            self.fetch_image = self.agent_image.clone();
+        }
+        self
     }
 }
 
@@ -197,6 +221,27 @@ mod tests {
         );
         let s = Settings::from_vars(&vars(&[("FETCH_IMAGE_PULL_POLICY", "Never")])).expect("valid");
         assert_eq!(s.fetch_image_pull_policy, "Never");
+    }
+
+    #[test]
+    fn an_unset_image_is_the_operators_own() {
+        let own = "registry.example/ours:1";
+        let s = Settings::default().with_own_image(own);
+        assert_eq!((s.agent_image.as_str(), s.fetch_image.as_str()), (own, own));
+        let s = Settings::from_vars(&vars(&[("AGENT_IMAGE", "reg/agent:2")]))
+            .expect("valid")
+            .with_own_image(own);
+        assert_eq!(
+            (s.agent_image.as_str(), s.fetch_image.as_str()),
+            ("reg/agent:2", "reg/agent:2")
+        );
+        let s = Settings::from_vars(&vars(&[("FETCH_IMAGE", "reg/fetch:3")]))
+            .expect("valid")
+            .with_own_image(own);
+        assert_eq!(
+            (s.agent_image.as_str(), s.fetch_image.as_str()),
+            (own, "reg/fetch:3")
+        );
     }
 
     #[test]

@@ -261,8 +261,18 @@ async fn serve(
 }
 
 pub async fn run(flags: Flags) -> Result<(), ManagerError> {
-    let settings = Settings::from_env()?;
+    let mut settings = Settings::from_env()?;
     let client = client(&flags).await?;
+    if !(settings.agent_image_given && settings.fetch_image_given) {
+        match own_image(&client, &settings.namespace).await {
+            Ok(image) => settings = settings.with_own_image(&image),
+            Err(why) => warn!(
+                agent_image = %settings.agent_image,
+                "AGENT_IMAGE is not set and the operator's own image is unknown ({why}); \
+                 set AGENT_IMAGE to the image workspace pods should run"
+            ),
+        }
+    }
     set_git_timeouts();
     let metrics = Arc::new(Metrics::default());
     let base = program_base_url(&flags);
@@ -450,8 +460,30 @@ enum Lease {
     ShutDown,
 }
 
-/// With `--leader-elect`, waits for the lease `operator.pulumi.com` in the operator's
-/// namespace (or for a shutdown signal).
+/// The image of the operator's own container: of its pod (`POD_NAME`, else the host name, in
+/// `namespace`), the only container, or the one named `manager` (PKO's manifests' name).
+async fn own_image(client: &kube::Client, namespace: &str) -> Result<String, String> {
+    use k8s_openapi::api::core::v1::Pod;
+    // A pod's host name is its name unless its spec says otherwise.
+    let name = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
+        .map(|n| n.trim().to_string())
+        .map_err(|_| "no POD_NAME, HOSTNAME or host name".to_string())?;
+    let pod = kube::Api::<Pod>::namespaced(client.clone(), namespace)
+        .get(&name)
+        .await
+        .map_err(|e| format!("reading pod {namespace}/{name}: {e}"))?;
+    let containers = pod.spec.map(|s| s.containers).unwrap_or_default();
+    let ours = match containers.as_slice() {
+        [only] => Some(only),
+        many => many.iter().find(|c| c.name == "manager"),
+    };
+    ours.and_then(|c| c.image.clone()).ok_or_else(|| {
+        format!("pod {namespace}/{name} has neither a single container nor one named manager")
+    })
+}
+
 /// Who holds the lease: the pod's (host) name and a random part, as controller-runtime makes
 /// it, so that two replicas with one host name (`hostNetwork` pods on one node) never both
 /// think they lead.
@@ -466,6 +498,8 @@ fn lease_identity(host: Option<String>) -> String {
     format!("{host}_{:016x}", h.finish())
 }
 
+/// With `--leader-elect`, waits for the lease `operator.pulumi.com` in the operator's
+/// namespace (or for a shutdown signal).
 async fn elect(
     flags: &Flags,
     client: &kube::Client,
