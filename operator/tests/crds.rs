@@ -108,7 +108,8 @@ fn stack_serves_v1_as_storage_and_v1alpha1_deprecated() {
             "Ready",
             "Reconciling",
             "Stalled",
-            "Permalink"
+            "Permalink",
+            "Suspended"
         ]
     );
     assert!(c.spec.versions[1].additional_printer_columns.is_none());
@@ -481,12 +482,18 @@ fn whatever_pkos_crds_admit_ours_admit_and_our_types_read() {
     );
 }
 
-/// Our fields PKO lacks (README, "Installing the CRDs"): the Stack's `pulumiLogLevel`, and
-/// pinned SSH host keys (`knownHosts`) wherever git credentials are given.
+/// Our fields PKO lacks (README, "Installing the CRDs"): the Stack's `pulumiLogLevel`,
+/// Flux's `suspend` and `lastHandledReconcileAt` (with the request an update is for),
+/// `outputsSecretRef`, and pinned SSH host keys (`knownHosts`) wherever git credentials are
+/// given.
 fn our_addition(problem: &str) -> bool {
     problem.ends_with(": unknown field")
         && [
             ".spec.pulumiLogLevel:",
+            ".spec.suspend:",
+            ".spec.outputsSecretRef:",
+            ".status.lastHandledReconcileAt:",
+            ".status.currentUpdate.reconcileRequestedAt:",
             ".spec.gitAuth.sshAuth.knownHosts:",
             ".spec.workspaceTemplate.spec.git.auth.knownHosts:",
             ".spec.git.auth.knownHosts:",

@@ -14,6 +14,10 @@ pub mod group {
 pub mod label {
     /// Annotation on a Stack; a new value forces a new attempt at once.
     pub const RECONCILE_REQUEST: &str = "pulumi.com/reconciliation-request";
+    /// Flux's request annotation (`flux reconcile` sets it): a new value forces a new attempt
+    /// at once, as [`RECONCILE_REQUEST`] does; `status.lastHandledReconcileAt` says when it has
+    /// been handled.
+    pub const FLUX_RECONCILE_REQUEST: &str = "reconcile.fluxcd.io/requestedAt";
     /// On Workspaces and Updates made by the Stack controller.
     pub const PULUMI_COMPONENT: &str = "pulumi.com/component";
     pub const STACK_NAME: &str = "pulumi.com/stack-name";
@@ -80,6 +84,11 @@ pub mod stack_reason {
     pub const UPDATE_FAILED: &str = "UpdateFailed";
     pub const NAMESPACE_TERMINATING: &str = "NamespaceTerminating";
     pub const UPDATE_CONFLICT: &str = "UpdateConflict";
+    /// Ours: `spec.suspend` is true; Ready keeps its status.
+    pub const SUSPENDED: &str = "Suspended";
+    /// Ours: `spec.outputsSecretRef` cannot be written (an output that is not a valid Secret
+    /// key or that the stack lacks, or a Secret of that name that is not the Stack's).
+    pub const OUTPUTS_SECRET_INVALID: &str = "OutputsSecretInvalid";
 }
 
 /// Condition reasons on Workspaces.

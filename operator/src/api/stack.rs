@@ -31,7 +31,8 @@ pub use super::workspace::ProjectInfo;
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reconciling","type":"string","jsonPath":".status.conditions[?(@.type==\"Reconciling\")].reason"}"#,
     printcolumn = r#"{"name":"Stalled","type":"string","jsonPath":".status.conditions[?(@.type==\"Stalled\")].reason"}"#,
-    printcolumn = r#"{"name":"Permalink","type":"string","jsonPath":".status.lastUpdate.permalink"}"#
+    printcolumn = r#"{"name":"Permalink","type":"string","jsonPath":".status.lastUpdate.permalink"}"#,
+    printcolumn = r#"{"name":"Suspended","type":"boolean","jsonPath":".spec.suspend","priority":10}"#
 )]
 #[serde(transparent)]
 pub struct StackSpecV1(pub StackSpec);
@@ -70,6 +71,11 @@ pub struct StackStatus {
     /// gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_info: Option<ProjectInfo>,
+    /// The last `reconcile.fluxcd.io/requestedAt` value handled: the update it asked for has
+    /// finished (Flux's field, so `flux reconcile`-style tooling can wait on it). Addition
+    /// over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
 }
 
 /// The outcome of the last completed update.
@@ -173,6 +179,10 @@ pub struct CurrentStackUpdate {
     /// Source revision being deployed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// The `reconcile.fluxcd.io/requestedAt` value when the update started. Addition over
+    /// PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile_requested_at: Option<String>,
 }
 
 /// `pulumi.com/v1alpha1`: served for old manifests, deprecated; same spec, smaller status.

@@ -154,6 +154,32 @@ pub struct StackSpec {
     /// `workspaceTemplate.spec.pulumiLogLevel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pulumi_log_level: Option<i32>,
+    /// Flux's suspend: while true, the operator starts no update (no new revision, resync,
+    /// retry or reconcile request is acted on) and does not poll the source; an update already
+    /// running finishes, and deleting the Stack still runs its destroy. Ready keeps its status
+    /// with reason `Suspended`. Setting it back to false is a spec change, so an update runs
+    /// then, with whatever changed meanwhile. Addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+    /// Writes the stack's outputs, after each successful update, to a Secret in the Stack's
+    /// namespace that workloads can mount or read (secret outputs included: it is a Secret).
+    /// Addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs_secret_ref: Option<OutputsSecretRef>,
+}
+
+/// Where a Stack's outputs are written, and which.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputsSecretRef {
+    /// Name of the Secret. The Stack creates it and owns it (it goes with the Stack); a Secret
+    /// of that name that is not the Stack's is left alone, and the Stack stalls saying so.
+    pub name: String,
+    /// The outputs to write, each one the stack has and each a valid Secret key (letters,
+    /// digits, `-`, `_`, `.`); all of them when unset. A string output is written as is, any
+    /// other as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Vec<String>>,
 }
 
 /// A reference to a value: a literal, a key of a Secret, (deprecated) an environment variable

@@ -7,6 +7,7 @@ pub mod absorb;
 mod fixtures;
 pub mod flux;
 pub mod git;
+pub mod outputs_secret;
 pub mod prerequisites;
 pub mod source;
 pub mod status;
@@ -193,6 +194,10 @@ impl Run<'_> {
                 self.draft.reconciling(why, &message);
                 Action::await_change()
             }
+            Stop::Suspended => {
+                self.draft.suspended();
+                Action::await_change()
+            }
         };
         self.save().await?;
         Ok(action)
@@ -294,6 +299,10 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Action, Halt> {
         run.draft.ready();
         return Ok(cleanup(run).await?);
     }
+    // Checked before the source, which is not polled while suspended.
+    if sync::suspended(run.stack) && !run.deleting {
+        return Err(Stop::Suspended.into());
+    }
 
     let seen = source::Seen {
         ctx: run.ctx,
@@ -316,7 +325,12 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Action, Halt> {
     };
     let message = match sync::decide(&run.current(), observed) {
         sync::Sync::Needed(m) => m,
-        sync::Sync::Synced => return Ok(synced(run, polls_branch, now).await?),
+        sync::Sync::Synced => {
+            if !run.deleting {
+                outputs_secret::ensure(run).await?;
+            }
+            return Ok(synced(run, polls_branch, now).await?);
+        }
     };
     run.event(EventType::Normal, event::STACK_UPDATE_DETECTED, &message);
 
@@ -413,6 +427,7 @@ async fn create_update(
         reconcile_request: sync::reconcile_request(run.stack),
         name: Some(uname.clone()),
         commit: Some(commit.to_string()),
+        reconcile_requested_at: sync::flux_request(run.stack),
     });
     run.save().await?;
     let update_api: Api<Update> = Api::namespaced(run.ctx.client.clone(), &run.ns);
@@ -459,6 +474,10 @@ async fn absorb(
         }
     }
     run.draft.last_update = Some(a.last);
+    // Flux's request is handled once the update it asked for has finished, whatever its end.
+    if let Some(at) = &current.reconcile_requested_at {
+        run.draft.last_handled_reconcile_at = Some(at.clone());
+    }
     if let Some(p) = a.project_info {
         run.draft.project_info = Some(p);
     }

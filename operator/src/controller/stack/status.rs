@@ -16,6 +16,7 @@ pub struct Draft {
     pub project_info: Option<ProjectInfo>,
     pub observed_generation: Option<i64>,
     pub observed_reconcile_request: Option<String>,
+    pub last_handled_reconcile_at: Option<String>,
 }
 
 impl Draft {
@@ -29,6 +30,7 @@ impl Draft {
             project_info: s.project_info,
             observed_generation: stack.metadata.generation,
             observed_reconcile_request: super::sync::reconcile_request(stack),
+            last_handled_reconcile_at: s.last_handled_reconcile_at,
         }
     }
 
@@ -77,6 +79,25 @@ impl Draft {
         self.conditions.remove(condition::RECONCILING);
     }
 
+    /// `spec.suspend`: Ready keeps its status (what was deployed stays as it was) with the
+    /// reason `Suspended`; nothing is in progress or stalled.
+    pub fn suspended(&mut self) {
+        let g = self.generation();
+        let was = self
+            .conditions
+            .get(condition::READY)
+            .map_or(FALSE, |c| if c.status == TRUE { TRUE } else { FALSE });
+        let message = if was == TRUE {
+            "reconciliation is suspended (spec.suspend); the last update succeeded"
+        } else {
+            "reconciliation is suspended (spec.suspend); the stack is not up to date"
+        };
+        self.conditions
+            .set(condition::READY, was, reason::SUSPENDED, message, g);
+        self.conditions.remove(condition::RECONCILING);
+        self.conditions.remove(condition::STALLED);
+    }
+
     pub fn status(&self) -> crate::api::stack::StackStatus {
         crate::api::stack::StackStatus {
             outputs: self.outputs.clone(),
@@ -86,6 +107,7 @@ impl Draft {
             conditions: Some(self.conditions.0.clone()),
             current_update: self.current_update.clone(),
             project_info: self.project_info.clone(),
+            last_handled_reconcile_at: self.last_handled_reconcile_at.clone(),
         }
     }
 
@@ -125,5 +147,26 @@ mod tests {
             "ProcessingCompleted"
         );
         assert!(body["status"]["currentUpdate"].is_null());
+    }
+
+    #[test]
+    fn suspended_keeps_ready_as_it_was_with_its_own_reason() {
+        let mut d = Draft::new(&Stack::new("s", StackSpecV1::default()));
+        d.ready();
+        d.suspended();
+        let ready = d.conditions.get(condition::READY).expect("Ready").clone();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            (TRUE, reason::SUSPENDED)
+        );
+        d.stalled(reason::SPEC_INVALID, "bad");
+        d.suspended();
+        assert_eq!(
+            d.conditions
+                .get(condition::READY)
+                .map(|c| c.status.as_str()),
+            Some(FALSE)
+        );
+        assert_eq!(d.conditions.0.len(), 1, "no Stalled, no Reconciling");
     }
 }

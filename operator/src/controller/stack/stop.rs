@@ -41,6 +41,9 @@ pub enum Stop {
         reason: &'static str,
         message: String,
     },
+    /// `spec.suspend`: Ready keeps its status with reason `Suspended`; looked at again when
+    /// the Stack changes (resumed, deleted, asked to reconcile).
+    Suspended,
 }
 
 impl Stop {

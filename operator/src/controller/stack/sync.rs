@@ -46,6 +46,21 @@ pub fn reconcile_request(stack: &Stack) -> Option<String> {
         .cloned()
 }
 
+/// The `reconcile.fluxcd.io/requestedAt` value (`flux reconcile`'s request).
+pub fn flux_request(stack: &Stack) -> Option<String> {
+    stack
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(label::FLUX_RECONCILE_REQUEST))
+        .cloned()
+}
+
+/// Whether `spec.suspend` holds the Stack.
+pub fn suspended(stack: &Stack) -> bool {
+    stack.spec.0.suspend == Some(true)
+}
+
 pub fn resync_frequency(stack: &Stack) -> Duration {
     let secs = stack.spec.0.resync_frequency_seconds.unwrap_or(0);
     Duration::from_secs(secs.max(0) as u64).max(MIN_RESYNC)
@@ -112,6 +127,11 @@ pub fn decide(stack: &Stack, seen: Observed<'_>) -> Sync {
     let request = reconcile_request(stack);
     if last.reconcile_request != request {
         return Sync::Needed(format!("Sync request: {:?}", request.unwrap_or_default()));
+    }
+    if let Some(at) = flux_request(stack)
+        && status.last_handled_reconcile_at.as_deref() != Some(at.as_str())
+    {
+        return Sync::Needed(format!("Reconcile requested at {at}"));
     }
     match last.outcome() {
         Some(UpdateOutcome::Succeeded) => {

@@ -119,6 +119,28 @@ pub fn stack_owner(stack: &Stack) -> Option<OwnerReference> {
     })
 }
 
+/// Each output's JSON, by its own name (not its key in the Secret), secret ones included.
+pub fn raw_outputs(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let names: BTreeMap<String, String> = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(label::OUTPUT_NAMES))
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| {
+            (
+                names.get(k).cloned().unwrap_or_else(|| k.clone()),
+                v.0.clone(),
+            )
+        })
+        .collect()
+}
+
 /// Stack outputs from an Update's outputs Secret: values as JSON, secret ones masked.
 pub fn outputs(secret: &Secret) -> BTreeMap<String, Value> {
     let secret_keys: Vec<String> = secret

@@ -19,11 +19,12 @@ use crate::api::update::Update;
 use crate::api::workspace::Workspace;
 use crate::controller::runtime::{self, cache, metrics};
 
-/// Reconcile on a new generation, a new reconcile request, or deletion.
+/// Reconcile on a new generation, a new reconcile request (ours or Flux's), or deletion.
 fn stack_trigger(s: &Stack) -> Option<u64> {
     runtime::fingerprint((
         s.metadata.generation,
         sync::reconcile_request(s),
+        sync::flux_request(s),
         s.metadata.deletion_timestamp.is_some(),
     ))
 }

@@ -15,6 +15,7 @@ fn current(commit: &str) -> CurrentStackUpdate {
         reconcile_request: Some("r1".into()),
         name: Some("app-1a".into()),
         commit: Some(commit.into()),
+        reconcile_requested_at: None,
     }
 }
 

@@ -346,3 +346,52 @@ fn settling_releases_after_a_destroy_waits_for_one_and_reclaims_unless_failed() 
         "a failed update keeps its workspace for kubectl exec, and retries after the back-off"
     );
 }
+
+#[test]
+fn fluxs_request_forces_an_attempt_until_handled_whatever_the_backoff() {
+    let flux = |s: StackBuilder, v: &str, handled: Option<&str>| {
+        let mut s = s.0;
+        s.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(label::FLUX_RECONCILE_REQUEST.into(), v.into());
+        if let Some(st) = s.status.as_mut() {
+            st.last_handled_reconcile_at = handled.map(str::to_string);
+        }
+        s
+    };
+    let now = at("abc", "2026-01-01T00:00:05Z");
+    // Failed a few seconds ago: in back-off, yet a new request runs at once.
+    let failing = || StackBuilder::new().last(FAILED, "abc", "2026-01-01T00:00:00Z", 3);
+    assert_eq!(
+        decide(&flux(failing(), "2026-01-01T00:00:04Z", None), now),
+        Sync::Needed("Reconcile requested at 2026-01-01T00:00:04Z".into())
+    );
+    // Handled: back to the table (the back-off, here).
+    assert_eq!(
+        decide(
+            &flux(
+                failing(),
+                "2026-01-01T00:00:04Z",
+                Some("2026-01-01T00:00:04Z")
+            ),
+            now
+        ),
+        Sync::Synced
+    );
+    // Up to date and synced: a new value runs again.
+    let done = || StackBuilder::new().last(SUCCEEDED, "abc", "2026-01-01T00:00:00Z", 0);
+    assert_eq!(
+        decide(&flux(done(), "b", Some("a")), now),
+        Sync::Needed("Reconcile requested at b".into())
+    );
+    // PKO's own annotation is looked at first.
+    assert_eq!(
+        decide(&flux(done().annotate("x"), "b", Some("a")), now),
+        Sync::Needed("Sync request: \"x\"".into())
+    );
+    assert!(!suspended(&done().0));
+    let mut s = done().0;
+    s.spec.0.suspend = Some(true);
+    assert!(suspended(&s));
+}
