@@ -4,10 +4,7 @@
 
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr};
-
-use e2e::git_server::{Credentials, GitServer};
-use e2e::github::{APP_ID, FakeGitHub, INSTALLATION, TOKEN, app_key};
+use e2e::github::{APP_ID, FakeGitHub, INSTALLATION, app_key};
 use support::Volume;
 
 #[test]
@@ -16,14 +13,7 @@ fn github_app_token_is_exchanged_and_used() {
     let (pem, public) = app_key(keys.path(), "app");
     let (other_pem, _) = app_key(keys.path(), "other");
     let github = FakeGitHub::start(public);
-    let git = GitServer::start(
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        Credentials {
-            username: "x-access-token".into(),
-            password: TOKEN.into(),
-        },
-    )
-    .expect("git server");
+    let git = e2e::github::git_server();
     let repo = git.create_repo("app-repo").expect("repo");
     let sha = repo
         .commit(&[("Pulumi.yaml", "name: a\nruntime: yaml\n")], "c")

@@ -139,8 +139,9 @@ pub const API_CALLS: &[ApiCall] = &[
     cluster(
         "",
         "secrets",
-        &["get", "create"],
-        "read git credentials and outputs Secrets; create the outputs Secret",
+        &["get", "create", "patch"],
+        "read git credentials and outputs Secrets; create the outputs Secret; write \
+         spec.outputsSecretRef's Secret (server-side apply)",
     ),
     cluster(
         "",

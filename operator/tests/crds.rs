@@ -423,6 +423,58 @@ fn kept_on_purpose(kind: &str, problem: &str) -> bool {
     }
 }
 
+/// One version of one kind, both ways: PKO's schema and ours.
+struct Version {
+    kind: String,
+    group: String,
+    name: String,
+    pko: serde_json::Value,
+    ours: serde_json::Value,
+}
+
+fn versions() -> Vec<Version> {
+    let mut all = Vec::new();
+    for (file, ours) in crd::all() {
+        let pko = pko_crd(file);
+        let kind = pko["spec"]["names"]["kind"].as_str().expect("kind");
+        let group = pko["spec"]["group"].as_str().expect("group");
+        for version in pko["spec"]["versions"].as_array().expect("versions") {
+            let name = version["name"].as_str().expect("name");
+            all.push(Version {
+                kind: kind.to_string(),
+                group: group.to_string(),
+                name: name.to_string(),
+                pko: version["schema"]["openAPIV3Schema"].clone(),
+                ours: serde_json::to_value(schema_of(&ours, name)).expect("schema"),
+            });
+        }
+    }
+    all
+}
+
+/// Objects made at random from `schema` (400 per version), without what the apiserver checks
+/// itself rather than by the schema (apiVersion, kind, metadata).
+fn samples(schema: &serde_json::Value) -> impl Iterator<Item = serde_json::Value> + '_ {
+    (0..400).map(move |seed| {
+        let mut obj = e2e::schema_sample::Sampler::new(seed).value(schema);
+        for key in ["apiVersion", "kind", "metadata"] {
+            if let Some(o) = obj.as_object_mut() {
+                o.remove(key);
+            }
+        }
+        obj
+    })
+}
+
+fn assert_none(problems: std::collections::BTreeSet<String>) {
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.into_iter().collect::<Vec<_>>().join("\n")
+    );
+}
+
 /// Whatever PKO's CRDs let users store (objects made at random from PKO's schemas, every
 /// version, spec and status), our CRDs admit and our types read: a user switching keeps every
 /// object, and the operator never meets one it cannot read (which would stop its watch).
@@ -430,56 +482,29 @@ fn kept_on_purpose(kind: &str, problem: &str) -> bool {
 #[test]
 fn whatever_pkos_crds_admit_ours_admit_and_our_types_read() {
     use e2e::schema_check::validate;
-    use e2e::schema_sample::Sampler;
-    use std::collections::BTreeSet;
-    const SAMPLES: u64 = 400;
-    let mut problems = BTreeSet::new();
-    for (file, ours) in crd::all() {
-        let pko = pko_crd(file);
-        let kind = pko["spec"]["names"]["kind"]
-            .as_str()
-            .expect("kind")
-            .to_string();
-        let group = pko["spec"]["group"].as_str().expect("group").to_string();
-        for version in pko["spec"]["versions"].as_array().expect("versions") {
-            let name = version["name"].as_str().expect("name");
-            let pko_schema = &version["schema"]["openAPIV3Schema"];
-            let our_schema = serde_json::to_value(schema_of(&ours, name)).expect("schema");
-            for seed in 0..SAMPLES {
-                let mut obj = Sampler::new(seed).value(pko_schema);
-                // The apiserver checks apiVersion, kind and metadata itself, not by the schema.
-                for key in ["apiVersion", "kind", "metadata"] {
-                    if let Some(o) = obj.as_object_mut() {
-                        o.remove(key);
-                    }
-                }
-                let theirs = validate(pko_schema, &obj);
-                assert!(
-                    theirs.is_empty(),
-                    "the sampler broke PKO's schema: {theirs:?}\n{obj}"
-                );
-                let ours_say = validate(&our_schema, &obj);
-                obj["apiVersion"] = format!("{group}/{name}").into();
-                obj["kind"] = kind.clone().into();
-                obj["metadata"] = serde_json::json!({"name": "s", "namespace": "default"});
-                for e in ours_say {
-                    if kept_on_purpose(&kind, &e) {
-                        continue;
-                    }
+    let mut problems = std::collections::BTreeSet::new();
+    for v in versions() {
+        let (kind, name) = (&v.kind, &v.name);
+        for mut obj in samples(&v.pko) {
+            let theirs = validate(&v.pko, &obj);
+            assert!(
+                theirs.is_empty(),
+                "the sampler broke PKO's schema: {theirs:?}\n{obj}"
+            );
+            for e in validate(&v.ours, &obj) {
+                if !kept_on_purpose(kind, &e) {
                     problems.insert(format!("{kind} {name}: ours refuses: {}", general(&e)));
                 }
-                if let Err(e) = read_as_ours(&kind, name, obj.clone()) {
-                    problems.insert(format!("{kind} {name}: cannot read: {}", general(&e)));
-                }
+            }
+            obj["apiVersion"] = format!("{}/{name}", v.group).into();
+            obj["kind"] = kind.clone().into();
+            obj["metadata"] = serde_json::json!({"name": "s", "namespace": "default"});
+            if let Err(e) = read_as_ours(kind, name, obj) {
+                problems.insert(format!("{kind} {name}: cannot read: {}", general(&e)));
             }
         }
     }
-    assert!(
-        problems.is_empty(),
-        "{} problems:\n{}",
-        problems.len(),
-        problems.into_iter().collect::<Vec<_>>().join("\n")
-    );
+    assert_none(problems);
 }
 
 /// Our fields PKO lacks (README, "Installing the CRDs"): the Stack's `pulumiLogLevel`,
@@ -508,45 +533,25 @@ fn our_addition(problem: &str) -> bool {
 #[test]
 fn whatever_ours_admit_pkos_admit_but_our_additions() {
     use e2e::schema_check::validate;
-    use e2e::schema_sample::Sampler;
-    use std::collections::BTreeSet;
-    const SAMPLES: u64 = 400;
-    let mut problems = BTreeSet::new();
-    for (file, ours) in crd::all() {
-        let pko = pko_crd(file);
-        let kind = pko["spec"]["names"]["kind"]
-            .as_str()
-            .expect("kind")
-            .to_string();
-        for version in pko["spec"]["versions"].as_array().expect("versions") {
-            let name = version["name"].as_str().expect("name");
-            let pko_schema = &version["schema"]["openAPIV3Schema"];
-            let our_schema = serde_json::to_value(schema_of(&ours, name)).expect("schema");
-            for seed in 0..SAMPLES {
-                let mut obj = Sampler::new(seed).value(&our_schema);
-                for key in ["apiVersion", "kind", "metadata"] {
-                    if let Some(o) = obj.as_object_mut() {
-                        o.remove(key);
-                    }
-                }
-                let ours_say = validate(&our_schema, &obj);
-                assert!(
-                    ours_say.is_empty(),
-                    "the sampler broke our schema: {ours_say:?}\n{obj}"
-                );
-                for e in validate(pko_schema, &obj) {
-                    if our_addition(&e) {
-                        continue;
-                    }
-                    problems.insert(format!("{kind} {name}: PKO refuses: {}", general(&e)));
+    let mut problems = std::collections::BTreeSet::new();
+    for v in versions() {
+        for obj in samples(&v.ours) {
+            let ours_say = validate(&v.ours, &obj);
+            assert!(
+                ours_say.is_empty(),
+                "the sampler broke our schema: {ours_say:?}\n{obj}"
+            );
+            for e in validate(&v.pko, &obj) {
+                if !our_addition(&e) {
+                    problems.insert(format!(
+                        "{} {}: PKO refuses: {}",
+                        v.kind,
+                        v.name,
+                        general(&e)
+                    ));
                 }
             }
         }
     }
-    assert!(
-        problems.is_empty(),
-        "{} problems:\n{}",
-        problems.len(),
-        problems.into_iter().collect::<Vec<_>>().join("\n")
-    );
+    assert_none(problems);
 }

@@ -200,6 +200,20 @@ impl FakeGitHub {
     }
 }
 
+/// A git server on loopback that takes the installation token GitHub hands out, as GitHub's
+/// git endpoint does (`x-access-token`).
+pub fn git_server() -> crate::git_server::GitServer {
+    use crate::git_server::{Credentials, GitServer};
+    GitServer::start(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        Credentials {
+            username: "x-access-token".into(),
+            password: TOKEN.into(),
+        },
+    )
+    .expect("git server")
+}
+
 /// An RSA key made by openssl, as PKCS#1 (what GitHub hands out) and its public half.
 pub fn app_key(dir: &Path, name: &str) -> (String, RsaPublicKey) {
     let pkcs8 = dir.join(format!("{name}.p8"));

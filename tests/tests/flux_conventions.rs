@@ -2,7 +2,8 @@
 //! Stack (a new revision, a resync or a reconcile request starts nothing; Ready keeps its
 //! status, reason `Suspended`) until it is resumed, which deploys what changed meanwhile; and
 //! `reconcile.fluxcd.io/requestedAt` (what `flux reconcile` sets) forces an update, its value
-//! recorded in `status.lastHandledReconcileAt` once that update has finished.
+//! recorded in `status.lastHandledReconcileAt` once that update has finished. And
+//! `spec.outputsSecretRef`, the outputs in a Secret the Stack owns.
 
 mod support;
 
@@ -157,4 +158,114 @@ async fn suspend_holds_a_stack_and_fluxs_reconcile_request_forces_an_update() {
     let message = last["spec"]["message"].as_str().unwrap_or_default();
     assert!(message.starts_with("Reconcile requested at"), "{message}");
     drop(fx);
+}
+
+/// `spec.outputsSecretRef`: the listed outputs (a secret one too) land in a Secret the Stack
+/// owns, strings as text; an output that cannot be a Secret key, or a Secret that is someone
+/// else's, stalls the Stack with a message naming it, and nothing is written over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_are_written_to_a_secret_the_stack_owns_or_the_stack_says_why_not() {
+    use k8s_openapi::api::core::v1::Secret;
+    let rc = real_node::start_installed().await;
+    let fx = FluxFixture::in_cluster(&rc.cp, "outs", rc.network.gateway()).await;
+    let program = "name: outs\nruntime: yaml\noutputs:\n  url: https://example.test\n  \
+                   replicas: 3\n  token:\n    fn::secret: s3cr3t\n  db password: hunter2\n";
+    let sha = fx
+        .repo
+        .commit(&[("app/Pulumi.yaml", program)], "outputs")
+        .expect("commit");
+    fx.apply_git_repository(&rc.cp).await;
+    fx.wait_revision(&rc.cp, &sha).await;
+    let state = shared_state();
+    let mut spec = flux_ref("outs", "app");
+    spec["outputsSecretRef"] =
+        json!({"name": "outs-outputs", "outputs": ["url", "replicas", "token"]});
+    rc.cp
+        .apply_yaml(
+            &stack_yaml_with("outs", (&rc.images.pulumi, state.path()), spec),
+            "stack",
+            "default",
+        )
+        .await
+        .expect("stack");
+    let s = real_node::wait_ready_after_success(&rc, "outs").await;
+    assert_eq!(s["status"]["outputs"]["token"], "[secret]", "{s:#}");
+    let secrets: Api<Secret> = Api::namespaced(rc.cp.client(), "default");
+    let secret = support::wait_for(Duration::from_secs(30), "the outputs Secret", || {
+        let secrets = secrets.clone();
+        async move { secrets.get_opt("outs-outputs").await.ok()? }
+    })
+    .await;
+    let data: Vec<(String, String)> = secret
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect();
+    assert_eq!(
+        data,
+        [
+            ("replicas".to_string(), "3".to_string()),
+            ("token".into(), "s3cr3t".into()),
+            ("url".into(), "https://example.test".into()),
+        ]
+    );
+    let owner = secret.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(
+        owner.iter().map(|o| o.uid.as_str()).collect::<Vec<_>>(),
+        [s["metadata"]["uid"].as_str().unwrap_or_default()]
+    );
+
+    // Every output: "db password" cannot be a key; the Stack says so, the Secret is as it was.
+    patch(
+        &rc,
+        "outs",
+        json!({"spec": {"outputsSecretRef": {"outputs": null}}}),
+    )
+    .await;
+    let stalled = outputs_stalled(&rc, "db password").await;
+    assert_eq!(ready(&stalled).0, "False", "{stalled:#}");
+    let unchanged = secrets.get("outs-outputs").await.expect("the Secret");
+    assert_eq!(unchanged.data, secret.data);
+
+    // Someone else's Secret of that name is left alone.
+    rc.cp
+        .apply_yaml(
+            &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "taken"},
+                    "stringData": {"mine": "keep"}})
+            .to_string(),
+            "secret",
+            "default",
+        )
+        .await
+        .expect("secret");
+    patch(
+        &rc,
+        "outs",
+        json!({"spec": {"outputsSecretRef": {"name": "taken", "outputs": ["url"]}}}),
+    )
+    .await;
+    outputs_stalled(&rc, "Secret taken exists and is not this Stack's").await;
+    let taken = secrets.get("taken").await.expect("the Secret");
+    let keys: Vec<String> = taken.data.unwrap_or_default().into_keys().collect();
+    assert_eq!(keys, ["mine"]);
+    drop(fx);
+}
+
+/// Waits until Stack `outs` stalls with `OutputsSecretInvalid`, its message containing `what`.
+async fn outputs_stalled(rc: &RealCluster, what: &str) -> Value {
+    real_node::wait_stack(
+        rc,
+        "outs",
+        Duration::from_secs(240),
+        &format!("OutputsSecretInvalid saying {what:?}"),
+        |s| {
+            condition(s, "Stalled").is_some_and(|c| {
+                c["reason"] == "OutputsSecretInvalid"
+                    && c["message"].as_str().unwrap_or_default().contains(what)
+            })
+        },
+    )
+    .await
 }

@@ -289,16 +289,19 @@ async fn config_flux_policies_hold_under_a_real_enforcer_across_nodes() {
     )
     .await
     .expect("default deny");
-    let rpc = e2e::control_plane::repo_root().join("config/flux/workspace-rpc");
-    rc.kubectl(&[
-        "apply",
-        "-n",
-        "default",
-        "--server-side",
-        "-k",
-        &rpc.display().to_string(),
-    ])
-    .expect("workspace-rpc");
+    let rpc = e2e::control_plane::repo_root()
+        .join("config/flux/workspace-rpc")
+        .display()
+        .to_string();
+    let rpc_policy = |verb: &str| {
+        let mut args = vec![verb, "-n", "default", "-k", &rpc];
+        if verb == "apply" {
+            args.push("--server-side");
+        }
+        rc.kubectl(&args)
+            .unwrap_or_else(|e| panic!("kubectl {verb} workspace-rpc: {e}"));
+    };
+    rpc_policy("apply");
     let state = operator::shared_state();
     cp.apply_yaml(
         &stack_yaml_with(
@@ -362,8 +365,7 @@ async fn config_flux_policies_hold_under_a_real_enforcer_across_nodes() {
     // Without config/flux/workspace-rpc, the namespace's default deny keeps the operator from
     // the agent too: the Workspace says so (ConnectionFailed, a ConnectionFailure event each
     // time) and the next revision waits; with the policy back, it is deployed.
-    rc.kubectl(&["delete", "-n", "default", "-k", &rpc.display().to_string()])
-        .expect("delete workspace-rpc");
+    rpc_policy("delete");
     let second_sha = fx
         .repo
         .commit(
@@ -393,15 +395,7 @@ async fn config_flux_policies_hold_under_a_real_enforcer_across_nodes() {
         .await
         .expect("the Stack");
     assert_eq!(stack["status"]["outputs"], json!({"greeting": "hello"}));
-    rc.kubectl(&[
-        "apply",
-        "-n",
-        "default",
-        "--server-side",
-        "-k",
-        &rpc.display().to_string(),
-    ])
-    .expect("workspace-rpc again");
+    rpc_policy("apply");
     real_node::wait_stack(
         &rc,
         "app",

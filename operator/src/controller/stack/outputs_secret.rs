@@ -44,15 +44,25 @@ pub enum OutputsSecretError {
          the Stack with pulumi.com/reconciliation-request to run an update that writes them"
     )]
     Gone(String),
+    #[error(
+        "the operator may not write Secret {0}: its ClusterRole needs patch on secrets \
+         (config/rbac grants it; PKO's chart does not: add it with rbac.extraRules)"
+    )]
+    Forbidden(String),
 }
+
+/// How long a Stack waits to try again when RBAC refused the write (a role change wakes
+/// nothing).
+const FORBIDDEN_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl From<OutputsSecretError> for Halt {
     fn from(e: OutputsSecretError) -> Halt {
+        let retry = matches!(e, OutputsSecretError::Forbidden(_)).then_some(FORBIDDEN_RETRY);
         Stop::Stalled {
             reason: reason::OUTPUTS_SECRET_INVALID,
             message: e.to_string(),
             event: None,
-            retry: None,
+            retry,
         }
         .into()
     }
@@ -168,14 +178,20 @@ pub(super) async fn ensure(run: &mut Run<'_>) -> Result<(), Halt> {
         return Err(OutputsSecretError::Gone(update).into());
     };
     let desired = desired(run.stack, spec, &update, &raw_outputs(&source), &keys);
-    secrets
+    match secrets
         .patch(
             &spec.name,
             &PatchParams::apply(field_manager::OPERATOR).force(),
             &Patch::Apply(&desired),
         )
-        .await?;
-    Ok(())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            Err(OutputsSecretError::Forbidden(spec.name.clone()).into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

@@ -119,44 +119,32 @@ pub fn stack_owner(stack: &Stack) -> Option<OwnerReference> {
     })
 }
 
-/// Each output's JSON, by its own name (not its key in the Secret), secret ones included.
-pub fn raw_outputs(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    let names: BTreeMap<String, String> = secret
+/// A JSON annotation of an Update's outputs Secret (empty when absent or unreadable).
+fn json_annotation<T: serde::de::DeserializeOwned + Default>(secret: &Secret, key: &str) -> T {
+    secret
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(label::OUTPUT_NAMES))
+        .and_then(|a| a.get(key))
         .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Each output's JSON, by its own name (not its key in the Secret), secret ones included.
+pub fn raw_outputs(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let names: BTreeMap<String, String> = json_annotation(secret, label::OUTPUT_NAMES);
     secret
         .data
         .iter()
         .flatten()
-        .map(|(k, v)| {
-            (
-                names.get(k).cloned().unwrap_or_else(|| k.clone()),
-                v.0.clone(),
-            )
-        })
+        .map(|(k, v)| (names.get(k).unwrap_or(k).clone(), v.0.clone()))
         .collect()
 }
 
 /// Stack outputs from an Update's outputs Secret: values as JSON, secret ones masked.
 pub fn outputs(secret: &Secret) -> BTreeMap<String, Value> {
-    let secret_keys: Vec<String> = secret
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(label::SECRET_OUTPUTS))
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or_default();
-    let names: BTreeMap<String, String> = secret
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(label::OUTPUT_NAMES))
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or_default();
+    let secret_keys: Vec<String> = json_annotation(secret, label::SECRET_OUTPUTS);
+    let names: BTreeMap<String, String> = json_annotation(secret, label::OUTPUT_NAMES);
     secret
         .data
         .iter()
