@@ -172,6 +172,16 @@ impl Cluster {
         Ok(())
     }
 
+    /// Flux's kustomize-controller (in `flux-system`, beside source-controller), as
+    /// [`Cluster::install_dependencies`] installs source-controller.
+    pub async fn install_kustomize_controller(&mut self) -> Result<(), ClusterError> {
+        let buildah = Buildah::new(self.cp.dir())?;
+        let dir = tool_dir("kustomize-controller", "kustomize-controller")?;
+        let image = images::kustomize_controller_image(&buildah, &self.registry, &dir)?;
+        in_cluster::install_kustomize_controller(&self.cp, &mut self.node, &dir, &image).await?;
+        Ok(())
+    }
+
     /// `kubectl <args>` against this cluster: stdout, or the failure with the nodes' logs.
     pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
         self.cp

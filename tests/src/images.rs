@@ -273,6 +273,16 @@ pub fn source_controller_image(
     upstream(buildah, registry, "source-controller", flux_dir)
 }
 
+/// Flux's kustomize-controller (`tests/images/kustomize-controller`) from the binary in `dir`
+/// (tests/tools/build.sh, tool kustomize-controller).
+pub fn kustomize_controller_image(
+    buildah: &Buildah,
+    registry: &Registry,
+    dir: &Path,
+) -> Result<String, ImagesError> {
+    upstream(buildah, registry, "kustomize-controller", dir)
+}
+
 /// CoreDNS (`tests/images/coredns`) from the binary in `coredns_dir` (tool coredns).
 pub fn coredns_image(
     buildah: &Buildah,

@@ -304,6 +304,39 @@ pub async fn install_source_controller(
     .await
 }
 
+/// Flux's kustomize-controller from its own kustomize config (upstream's `config/crd`, `rbac`
+/// and `manager`, copied by tests/tools/build.sh into `<dir>/config`; its `config/default`
+/// names source-controller by URL) in `flux-system`, its image replaced by `image`.
+pub async fn install_kustomize_controller(
+    cp: &ControlPlane,
+    node: &mut Node,
+    dir: &Path,
+    image: &str,
+) -> Result<(), InstallError> {
+    let overlay = cp.dir().join("kustomize/kustomize-controller");
+    copy_tree(&dir.join("config"), &overlay.join("upstream"))?;
+    let (name, tag) = split_image(image);
+    write(
+        &overlay.join("kustomization.yaml"),
+        &format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             namespace: {FLUX_NAMESPACE}\nresources:\n- upstream/crd\n- upstream/rbac\n\
+             - upstream/manager\n\
+             images:\n- name: fluxcd/kustomize-controller\n  newName: {name}\n  newTag: {tag}\n"
+        ),
+    )?;
+    apply_kustomization(cp, &overlay)?;
+    wait_available(
+        cp,
+        node,
+        FLUX_NAMESPACE,
+        "kustomize-controller",
+        "app=kustomize-controller",
+        Duration::from_secs(120),
+    )
+    .await
+}
+
 /// This operator from `config/default` (CRDs, RBAC, the Deployment and its Service) through
 /// an overlay that sets the operator image and the workspace pods' `AGENT_IMAGE` and
 /// `FETCH_IMAGE` to the registry's, then the workspace service account of

@@ -92,6 +92,24 @@ async fn crds_install_and_every_sample_applies_strictly() {
         .expect_err("a 43-character Stack name must be refused");
     assert!(format!("{err:?}").contains("42"), "{err:?}");
 
+    // A Stack nothing has reconciled reads observedGeneration 0 (kstatus: in progress), not
+    // an empty status (kstatus: current).
+    let fresh = cp
+        .apply_yaml(
+            "apiVersion: pulumi.com/v1\nkind: Stack\nmetadata: {name: fresh}\nspec: {stack: dev/x}\n",
+            "inline",
+            "default",
+        )
+        .await
+        .expect("a Stack");
+    let status = serde_json::to_value(&fresh[0]).expect("json")["status"].clone();
+    assert_eq!(status, serde_json::json!({"observedGeneration": 0}));
+    let read = support::get_json(&cp, &support::stacks(), "default", "fresh")
+        .await
+        .expect("the Stack");
+    assert_eq!(read["status"]["observedGeneration"], 0, "{read:#}");
+    assert_eq!(read["metadata"]["generation"], 1);
+
     two_field_managers_merge_a_workspace_template_as_kubernetes_merges_pods(&cp).await;
 }
 

@@ -2,8 +2,9 @@
 //! Stack (a new revision, a resync or a reconcile request starts nothing; Ready keeps its
 //! status, reason `Suspended`) until it is resumed, which deploys what changed meanwhile; and
 //! `reconcile.fluxcd.io/requestedAt` (what `flux reconcile` sets) forces an update, its value
-//! recorded in `status.lastHandledReconcileAt` once that update has finished. And
-//! `spec.outputsSecretRef`, the outputs in a Secret the Stack owns.
+//! recorded in `status.lastHandledReconcileAt` once that update has finished; Flux's own
+//! kustomize-controller reads a Stack's health (kstatus) right; and `spec.outputsSecretRef`,
+//! the outputs in a Secret the Stack owns.
 
 mod support;
 
@@ -268,4 +269,139 @@ async fn outputs_stalled(rc: &RealCluster, what: &str) -> Value {
         },
     )
     .await
+}
+
+/// kstatus, as Flux reads it: a Flux `Kustomization` with `wait: true` that applies a Stack
+/// from git becomes Ready only once that Stack is Ready, and one that applies a Stack that
+/// cannot progress (Stalled) fails, naming it. Flux's own kustomize-controller does the
+/// reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fluxs_kustomize_controller_waits_for_stacks_and_reports_a_stalled_one() {
+    let mut rc = real_node::start_installed().await;
+    rc.install_kustomize_controller()
+        .await
+        .unwrap_or_else(|e| panic!("installing kustomize-controller: {e}"));
+    let fx = FluxFixture::in_cluster(&rc.cp, "gitops", rc.network.gateway()).await;
+    let state = shared_state();
+    let manifest = |name: &str, source: Value| -> String {
+        let json: Value = serde_json::from_str(&stack_yaml_with(
+            name,
+            (&rc.images.pulumi, state.path()),
+            source,
+        ))
+        .expect("the Stack");
+        serde_yaml::to_string(&json).expect("YAML")
+    };
+    let good = manifest("gitops", flux_ref("gitops", "app"));
+    let sha = fx
+        .repo
+        .commit(
+            &[("app/Pulumi.yaml", PROGRAM), ("deploy/stack.yaml", &good)],
+            "a Stack and its program",
+        )
+        .expect("commit");
+    fx.apply_git_repository(&rc.cp).await;
+    fx.wait_revision(&rc.cp, &sha).await;
+    let kustomization = json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "stacks"},
+        "spec": {"interval": "1m", "timeout": "3m", "path": "./deploy", "prune": true,
+                 "targetNamespace": "default",
+                 "wait": true, "sourceRef": {"kind": "GitRepository", "name": "gitops"}},
+    });
+    rc.cp
+        .apply_yaml(&kustomization.to_string(), "kustomization", "default")
+        .await
+        .expect("the Kustomization");
+    let kustomizations = support::resource(
+        "kustomize.toolkit.fluxcd.io",
+        "v1",
+        "Kustomization",
+        "kustomizations",
+    );
+
+    // Ready only after the Stack is: each time the Kustomization is seen, the Stack is looked
+    // at right after; the Kustomization must never be Ready while the Stack is not.
+    let mut saw_waiting = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let k = loop {
+        let k = get_json(&rc.cp, &kustomizations, "default", "stacks")
+            .await
+            .unwrap_or_default();
+        let s = get_json(&rc.cp, &stacks(), "default", "gitops").await;
+        let stack_ready = s.as_ref().is_some_and(|s| {
+            ready(s).0 == "True" && s["status"]["lastUpdate"]["state"] == "succeeded"
+        });
+        let k_ready = ready(&k).0 == "True";
+        if k_ready {
+            assert!(
+                stack_ready,
+                "the Kustomization is Ready before its Stack: {k:#}\n{s:#?}"
+            );
+            break k;
+        }
+        saw_waiting |= s.is_some() && !stack_ready;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Kustomization never became Ready: {k:#}\n{s:#?}\n{}",
+            rc.operator_log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(saw_waiting, "the Kustomization waited for the Stack: {k:#}");
+
+    // A second Stack whose source does not exist stalls; the Kustomization fails on it.
+    let broken = manifest("broken", flux_ref("nowhere", "app"));
+    let sha = fx
+        .repo
+        .commit(
+            &[("deploy/broken.yaml", &broken)],
+            "a Stack that cannot progress",
+        )
+        .expect("commit");
+    fx.request_reconcile(&rc.cp).await;
+    fx.wait_revision(&rc.cp, &sha).await;
+    patch_kustomization(&rc, &kustomizations).await;
+    let failed = support::wait_for(
+        Duration::from_secs(300),
+        "the Kustomization to fail on the stalled Stack",
+        || async {
+            let k = get_json(&rc.cp, &kustomizations, "default", "stacks").await?;
+            let c = condition(&k, "Ready")?;
+            (c["status"] == "False" && c["message"].as_str().unwrap_or_default().contains("broken"))
+                .then_some(c)
+        },
+    )
+    .await;
+    let s = get_json(&rc.cp, &stacks(), "default", "broken")
+        .await
+        .expect("the broken Stack");
+    assert_eq!(
+        condition(&s, "Stalled").map(|c| c["status"].clone()),
+        Some(json!("True")),
+        "{s:#}"
+    );
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Stack"),
+        "{failed:#}"
+    );
+    drop(fx);
+}
+
+/// `flux reconcile kustomization`'s request.
+async fn patch_kustomization(rc: &RealCluster, ar: &kube::api::ApiResource) {
+    let api: Api<DynamicObject> = Api::namespaced_with(rc.cp.client(), "default", ar);
+    let at = jiff::Timestamp::now().to_string();
+    api.patch(
+        "stacks",
+        &PatchParams::default(),
+        &Patch::Merge(
+            &json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": at}}}),
+        ),
+    )
+    .await
+    .expect("annotate the Kustomization");
 }

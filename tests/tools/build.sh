@@ -49,12 +49,15 @@ GOFAKES3_VERSION=v1.2.0
 # come from the flux2 module of the release that ships source-controller v1.9 (v1.9.5), checked
 # against its go.sum hash: in_cluster.rs installs them beside source-controller.
 FLUX2_VERSION=v2.9.5
+# Flux's kustomize-controller proves that Flux reads a Stack's health (kstatus): v1.9.3, the
+# newest v1.9 whose module graph the proxy serves (as for source-controller).
+KUSTOMIZE_CONTROLLER_VERSION=v1.9.3
 FLUX2_SUM=h1:jwCccxvkD+2QnsjN+pl5QqM8KnFUwA8pIoQ1Lf0avkA=
 # Flux and PKO pin go-digest to a commit with BLAKE3 support.
 GO_DIGEST_PIN=github.com/opencontainers/go-digest@v1.0.1-0.20220411205349-bde1400a84be
 
 # What the tests use; the others are built only when named.
-ALL_TOOLS="k8s node etcd flux pulumi grpcurl pko coredns kube-router helm gofakes3"
+ALL_TOOLS="k8s node etcd flux pulumi grpcurl pko coredns kube-router helm gofakes3 kustomize-controller"
 KNOWN_TOOLS="$ALL_TOOLS crictl"
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${E2E_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pulumi-flux-operator/tools}
@@ -75,6 +78,7 @@ version_of() {
     kube-router) echo "$KUBE_ROUTER_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
     gofakes3) echo "$GOFAKES3_VERSION" ;;
+    kustomize-controller) echo "$KUSTOMIZE_CONTROLLER_VERSION" ;;
     *) log "unknown tool $1 (known: $KNOWN_TOOLS)"; exit 2 ;;
   esac
 }
@@ -107,6 +111,12 @@ update_flux() {
   go mod init e2etools/flux
   go mod edit "-replace=${GO_DIGEST_PIN%@*}=$GO_DIGEST_PIN"
   GOFLAGS=-mod=mod go get -tool "github.com/fluxcd/source-controller@$FLUX_SOURCE_VERSION"
+}
+
+update_kustomize-controller() {
+  go mod init e2etools/kustomize-controller
+  go mod edit "-replace=${GO_DIGEST_PIN%@*}=$GO_DIGEST_PIN"
+  GOFLAGS=-mod=mod go get -tool "github.com/fluxcd/kustomize-controller@$KUSTOMIZE_CONTROLLER_VERSION"
 }
 
 update_pulumi() {
@@ -229,6 +239,17 @@ build_flux() {
   src=$(sed -n 's/.*"Dir": "\(.*\)",*/\1/p' <<<"$json")
   mkdir -p "$1/policies" && cp "$src"/manifests/policies/*.yaml "$1/policies/"
   chmod -R u+w "$1/policies"
+}
+
+build_kustomize-controller() {
+  go build -trimpath -tags netgo,osusergo,static_build -o "$1/kustomize-controller" \
+    github.com/fluxcd/kustomize-controller
+  # Its kustomize config (CRDs, RBAC, Deployment), as for source-controller.
+  local src
+  src=$(go list -m -f '{{.Dir}}' github.com/fluxcd/kustomize-controller)
+  mkdir -p "$1/config"
+  cp -r "$src"/config/crd "$src"/config/rbac "$src"/config/manager "$src"/config/default "$1/config/"
+  chmod -R u+w "$1/config"
 }
 
 build_pulumi() {

@@ -99,12 +99,29 @@ fn program_crd() -> CustomResourceDefinition {
 /// The Stack CRD: v1 (storage) and v1alpha1 (served, deprecated).
 fn stack_crd() -> CustomResourceDefinition {
     let mut crd = Stack::crd();
+    for schema in schemas_mut(&mut crd) {
+        not_yet_observed(schema);
+    }
     let mut old = v1alpha1::Stack::crd().spec.versions;
     for v in &mut old {
         v.storage = false;
     }
     crd.spec.versions.extend(old);
     crd
+}
+
+/// A Stack the operator has not reconciled yet reads `status.observedGeneration: 0` (a
+/// default, applied when the object is read), so kstatus, and with it Flux's health checks
+/// (`wait: true`, `healthChecks`), sees it in progress rather than ready: kstatus takes an
+/// object with no status at all for Current.
+fn not_yet_observed(schema: &mut JSONSchemaProps) {
+    if let Some(status) = schema.properties.as_mut().and_then(|p| p.get_mut("status")) {
+        status.default = Some(
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(
+                serde_json::json!({"observedGeneration": 0}),
+            ),
+        );
+    }
 }
 
 /// Every CRD, with the file name it is written to under `config/crd/bases`.
