@@ -4,20 +4,19 @@
 
 mod support;
 
-use e2e::github::{APP_ID, FakeGitHub, INSTALLATION, app_key};
+use e2e::github::{APP_ID, AppFixture, INSTALLATION};
 use support::Volume;
 
 #[test]
 fn github_app_token_is_exchanged_and_used() {
-    let keys = tempfile::tempdir().expect("tempdir");
-    let (pem, public) = app_key(keys.path(), "app");
-    let (other_pem, _) = app_key(keys.path(), "other");
-    let github = FakeGitHub::start(public);
-    let git = e2e::github::git_server();
-    let repo = git.create_repo("app-repo").expect("repo");
-    let sha = repo
-        .commit(&[("Pulumi.yaml", "name: a\nruntime: yaml\n")], "c")
-        .expect("commit");
+    let AppFixture {
+        pem,
+        other_pem,
+        github,
+        git,
+        sha,
+        ..
+    } = AppFixture::start(&[("Pulumi.yaml", "name: a\nruntime: yaml\n")]);
     let ca = github.ca_path().display().to_string();
     let api = github.url();
     let env = |key: &str| {

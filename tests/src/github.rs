@@ -200,22 +200,53 @@ impl FakeGitHub {
     }
 }
 
-/// A git server on loopback that takes the installation token GitHub hands out, as GitHub's
-/// git endpoint does (`x-access-token`).
-pub fn git_server() -> crate::git_server::GitServer {
-    use crate::git_server::{Credentials, GitServer};
-    GitServer::start(
-        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        Credentials {
-            username: "x-access-token".into(),
-            password: TOKEN.into(),
-        },
-    )
-    .expect("git server")
+/// What a GitHub App test starts from: the App's key and one that is not its (PKCS#1 PEM, as
+/// GitHub hands them out), GitHub's API serving the App's installation, and a git server on
+/// loopback that takes the installation token as GitHub's git endpoint does
+/// (`x-access-token`), with repository `app-repo` at one commit.
+pub struct AppFixture {
+    pub pem: String,
+    pub other_pem: String,
+    pub github: FakeGitHub,
+    pub git: crate::git_server::GitServer,
+    /// The commit of `app-repo`.
+    pub sha: String,
+    _keys: tempfile::TempDir,
+}
+
+impl AppFixture {
+    /// `app-repo` holds `files` in its one commit.
+    pub fn start(files: &[(&str, &str)]) -> AppFixture {
+        use crate::git_server::{Credentials, GitServer};
+        let keys = tempfile::tempdir().expect("tempdir");
+        let (pem, public) = app_key(keys.path(), "app");
+        let (other_pem, _) = app_key(keys.path(), "other");
+        let git = GitServer::start(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            Credentials {
+                username: "x-access-token".into(),
+                password: TOKEN.into(),
+            },
+        )
+        .expect("git server");
+        let sha = git
+            .create_repo("app-repo")
+            .expect("repo")
+            .commit(files, "c")
+            .expect("commit");
+        AppFixture {
+            pem,
+            other_pem,
+            github: FakeGitHub::start(public),
+            git,
+            sha,
+            _keys: keys,
+        }
+    }
 }
 
 /// An RSA key made by openssl, as PKCS#1 (what GitHub hands out) and its public half.
-pub fn app_key(dir: &Path, name: &str) -> (String, RsaPublicKey) {
+fn app_key(dir: &Path, name: &str) -> (String, RsaPublicKey) {
     let pkcs8 = dir.join(format!("{name}.p8"));
     let pkcs1 = dir.join(format!("{name}.pem"));
     let ok = Command::new("openssl")

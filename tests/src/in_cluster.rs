@@ -282,23 +282,57 @@ pub async fn install_source_controller(
         &flux_dir.join("policies"),
         &overlay.join("upstream/policies"),
     )?;
+    apply_flux_overlay(
+        cp,
+        &overlay,
+        "source-controller",
+        &["default", "policies"],
+        image,
+    )?;
+    apply_kustomization(cp, &repo_root().join("config/flux"))?;
+    wait_flux_controller(cp, node, "source-controller").await
+}
+
+/// Applies `overlay`: upstream's config of Flux controller `controller` (already copied to
+/// `<overlay>/upstream`), its `resources` in `flux-system`, its image `fluxcd/<controller>`
+/// replaced by `image`, as `kustomize edit set image` would.
+fn apply_flux_overlay(
+    cp: &ControlPlane,
+    overlay: &Path,
+    controller: &str,
+    resources: &[&str],
+    image: &str,
+) -> Result<(), InstallError> {
     let (name, tag) = split_image(image);
+    let resources: String = resources
+        .iter()
+        .map(|r| format!("- upstream/{r}\n"))
+        .collect();
     write(
         &overlay.join("kustomization.yaml"),
         &format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-             namespace: {FLUX_NAMESPACE}\nresources:\n- upstream/default\n- upstream/policies\n\
-             images:\n- name: fluxcd/source-controller\n  newName: {name}\n  newTag: {tag}\n"
+             namespace: {FLUX_NAMESPACE}\nresources:\n{resources}\
+             images:\n- name: fluxcd/{controller}\n  newName: {name}\n  newTag: {tag}\n"
         ),
     )?;
-    apply_kustomization(cp, &overlay)?;
-    apply_kustomization(cp, &repo_root().join("config/flux"))?;
+    apply_kustomization(cp, overlay)?;
+    Ok(())
+}
+
+/// Waits for Flux controller `controller`'s Deployment (upstream names it, and labels its
+/// pods `app=<controller>`).
+async fn wait_flux_controller(
+    cp: &ControlPlane,
+    node: &mut Node,
+    controller: &str,
+) -> Result<(), InstallError> {
     wait_available(
         cp,
         node,
         FLUX_NAMESPACE,
-        "source-controller",
-        "app=source-controller",
+        controller,
+        &format!("app={controller}"),
         Duration::from_secs(120),
     )
     .await
@@ -315,26 +349,14 @@ pub async fn install_kustomize_controller(
 ) -> Result<(), InstallError> {
     let overlay = cp.dir().join("kustomize/kustomize-controller");
     copy_tree(&dir.join("config"), &overlay.join("upstream"))?;
-    let (name, tag) = split_image(image);
-    write(
-        &overlay.join("kustomization.yaml"),
-        &format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-             namespace: {FLUX_NAMESPACE}\nresources:\n- upstream/crd\n- upstream/rbac\n\
-             - upstream/manager\n\
-             images:\n- name: fluxcd/kustomize-controller\n  newName: {name}\n  newTag: {tag}\n"
-        ),
-    )?;
-    apply_kustomization(cp, &overlay)?;
-    wait_available(
+    apply_flux_overlay(
         cp,
-        node,
-        FLUX_NAMESPACE,
+        &overlay,
         "kustomize-controller",
-        "app=kustomize-controller",
-        Duration::from_secs(120),
-    )
-    .await
+        &["crd", "rbac", "manager"],
+        image,
+    )?;
+    wait_flux_controller(cp, node, "kustomize-controller").await
 }
 
 /// This operator from `config/default` (CRDs, RBAC, the Deployment and its Service) through

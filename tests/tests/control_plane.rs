@@ -468,19 +468,18 @@ async fn workspace_shaped_pod_fetches_the_artifact_and_reports_fetch_failures() 
 /// the operator's side is what is checked here (`fetch`'s side: fetch/tests/git_github_app.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_resolves_a_github_app_stack_with_an_installation_token() {
-    use e2e::github::{APP_ID, FakeGitHub, INSTALLATION, TOKEN, app_key};
+    use e2e::github::{APP_ID, AppFixture, INSTALLATION, TOKEN};
     use serde_json::json;
     use support::{condition, get_json, stacks, workspaces};
 
-    let keys = tempfile::tempdir().expect("tempdir");
-    let (pem, public) = app_key(keys.path(), "app");
-    let (other_pem, _) = app_key(keys.path(), "other");
-    let github = FakeGitHub::start(public);
-    let git = e2e::github::git_server();
-    let repo = git.create_repo("app-repo").expect("repo");
-    let sha = repo
-        .commit(&[("Pulumi.yaml", support::PROGRAM)], "c")
-        .expect("commit");
+    let AppFixture {
+        pem,
+        other_pem,
+        github,
+        git,
+        sha,
+        ..
+    } = AppFixture::start(&[("Pulumi.yaml", support::PROGRAM)]);
 
     let cp = ControlPlane::start().await.expect("control plane starts");
     let kubeconfig = support::operator::install(&cp).await;

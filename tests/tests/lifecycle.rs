@@ -238,9 +238,8 @@ async fn reclaim_delete_update_ttl_and_a_failed_preview_say_what_happened() {
         .expect("before's Update")
         .to_string();
     let stale_after = resynced(&before) + jiff::SignedDuration::from_secs(21);
-    while jiff::Timestamp::now() < stale_after {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let wait = jiff::Timestamp::now().duration_until(stale_after);
+    tokio::time::sleep(Duration::try_from(wait).unwrap_or_default()).await;
     rc.cp
         .apply_yaml(
             &stack_yaml_with("later", pulumi, prerequisite_on("before", "20s")),

@@ -73,14 +73,6 @@ impl Failures {
     }
 }
 
-fn key<K: ResourceExt>(controller: &str, obj: &K) -> String {
-    format!(
-        "{controller}/{}/{}",
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    )
-}
-
 /// How a reconcile's steps end early: the controller's typed stop `S`, which it turns into a
 /// condition, an event and a requeue; or a call that failed, which the runtime retries with
 /// back-off.
@@ -191,7 +183,7 @@ pub async fn run<K, C>(
     let failures = Arc::new(Failures::default());
     let succeeded = Arc::clone(&failures);
     let reconciler = move |obj: Arc<K>, ctx: Arc<C>| {
-        let key = key(name, obj.as_ref());
+        let key = queue::key(&ObjectRef::from_obj(obj.as_ref()));
         let failures = Arc::clone(&succeeded);
         // Every log line of the reconcile carries the object.
         let span = info_span!(
@@ -203,12 +195,11 @@ pub async fn run<K, C>(
         async move {
             let metrics = ctx.metrics();
             let queues = &metrics.controller_runtime.queues;
-            let queued = queue::key(&ObjectRef::from_obj(obj.as_ref()));
-            queues.taken(name, &queued, Instant::now());
+            queues.taken(name, &key, Instant::now());
             let running = metrics.controller_runtime.processing(name);
             let started = Instant::now();
             let result = reconcile(obj, Arc::clone(&ctx)).await;
-            queues.done(name, &queued);
+            queues.done(name, &key);
             let outcome = match &result {
                 Ok(a) if *a == Action::await_change() => Outcome::Success,
                 Ok(_) => Outcome::RequeueAfter,
@@ -224,7 +215,8 @@ pub async fn run<K, C>(
         .instrument(span)
     };
     let error_policy = move |obj: Arc<K>, err: &Error, ctx: Arc<C>| {
-        let n = failures.failed(&key(name, obj.as_ref()));
+        let key = queue::key(&ObjectRef::from_obj(obj.as_ref()));
+        let n = failures.failed(&key);
         let wait = retry_after(n);
         warn!(
             controller = name,
@@ -236,12 +228,10 @@ pub async fn run<K, C>(
             "reconcile failed"
         );
         ctx.metrics().failure(name, err.kind());
-        ctx.metrics().controller_runtime.queues.retry_after(
-            name,
-            queue::key(&ObjectRef::from_obj(obj.as_ref())),
-            wait,
-            Instant::now(),
-        );
+        ctx.metrics()
+            .controller_runtime
+            .queues
+            .retry_after(name, key, wait, Instant::now());
         Action::requeue(wait)
     };
     controller

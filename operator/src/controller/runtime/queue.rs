@@ -95,9 +95,14 @@ impl Queues {
         q
     }
 
+    /// `f` on `controller`'s queue (made on first use; every trigger comes here, so the
+    /// name is copied only then).
     fn with<T>(&self, controller: &str, f: impl FnOnce(&mut State) -> T) -> Option<T> {
         let mut all = self.state.lock().ok()?;
-        Some(f(all.entry(controller.to_string()).or_default()))
+        if !all.contains_key(controller) {
+            all.insert(controller.to_string(), State::default());
+        }
+        all.get_mut(controller).map(f)
     }
 
     fn labels(controller: &str) -> QueueLabels {

@@ -3,7 +3,7 @@
 //! and under which keys is decided here (pure); names that cannot be Secret keys are refused,
 //! never rewritten, so a workload never reads a key that differs from the program's output.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -11,10 +11,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 
+use super::Run;
 use super::field_manager;
 use super::stop::{Halt, Stop};
 use super::updates::raw_outputs;
-use super::{Run, sync};
 use crate::api::names::{label, stack_reason as reason};
 use crate::api::stack::Stack;
 use crate::api::stack_spec::OutputsSecretRef;
@@ -145,7 +145,8 @@ fn owned_by(secret: &Secret, stack: &Stack) -> bool {
         .any(|o| Some(&o.uid) == uid.as_ref())
 }
 
-/// After a successful update: the Secret holds that update's outputs, or the Stack stalls
+/// After a successful update (the reconcile calls it for a synced Stack that is neither
+/// suspended nor being deleted): the Secret holds that update's outputs, or the Stack stalls
 /// saying why it cannot.
 pub(super) async fn ensure(run: &mut Run<'_>) -> Result<(), Halt> {
     let Some(spec) = run.stack.spec.0.outputs_secret_ref.as_ref() else {
@@ -154,9 +155,6 @@ pub(super) async fn ensure(run: &mut Run<'_>) -> Result<(), Halt> {
     let Some(last) = run.draft.last_update.as_ref().filter(|l| l.succeeded()) else {
         return Ok(());
     };
-    if sync::suspended(run.stack) {
-        return Ok(());
-    }
     let update = last.name.clone().unwrap_or_default();
     let names = run.draft.outputs.iter().flatten().map(|(k, _)| k.as_str());
     let keys = select(spec, names)?;
@@ -166,10 +164,8 @@ pub(super) async fn ensure(run: &mut Run<'_>) -> Result<(), Halt> {
             return Err(OutputsSecretError::NotOurs(spec.name.clone()).into());
         }
         let written = existing.annotations().get(label::UPDATE_NAME);
-        let mut current: Vec<&String> = existing.data.iter().flatten().map(|(k, _)| k).collect();
-        let mut wanted: Vec<&String> = keys.iter().collect();
-        current.sort();
-        wanted.sort();
+        let current: BTreeSet<&String> = existing.data.iter().flatten().map(|(k, _)| k).collect();
+        let wanted: BTreeSet<&String> = keys.iter().collect();
         if written == Some(&update) && current == wanted {
             return Ok(());
         }

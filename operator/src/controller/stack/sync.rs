@@ -37,23 +37,18 @@ pub struct Observed<'a> {
     pub now: jiff::Timestamp,
 }
 
+fn annotation(stack: &Stack, key: &str) -> Option<String> {
+    stack.metadata.annotations.as_ref()?.get(key).cloned()
+}
+
+/// The `pulumi.com/reconciliation-request` value (PKO's request).
 pub fn reconcile_request(stack: &Stack) -> Option<String> {
-    stack
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(label::RECONCILE_REQUEST))
-        .cloned()
+    annotation(stack, label::RECONCILE_REQUEST)
 }
 
 /// The `reconcile.fluxcd.io/requestedAt` value (`flux reconcile`'s request).
 pub fn flux_request(stack: &Stack) -> Option<String> {
-    stack
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(label::FLUX_RECONCILE_REQUEST))
-        .cloned()
+    annotation(stack, label::FLUX_RECONCILE_REQUEST)
 }
 
 /// Whether `spec.suspend` holds the Stack.
