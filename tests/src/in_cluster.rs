@@ -369,8 +369,20 @@ pub async fn install_operator(
     operator_image: &str,
     fetch_image: &str,
 ) -> Result<(), InstallError> {
-    let overlay = cp.dir().join("kustomize/operator");
-    let base = relative(&overlay, &repo_root().join("config/default"));
+    install_operator_from(cp, node, "config/default", operator_image, fetch_image).await
+}
+
+/// As [`install_operator`], from the kustomization `config` (relative to the repository, e.g.
+/// `config/namespaced`) instead of `config/default`.
+pub async fn install_operator_from(
+    cp: &ControlPlane,
+    node: &mut Node,
+    config: &str,
+    operator_image: &str,
+    fetch_image: &str,
+) -> Result<(), InstallError> {
+    let overlay = cp.dir().join("kustomize").join(config.replace('/', "-"));
+    let base = relative(&overlay, &repo_root().join(config));
     let (name, tag) = split_image(operator_image);
     write(
         &overlay.join("kustomization.yaml"),

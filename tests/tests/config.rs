@@ -7,9 +7,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use e2e::schema_check::validate;
+
+mod support;
 use operator::api::names::{flux, label, operator as op, pod};
-use operator::rbac::{API_CALLS, Scope};
+use operator::rbac::Scope;
 use serde_json::Value;
+use support::rbac;
 
 fn config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
@@ -19,7 +22,8 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.is_dir() {
+        // The Helm chart's templates are not manifests until rendered (tests/tests/helm_chart.rs).
+        if path.is_dir() && !path.ends_with("helm") {
             out.extend(yaml_files(&path));
         } else if path.extension().is_some_and(|e| e == "yaml") {
             out.push(path);
@@ -275,37 +279,10 @@ fn the_workspace_rpc_policy_admits_only_the_operator_on_the_grpc_port() {
     );
 }
 
-/// (scope, group, resource, verb, resourceName) tuples a role grants.
-fn grants(role: &Value, scope: Scope) -> BTreeSet<(String, String, String, String, String)> {
-    let mut out = BTreeSet::new();
-    for rule in role["rules"].as_array().unwrap() {
-        let names: Vec<String> = rule["resourceNames"]
-            .as_array()
-            .map(|a| a.iter().map(|n| n.as_str().unwrap().to_string()).collect())
-            .unwrap_or_else(|| vec![String::new()]);
-        for g in rule["apiGroups"].as_array().unwrap() {
-            for r in rule["resources"].as_array().unwrap() {
-                for v in rule["verbs"].as_array().unwrap() {
-                    for n in &names {
-                        out.insert((
-                            format!("{scope:?}"),
-                            g.as_str().unwrap().to_string(),
-                            r.as_str().unwrap().to_string(),
-                            v.as_str().unwrap().to_string(),
-                            n.clone(),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn rbac_grants_exactly_the_calls_the_operator_makes() {
     let rbac = docs_under("rbac");
-    let mut granted = grants(
+    let mut granted = rbac::grants(
         find(
             &rbac,
             "ClusterRole",
@@ -315,43 +292,61 @@ fn rbac_grants_exactly_the_calls_the_operator_makes() {
     );
     let ns_role = find(&rbac, "Role", "pulumi-kubernetes-operator");
     assert_eq!(ns_role["metadata"]["namespace"], op::NAMESPACE);
-    granted.extend(grants(ns_role, Scope::OperatorNamespace));
+    granted.extend(rbac::grants(ns_role, Scope::OperatorNamespace));
 
-    let mut needed = BTreeSet::new();
-    for c in API_CALLS {
-        let names: Vec<String> = if c.resource_names.is_empty() {
-            vec![String::new()]
-        } else {
-            c.resource_names.iter().map(|n| n.to_string()).collect()
-        };
-        for v in c.verbs {
-            for n in &names {
-                needed.insert((
-                    format!("{:?}", c.scope),
-                    c.group.to_string(),
-                    c.resource.to_string(),
-                    v.to_string(),
-                    n.clone(),
-                ));
-            }
-        }
-    }
-    let missing: Vec<_> = needed.difference(&granted).collect();
-    let extra: Vec<_> = granted.difference(&needed).collect();
-    assert!(
-        missing.is_empty(),
-        "calls the role does not grant: {missing:#?}"
-    );
-    assert!(
-        extra.is_empty(),
-        "grants no call needs (least privilege): {extra:#?}"
-    );
+    rbac::assert_exact(&granted, &rbac::needed(op::SERVICE_ACCOUNT), "config/rbac");
 
     for binding in ["ClusterRoleBinding", "RoleBinding"] {
         let b = find(&rbac, binding, "pulumi-kubernetes-operator");
         assert_eq!(b["subjects"][0]["name"], op::SERVICE_ACCOUNT);
         assert_eq!(b["subjects"][0]["namespace"], op::NAMESPACE);
     }
+}
+
+#[test]
+fn the_namespaced_variant_grants_the_operator_roles_only() {
+    let namespaced = docs_under("namespaced");
+    let role = find(
+        &namespaced,
+        "Role",
+        "pulumi-kubernetes-operator-controller-manager",
+    );
+    assert_eq!(role["metadata"]["namespace"], "stacks");
+    rbac::assert_exact(
+        &rbac::grants(role, Scope::Cluster),
+        &rbac::in_a_namespace(&rbac::needed(op::SERVICE_ACCOUNT)),
+        "config/namespaced",
+    );
+    let binding = find(&namespaced, "RoleBinding", "pulumi-kubernetes-operator");
+    assert_eq!(binding["metadata"]["namespace"], "stacks");
+    assert_eq!(binding["subjects"][0]["name"], op::SERVICE_ACCOUNT);
+    assert_eq!(binding["subjects"][0]["namespace"], op::NAMESPACE);
+
+    // What it deletes from config/default is the operator's cluster-wide grant.
+    let kustomization = docs(&config().join("namespaced/kustomization.yaml"));
+    let rbac_docs = docs_under("rbac");
+    let mut deleted = Vec::new();
+    for p in kustomization[0]["patches"].as_array().expect("patches") {
+        let text = p["patch"].as_str().expect("patch");
+        if text.contains("$patch: delete") {
+            let d: serde_yaml::Value = serde_yaml::from_str(text).expect("YAML");
+            let d = serde_json::to_value(d).expect("JSON");
+            let (kind, name) = (
+                d["kind"].as_str().unwrap(),
+                d["metadata"]["name"].as_str().unwrap(),
+            );
+            find(&rbac_docs, kind, name);
+            deleted.push(format!("{kind}/{name}"));
+        } else {
+            assert!(text.contains("--watch-namespace=stacks"), "{text}");
+            assert!(text.contains("--metrics-secure=false"), "{text}");
+        }
+    }
+    assert!(
+        deleted.contains(&"ClusterRole/pulumi-kubernetes-operator-controller-manager".to_string())
+            && deleted.contains(&"ClusterRoleBinding/pulumi-kubernetes-operator".to_string()),
+        "{deleted:?}"
+    );
 }
 
 #[test]

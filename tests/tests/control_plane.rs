@@ -110,6 +110,15 @@ async fn crds_install_and_every_sample_applies_strictly() {
     assert_eq!(read["status"]["observedGeneration"], 0, "{read:#}");
     assert_eq!(read["metadata"]["generation"], 1);
 
+    // The additions explain themselves, from the served schema.
+    let explained = cp
+        .kubectl(&["explain", "stacks.spec.suspend"])
+        .expect("kubectl explain");
+    assert!(
+        explained.contains("FIELD: suspend <boolean>") && explained.contains("Flux's suspend"),
+        "{explained}"
+    );
+
     two_field_managers_merge_a_workspace_template_as_kubernetes_merges_pods(&cp).await;
 }
 

@@ -12,7 +12,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use e2e::cluster::tool_dir;
@@ -24,37 +23,10 @@ use serde_json::{Value, json};
 use support::operator::{BACKEND, PASSPHRASE, shared_state, state_pod_template};
 use support::real_node::tail_lines;
 use support::real_node::{self, RealCluster};
-use support::{FluxFixture, get_json, stacks};
+use support::{FluxFixture, get_json, helm, stacks};
 
 const NAMESPACE: &str = "pulumi-kubernetes-operator";
 const RELEASE: &str = "pulumi-kubernetes-operator";
-
-/// `helm <args>` against the cluster; stdout, or the failure with its output.
-fn helm(rc: &RealCluster, args: &[&str]) -> Result<String, String> {
-    let dirs = e2e::tools::dirs(&["helm"]).map_err(|e| e.to_string())?;
-    let bin = e2e::tools::find(&dirs, "helm").map_err(|e| e.to_string())?;
-    let home = rc.cp.dir().join("helm");
-    let out = Command::new(bin)
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(rc.cp.kubeconfig())
-        // Helm keeps its caches and registry logins under these; keep them in the test's dir.
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .output()
-        .map_err(|e| format!("helm: {e}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!("helm {args:?} failed ({}):\n{text}", out.status))
-    }
-}
 
 /// The YAML documents of a file of PKO's snapshot, as JSON.
 fn documents(path: &Path) -> Vec<Value> {
@@ -81,7 +53,7 @@ async fn pkos_own_chart_runs_our_image_and_its_flux_example_reaches_ready() {
     let (registry, rest) = rc.images.operator.split_once('/').expect("registry/name");
     let (repository, tag) = rest.rsplit_once(':').expect("name:tag");
     let chart = pko.join("chart");
-    helm(
+    helm::on(
         &rc,
         &[
             "install",
@@ -110,7 +82,7 @@ async fn pkos_own_chart_runs_our_image_and_its_flux_example_reaches_ready() {
     )
     .await
     .unwrap_or_else(|e| panic!("PKO's chart with our image: {e}"));
-    let manifest = helm(&rc, &["get", "manifest", RELEASE, "-n", NAMESPACE]).expect("manifest");
+    let manifest = helm::on(&rc, &["get", "manifest", RELEASE, "-n", NAMESPACE]).expect("manifest");
     assert!(
         manifest.contains("- /manager") && manifest.contains("--metrics-secure=true"),
         "the chart's own command line: {manifest}"

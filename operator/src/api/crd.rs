@@ -124,7 +124,12 @@ fn not_yet_observed(schema: &mut JSONSchemaProps) {
     }
 }
 
-/// Every CRD, with the file name it is written to under `config/crd/bases`.
+/// Where the generated CRDs are committed, relative to the repository: the kustomize base and
+/// the Helm chart's `crds/` (Helm installs those before the templates). `crdgen` writes both;
+/// a test fails when either drifts from the types.
+pub const COMMITTED_DIRS: &[&str] = &["config/crd/bases", "config/helm/pulumi-operator/crds"];
+
+/// Every CRD, with its file name in each of [`COMMITTED_DIRS`].
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("pulumi.com_stacks.yaml", stack_crd()),

@@ -38,6 +38,7 @@ impl Contexts {
         settings: Settings,
         metrics: Arc<Metrics>,
         program_base_url: String,
+        scope: runtime::Scope,
     ) -> Contexts {
         let tokens = Arc::new(Tokens::new(
             client.clone(),
@@ -58,6 +59,7 @@ impl Contexts {
                 client.clone(),
                 Arc::clone(&metrics),
                 settings.github_api_url.clone(),
+                scope,
             )),
             program: Arc::new(program::Context {
                 client: client.clone(),

@@ -141,10 +141,12 @@ pub async fn reconcile(p: Arc<Program>, ctx: Arc<Context>) -> Result<Action, Err
 
 pub async fn run(
     ctx: Arc<Context>,
+    scope: &runtime::Scope,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (reader, programs, _) = runtime::primary(
         ctx.client.clone(),
+        scope,
         CONTROLLER,
         Arc::clone(&ctx.metrics),
         predicates::generation,
@@ -167,12 +169,16 @@ pub async fn run(
     runtime::run(controller, CONTROLLER, reconciler, ctx, 0, shutdown).await;
 }
 
-/// The Programs the server answers from: a watch of its own, started before leader election
-/// (every replica serves), trimmed of what packing does not read.
-pub fn served(client: Client) -> Store<Program> {
+/// The Programs the server answers from: a watch of its own in `scope`, started before leader
+/// election (every replica serves), trimmed of what packing does not read.
+pub fn served(client: Client, scope: &runtime::Scope) -> Store<Program> {
     let (reader, writer) = reflector::store();
-    let stream = watcher(Api::<Program>::all(client), watcher::Config::default())
-        .default_backoff()
+    let stream = scope
+        .watch(
+            scope.apis::<Program>(&client),
+            scope.own(watcher::Config::default()),
+            Some(reader.clone()),
+        )
         .modify(crate::controller::runtime::cache::slim)
         .reflect(writer)
         .for_each(|_| async {});

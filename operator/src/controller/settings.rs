@@ -35,6 +35,9 @@ pub struct Settings {
     /// operator runs from (see [`Settings::with_own_image`]).
     pub agent_image_given: bool,
     pub fetch_image_given: bool,
+    /// The service account of workspace pods whose Stack or Workspace names none
+    /// (`--default-service-account`; None: `default`, as PKO).
+    pub default_service_account: Option<String>,
     /// The operator's namespace and service account (for the tokens it presents to agents).
     pub namespace: String,
     pub service_account: String,
@@ -144,6 +147,7 @@ impl Settings {
             github_api_url,
             agent_image_given,
             fetch_image_given,
+            default_service_account: None,
             namespace: get("POD_NAMESPACE").unwrap_or_else(|| "pulumi-kubernetes-operator".into()),
             service_account: get("POD_SA_NAME").unwrap_or_else(|| "controller-manager".into()),
         })

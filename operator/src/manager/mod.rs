@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::controller::runtime::leader;
 use crate::controller::runtime::metrics::Metrics;
+use crate::controller::runtime::scope::{Scope, ScopeError};
 use crate::controller::settings::Settings;
 use crate::controller::{self, Contexts};
 
@@ -89,6 +90,31 @@ pub struct Flags {
     /// Accepted for PKO compatibility; ignored (errors carry their causes, not stack traces).
     #[arg(long, hide = true)]
     pub zap_stacktrace_level: Option<String>,
+    /// Reconcile only the Stacks, Programs, Workspaces and Updates of these namespaces
+    /// (comma-separated or repeated; `WATCH_NAMESPACE` too). Unset: every namespace. Roles in
+    /// these namespaces are then all the operator needs (config/namespaced, the chart's
+    /// `controller.watchNamespaces`).
+    #[arg(long, env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    pub watch_namespace: Vec<String>,
+    /// Flux's: `--watch-all-namespaces=false` without `--watch-namespace` watches the
+    /// operator's own namespace only.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub watch_all_namespaces: Option<bool>,
+    /// Reconcile only the objects this label selector picks (Flux's sharding, e.g.
+    /// `sharding.fluxcd.io/key=shard1`, and `!sharding.fluxcd.io/key` for the shard of the
+    /// rest). The Workspaces and Updates made for a Stack carry its labels the selector
+    /// names, so the same shard reconciles them.
+    #[arg(long)]
+    pub watch_label_selector: Option<String>,
+    /// Flux's lockdown flag. Accepted: this operator never follows a reference out of a
+    /// Stack's namespace, with or without it (Flux sources, Programs, prerequisites and
+    /// Secrets are read from the Stack's own namespace; a Secret named in another is refused).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub no_cross_namespace_refs: Option<bool>,
+    /// The service account of workspace pods whose Stack (or Workspace) names none; unset:
+    /// `default`, as PKO.
+    #[arg(long)]
+    pub default_service_account: Option<String>,
 }
 
 impl Flags {
@@ -117,6 +143,17 @@ impl Flags {
 
     pub fn metrics_secure(&self) -> bool {
         self.metrics_secure.unwrap_or(true)
+    }
+
+    /// What the controllers reconcile; `own_namespace` for `--watch-all-namespaces=false`.
+    pub fn scope(&self, own_namespace: &str) -> Result<Scope, ScopeError> {
+        let mut namespaces = self.watch_namespace.clone();
+        if self.watch_all_namespaces == Some(false)
+            && namespaces.iter().all(|n| n.trim().is_empty())
+        {
+            namespaces = vec![own_namespace.to_string()];
+        }
+        Scope::new(&namespaces, self.watch_label_selector.as_deref())
     }
 }
 
@@ -164,6 +201,8 @@ pub enum ManagerError {
     },
     #[error(transparent)]
     SecureMetrics(#[from] secure_metrics::SecureMetricsError),
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
 }
 
 pub fn init_logging(flags: &Flags) {
@@ -262,7 +301,13 @@ async fn serve(
 
 pub async fn run(flags: Flags) -> Result<(), ManagerError> {
     let mut settings = Settings::from_env()?;
+    let scope = flags.scope(&settings.namespace)?;
+    settings.default_service_account = flags
+        .default_service_account
+        .clone()
+        .filter(|s| !s.trim().is_empty());
     let client = client(&flags).await?;
+    check_selector(&client, &scope).await?;
     if !(settings.agent_image_given && settings.fetch_image_given) {
         match own_image(&client, &settings.namespace).await {
             Ok(image) => settings = settings.with_own_image(&image),
@@ -276,15 +321,21 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
     set_git_timeouts();
     let metrics = Arc::new(Metrics::default());
     let base = program_base_url(&flags);
-    let ctx = Contexts::new(client.clone(), settings, Arc::clone(&metrics), base.clone());
+    let ctx = Contexts::new(
+        client.clone(),
+        settings,
+        Arc::clone(&metrics),
+        base.clone(),
+        scope.clone(),
+    );
     let workspaces = Arc::clone(&ctx.workspace);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = watch::channel(false);
-    start_servers(&flags, &client, &metrics, ready_rx, &stop_rx).await?;
+    start_servers(&flags, &client, &scope, &metrics, ready_rx, &stop_rx).await?;
 
     // A standby replica is ready (it serves Program artifacts) while it waits for the lease.
     let _ = ready_tx.send(true);
-    let elector = match elect(&flags, &client, &workspaces.settings.namespace).await? {
+    let elector = match elect(&flags, &client, &workspaces.settings.namespace, &scope).await? {
         Lease::NotElecting => None,
         Lease::Held(e) => Some(e),
         Lease::ShutDown => {
@@ -302,12 +353,13 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
     let n = flags.max_concurrent_reconciles.max(1);
     let controllers = tokio::spawn({
         let rx = stop_rx.clone();
+        let scope = scope.clone();
         async move {
             tokio::join!(
-                controller::workspace::run(ctx.workspace, n, stop(&rx)),
-                controller::update::run(ctx.update, n, stop(&rx)),
-                controller::stack::run(ctx.stack, n, stop(&rx)),
-                controller::program::run(ctx.program, stop(&rx)),
+                controller::workspace::run(ctx.workspace, &scope, n, stop(&rx)),
+                controller::update::run(ctx.update, &scope, n, stop(&rx)),
+                controller::stack::run(ctx.stack, &scope, n, stop(&rx)),
+                controller::program::run(ctx.program, &scope, stop(&rx)),
             );
         }
     });
@@ -315,6 +367,8 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
         agent_image = %workspaces.settings.agent_image,
         fetch_image = %workspaces.settings.fetch_image,
         program_url = %base,
+        namespaces = %scope.namespaces().map_or("all".into(), |n| n.join(",")),
+        label_selector = scope.selector().unwrap_or(""),
         "controllers running"
     );
 
@@ -380,6 +434,7 @@ fn program_base_url(flags: &Flags) -> String {
 async fn start_servers(
     flags: &Flags,
     client: &kube::Client,
+    scope: &Scope,
     metrics: &Arc<Metrics>,
     ready: watch::Receiver<bool>,
     stop: &watch::Receiver<bool>,
@@ -406,7 +461,7 @@ async fn start_servers(
         }
     }
     if let Some(addr) = bind_addr("--program-fs-addr", &flags.program_fs_addr)? {
-        let served = controller::program::served(client.clone());
+        let served = controller::program::served(client.clone(), scope);
         let router = controller::program::router(served);
         serve(addr, "program artifacts", router, stop.clone()).await?;
     }
@@ -500,10 +555,45 @@ fn lease_identity(host: Option<String>) -> String {
 
 /// With `--leader-elect`, waits for the lease `operator.pulumi.com` in the operator's
 /// namespace (or for a shutdown signal).
+/// The leader-election lease: PKO's name for an operator of the whole cluster; with a scope
+/// of namespaces or a label selector, that name tagged with it, so that shards and tenants
+/// running in one namespace each elect their own leader (Flux tags its lease the same way).
+fn lease_name(scope: &Scope) -> String {
+    match scope.tag() {
+        tag if tag.is_empty() => "operator.pulumi.com".into(),
+        tag => format!("operator.pulumi.com-{tag}"),
+    }
+}
+
+/// Asks the API server once for a Stack with `--watch-label-selector`, so that a selector it
+/// refuses stops the operator at start, naming the flag, instead of failing every watch.
+async fn check_selector(client: &kube::Client, scope: &Scope) -> Result<(), ManagerError> {
+    let Some(selector) = scope.selector() else {
+        return Ok(());
+    };
+    let Some((_, api)) = scope
+        .apis::<crate::api::stack::Stack>(client)
+        .into_iter()
+        .next()
+    else {
+        return Ok(());
+    };
+    let params = kube::api::ListParams::default().labels(selector).limit(1);
+    match api.list_metadata(&params).await {
+        Err(kube::Error::Api(e)) if e.code == 400 => Err(ManagerError::Flag {
+            flag: "--watch-label-selector",
+            detail: format!("{selector:?} is refused by the API server: {}", e.message),
+        }),
+        // Anything else (RBAC, a slow API server) shows in the watches' errors.
+        _ => Ok(()),
+    }
+}
+
 async fn elect(
     flags: &Flags,
     client: &kube::Client,
     namespace: &str,
+    scope: &Scope,
 ) -> Result<Lease, ManagerError> {
     if !flags.leader_elect() {
         return Ok(Lease::NotElecting);
@@ -517,7 +607,7 @@ async fn elect(
         client.clone(),
         leader::Config {
             namespace: namespace.to_string(),
-            name: "operator.pulumi.com".into(),
+            name: lease_name(scope),
             identity,
             lease_duration: duration_flag(
                 "--leader-election-lease-duration",
@@ -641,6 +731,51 @@ mod tests {
         assert_eq!(stray.kind(), clap::error::ErrorKind::UnknownArgument);
         let typo = Flags::try_parse_pko(["/operator", "--leader-elct"]).unwrap_err();
         assert_eq!(typo.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn the_tenancy_flags_take_fluxs_spellings() {
+        let f = Flags::try_parse_pko([
+            "/operator",
+            "--watch-namespace=team-a,team-b",
+            "--watch-namespace",
+            "team-c",
+            "--watch-label-selector=sharding.fluxcd.io/key=shard1",
+            "--no-cross-namespace-refs",
+            "--default-service-account=pulumi",
+        ])
+        .expect("parse");
+        let scope = f.scope("ops").expect("scope");
+        assert_eq!(
+            scope.namespaces(),
+            Some(&["team-a", "team-b", "team-c"].map(String::from)[..])
+        );
+        assert_eq!(scope.selector(), Some("sharding.fluxcd.io/key=shard1"));
+        assert_eq!(f.no_cross_namespace_refs, Some(true));
+        assert_eq!(f.default_service_account.as_deref(), Some("pulumi"));
+        assert_ne!(lease_name(&scope), lease_name(&Scope::default()));
+        assert_eq!(lease_name(&Scope::default()), "operator.pulumi.com");
+
+        let own =
+            Flags::try_parse_pko(["/operator", "-watch-all-namespaces=false"]).expect("parse");
+        assert_eq!(
+            own.scope("ops").expect("scope").namespaces(),
+            Some(&["ops".to_string()][..])
+        );
+        let bad = Flags::try_parse_pko(["/operator", "--watch-namespace=Team"]).expect("parse");
+        assert!(
+            bad.scope("ops")
+                .unwrap_err()
+                .to_string()
+                .contains("--watch-namespace")
+        );
+        let bad = Flags::try_parse_pko(["/operator", "--watch-label-selector=a b"]).expect("parse");
+        assert!(
+            bad.scope("ops")
+                .unwrap_err()
+                .to_string()
+                .contains("--watch-label-selector")
+        );
     }
 
     #[test]

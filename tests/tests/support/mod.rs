@@ -109,9 +109,11 @@ pub struct FluxFixture {
     pub git: GitServer,
     pub repo: Repo,
     pub name: String,
+    /// Where the GitRepository and its Secret are.
+    pub namespace: String,
 }
 
-fn git_repositories(cp: &ControlPlane) -> Api<DynamicObject> {
+fn git_repositories(cp: &ControlPlane, namespace: &str) -> Api<DynamicObject> {
     let ar = ApiResource {
         group: "source.toolkit.fluxcd.io".into(),
         version: "v1".into(),
@@ -119,7 +121,7 @@ fn git_repositories(cp: &ControlPlane) -> Api<DynamicObject> {
         kind: "GitRepository".into(),
         plural: "gitrepositories".into(),
     };
-    Api::namespaced_with(cp.client(), "default", &ar)
+    Api::namespaced_with(cp.client(), namespace, &ar)
 }
 
 impl FluxFixture {
@@ -135,7 +137,7 @@ impl FluxFixture {
         let source_controller = SourceController::start(cp, gateway)
             .await
             .expect("source-controller starts");
-        let mut fx = Self::with_git(cp, name, IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+        let mut fx = Self::with_git(cp, name, IpAddr::V4(Ipv4Addr::LOCALHOST), "default").await;
         fx.source_controller = Some(source_controller);
         fx
     }
@@ -143,11 +145,21 @@ impl FluxFixture {
     /// For source-controller running in the cluster (e2e::in_cluster): the git server listens
     /// on `gateway`, where its pod reaches the host.
     pub async fn in_cluster(cp: &ControlPlane, name: &str, gateway: Ipv4Addr) -> FluxFixture {
-        Self::with_git(cp, name, IpAddr::V4(gateway)).await
+        Self::with_git(cp, name, IpAddr::V4(gateway), "default").await
     }
 
-    /// The git server on `ip` with one repository, and the Secret to read it.
-    async fn with_git(cp: &ControlPlane, name: &str, ip: IpAddr) -> FluxFixture {
+    /// As [`FluxFixture::in_cluster`], the GitRepository and its Secret in `namespace`.
+    pub async fn in_cluster_in(
+        cp: &ControlPlane,
+        name: &str,
+        gateway: Ipv4Addr,
+        namespace: &str,
+    ) -> FluxFixture {
+        Self::with_git(cp, name, IpAddr::V4(gateway), namespace).await
+    }
+
+    /// The git server on `ip` with one repository, and the Secret to read it in `namespace`.
+    async fn with_git(cp: &ControlPlane, name: &str, ip: IpAddr, namespace: &str) -> FluxFixture {
         let creds = Credentials {
             username: "flux".into(),
             password: format!("pw-{name}"),
@@ -159,7 +171,7 @@ impl FluxFixture {
              stringData: {{username: {}, password: {}}}\n",
             creds.username, creds.password
         );
-        cp.apply_yaml(&secret, "secret", "default")
+        cp.apply_yaml(&secret, "secret", namespace)
             .await
             .expect("secret");
         FluxFixture {
@@ -167,6 +179,7 @@ impl FluxFixture {
             git,
             repo,
             name: name.into(),
+            namespace: namespace.into(),
         }
     }
 
@@ -179,7 +192,7 @@ impl FluxFixture {
             n = self.name,
             url = self.git.url(&self.name)
         );
-        cp.apply_yaml(&yaml, "GitRepository", "default")
+        cp.apply_yaml(&yaml, "GitRepository", &self.namespace)
             .await
             .expect("GitRepository applies");
     }
@@ -204,7 +217,7 @@ impl FluxFixture {
     pub async fn request_reconcile(&self, cp: &ControlPlane) {
         let now = format!("{:?}", Instant::now());
         let patch = json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": now}}});
-        git_repositories(cp)
+        git_repositories(cp, &self.namespace)
             .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .expect("annotate");
@@ -213,7 +226,7 @@ impl FluxFixture {
     /// Waits until the GitRepository is Ready with an artifact of commit `sha`; returns the
     /// artifact.
     pub async fn wait_revision(&self, cp: &ControlPlane, sha: &str) -> Value {
-        let api = git_repositories(cp);
+        let api = git_repositories(cp, &self.namespace);
         let want = format!("main@sha1:{sha}");
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -240,7 +253,9 @@ impl FluxFixture {
     }
 }
 
+pub mod helm;
 pub mod operator;
+pub mod rbac;
 pub mod real_node;
 
 /// Events about an object (kind, name) in `ns`, oldest first: (type, reason, note).

@@ -28,17 +28,18 @@ use serde::de::DeserializeOwned;
 
 use crate::api::workspace::Workspace;
 
-/// Watches `api`, keeps what `trim` leaves of each object in a store published as `slot`, and
+/// Watches `K` in `scope`, keeps what `trim` leaves of each object in a store published as `slot`, and
 /// returns the touched objects (deletions included) for a controller to be triggered by.
 /// Objects reach the store before the stream, so a reconcile it triggers reads them fresh.
 pub fn watched<K>(
-    api: Api<K>,
+    client: &kube::Client,
+    scope: &super::Scope,
     config: watcher::Config,
     trim: fn(&mut K),
     slot: &OnceLock<Store<K>>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()>
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + DeserializeOwned
         + std::fmt::Debug
@@ -47,9 +48,9 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let _ = slot.set(reader);
-    watcher(api, config)
-        .default_backoff()
+    let _ = slot.set(reader.clone());
+    scope
+        .watch(scope.apis::<K>(client), config, Some(reader))
         .modify(trim)
         .reflect(writer)
         .touched_objects()

@@ -14,6 +14,7 @@ pub mod leader;
 pub mod merge;
 pub mod metrics;
 pub mod queue;
+pub mod scope;
 pub mod status_queue;
 
 use std::collections::HashMap;
@@ -24,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
-use kube::api::Api;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -35,6 +35,7 @@ use tracing::{Instrument, info_span, warn};
 use super::Error;
 use metrics::{Metrics, Outcome};
 pub use queue::Feeds;
+pub use scope::Scope;
 
 /// The first retry after a failed reconcile.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
@@ -111,13 +112,14 @@ pub fn fingerprint(parts: impl Hash) -> Option<u64> {
     Some(h.finish())
 }
 
-/// The watch of a controller's own kind in all namespaces: each object slimmed into the store
+/// The watch of a controller's own kind in `scope`: each object slimmed into the store
 /// the controller reads, `gone` called with each deleted one (so what is remembered of it goes
 /// too, its place in the queue model included), and only the changes `trigger` notices passed
 /// on to be reconciled. With it, the [`Feeds`] through which the controller's other triggers
 /// go, so the queue model sees them.
 pub fn primary<K>(
     client: Client,
+    scope: &Scope,
     controller: &'static str,
     metrics: Arc<Metrics>,
     trigger: fn(&K) -> Option<u64>,
@@ -128,7 +130,13 @@ pub fn primary<K>(
     Feeds<K>,
 )
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store();
     let feeds = Feeds::new(controller, Arc::clone(&metrics), reader.clone());
@@ -140,8 +148,12 @@ where
         gone(o)
     };
     let objects = cache::on_delete(
-        watcher(Api::<K>::all(client), watcher::Config::default())
-            .default_backoff()
+        scope
+            .watch(
+                scope.apis::<K>(&client),
+                scope.own(watcher::Config::default()),
+                Some(reader.clone()),
+            )
             .modify(cache::slim)
             .reflect(writer),
         gone,
@@ -151,17 +163,27 @@ where
     (reader, feeds.own(objects), feeds)
 }
 
-/// The watch of another kind, every object that changes or goes (what `Controller::owns` and
-/// `Controller::watches` make themselves, made here so that it can go through [`Feeds`]). An
-/// `Api<PartialObjectMeta<T>>` watches metadata only, as `Controller::owns` does.
+/// The watch of another kind in `scope`, every object that changes or goes (what
+/// `Controller::owns` and `Controller::watches` make themselves, made here so that it can go
+/// through [`Feeds`]). `PartialObjectMeta<T>` watches metadata only, as `Controller::owns`
+/// does.
 pub fn touched<T>(
-    api: Api<T>,
+    client: &Client,
+    scope: &Scope,
     config: watcher::Config,
 ) -> impl Stream<Item = Result<T, watcher::Error>> + Send + 'static
 where
-    T: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    T: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
 {
-    watcher(api, config).default_backoff().touched_objects()
+    scope
+        .watch(scope.apis::<T>(client), config, None)
+        .touched_objects()
 }
 
 /// Runs `controller` (its watches already set) until `shutdown` resolves, then lets running

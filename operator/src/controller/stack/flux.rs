@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::api::stack::Stack;
 use crate::api::stack_spec::FluxSourceReference;
+use crate::controller::runtime::Scope;
 
 /// An artifact, as the fetch container needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +88,7 @@ pub fn references(
 #[derive(Default)]
 pub struct Watches {
     started: Mutex<HashSet<(String, String)>>,
-    wiring: OnceLock<(mpsc::Sender<ObjectRef<Stack>>, Store<Stack>)>,
+    wiring: OnceLock<(mpsc::Sender<ObjectRef<Stack>>, Store<Stack>, Scope)>,
     /// Discovery answers per group/version/kind: a kind's resource does not change while
     /// it is served, and asking on every reconcile costs a request each time.
     resources: Mutex<HashMap<(String, String, String), ApiResource>>,
@@ -96,9 +97,15 @@ pub struct Watches {
 }
 
 impl Watches {
-    /// Called once by the Stack controller before it runs.
-    pub fn wire(&self, trigger: mpsc::Sender<ObjectRef<Stack>>, stacks: Store<Stack>) {
-        let _ = self.wiring.set((trigger, stacks));
+    /// Called once by the Stack controller before it runs; sources are watched in `scope`'s
+    /// namespaces (whatever its label selector: a shard's Stacks may name any source).
+    pub fn wire(
+        &self,
+        trigger: mpsc::Sender<ObjectRef<Stack>>,
+        stacks: Store<Stack>,
+        scope: Scope,
+    ) {
+        let _ = self.wiring.set((trigger, stacks, scope));
     }
 
     /// Makes sure the source's kind is watched; returns its API resource for reading it.
@@ -141,7 +148,7 @@ impl Watches {
             .unwrap_or(false);
         if fresh {
             match self.wiring.get() {
-                Some((trigger, stacks)) => {
+                Some((trigger, stacks, scope)) => {
                     info!(group = %group, kind = %r.kind, "watching a new Flux source kind");
                     let writer = reflector::store::Writer::new(ar.clone());
                     if let Ok(mut m) = self.stores.lock() {
@@ -149,6 +156,7 @@ impl Watches {
                     }
                     tokio::spawn(watch_kind(
                         client.clone(),
+                        scope.clone(),
                         ar.clone(),
                         group,
                         trigger.clone(),
@@ -187,18 +195,22 @@ impl Watches {
 
 async fn watch_kind(
     client: Client,
+    scope: Scope,
     ar: ApiResource,
     group: String,
     trigger: mpsc::Sender<ObjectRef<Stack>>,
     stacks: Store<Stack>,
     writer: reflector::store::Writer<DynamicObject>,
 ) {
-    let api: Api<DynamicObject> = Api::all_with(client, &ar);
+    let apis = scope.apis_with(|ns| match ns {
+        Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    });
     let mut revisions: HashMap<(String, String), String> = HashMap::new();
     // The store is written before the object comes out of the stream, so the Stacks woken
     // below read the new revision from it.
-    let mut events = watcher(api, watcher::Config::default())
-        .default_backoff()
+    let mut events = scope
+        .watch(apis, watcher::Config::default(), Some(writer.as_reader()))
         .modify(crate::controller::runtime::cache::slim)
         .reflect(writer)
         .applied_objects()

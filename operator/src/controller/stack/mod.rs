@@ -28,9 +28,9 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::runtime::cache;
 use super::runtime::events::{EventType, Recorder};
 use super::runtime::metrics::Metrics;
+use super::runtime::{Scope, cache};
 use super::{Error, apply_status, update as update_ctl, workspace as workspace_ctl};
 use crate::api::names::{
     condition, event, field_manager, finalizer, label, stack_reason as reason,
@@ -60,6 +60,8 @@ pub struct Context {
     pub statuses: cache::Statuses,
     /// GitHub's API, for GitHub App credentials (`Settings::github_api_url`).
     pub github_api: String,
+    /// What this operator reconciles (`--watch-namespace`, `--watch-label-selector`).
+    pub scope: Scope,
 }
 
 impl super::runtime::Measured for Context {
@@ -69,8 +71,14 @@ impl super::runtime::Measured for Context {
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, github_api: Option<String>) -> Context {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        github_api: Option<String>,
+        scope: Scope,
+    ) -> Context {
         Context {
+            scope,
             github_api: github_api.unwrap_or_else(|| fetch::git::github_app::DEFAULT_API.into()),
             events: Recorder::new(client.clone(), "stack-controller"),
             client,
@@ -316,7 +324,10 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Action, Halt> {
         commit,
         polls_branch,
     } = source::resolve(&seen).await?;
-    let ws = workspace_spec::desired_workspace(run.stack, &source).map_err(Stop::spec)?;
+    let mut ws = workspace_spec::desired_workspace(run.stack, &source).map_err(Stop::spec)?;
+    // The shard that reconciles the Stack reconciles its Workspace too.
+    ws.labels_mut()
+        .extend(run.ctx.scope.shard_labels(run.stack.labels()));
 
     let observed = sync::Observed {
         commit: &commit,
@@ -418,8 +429,11 @@ async fn create_update(
 ) -> Result<(), Halt> {
     let kind = updates::kind(run.stack, run.deleting);
     let uname = updates::name(run.stack, now);
-    let update =
+    let mut update =
         updates::desired_update(run.stack, applied, kind, message, &uname).map_err(Stop::spec)?;
+    update
+        .labels_mut()
+        .extend(run.ctx.scope.shard_labels(run.stack.labels()));
     run.draft
         .reconciling(reason::STACK_PROCESSING, "stack is being processed");
     run.draft.current_update = Some(CurrentStackUpdate {

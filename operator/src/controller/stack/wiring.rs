@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Api, PartialObjectMeta};
+use kube::api::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -16,8 +16,7 @@ use crate::api::names::label;
 use crate::api::program::Program;
 use crate::api::stack::{Stack, StackUpdateState};
 use crate::api::update::Update;
-use crate::api::workspace::Workspace;
-use crate::controller::runtime::{self, cache, metrics};
+use crate::controller::runtime::{self, Scope, cache, metrics};
 
 /// Reconcile on a new generation, a new reconcile request (ours or Flux's), or deletion.
 fn stack_trigger(s: &Stack) -> Option<u64> {
@@ -68,6 +67,7 @@ fn program_users(store: &Store<Stack>, p: &Program) -> Vec<ObjectRef<Stack>> {
 
 pub async fn run(
     ctx: Arc<Context>,
+    scope: &Scope,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -75,13 +75,14 @@ pub async fn run(
     let forget = Arc::clone(&ctx);
     let (reader, stacks, feeds) = runtime::primary(
         client.clone(),
+        scope,
         CONTROLLER,
         Arc::clone(&ctx.metrics),
         stack_trigger,
         move |s: &Stack| forget_stack(&forget, s),
     );
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    ctx.flux_watches.wire(tx, reader.clone());
+    ctx.flux_watches.wire(tx, reader.clone(), scope.clone());
     let flux_wakeups =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
     spawn_gauges(Arc::clone(&ctx), reader.clone());
@@ -90,26 +91,25 @@ pub async fn run(
     // The Workspaces are kept in a store: a reconcile compares its Workspace with the cached
     // one instead of applying it again unchanged.
     let workspaces = cache::watched(
-        Api::<Workspace>::all(client.clone()),
-        watcher::Config::default().labels(&selector),
+        &client,
+        scope,
+        scope.own(watcher::Config::default().labels(&selector)),
         cache::slim_workspace,
         &ctx.workspaces,
     );
     let controller = Controller::for_stream(stacks, reader)
         .owns_stream(feeds.owned(workspaces))
-        .owns_stream(feeds.owned(runtime::touched(
-            Api::<PartialObjectMeta<Update>>::all(client.clone()),
-            watcher::Config::default().labels(&selector),
+        .owns_stream(feeds.owned(runtime::touched::<PartialObjectMeta<Update>>(
+            &client,
+            scope,
+            scope.own(watcher::Config::default().labels(&selector)),
         )))
         .watches_stream(
-            runtime::touched(
-                Api::<Program>::all(client.clone()),
-                watcher::Config::default(),
-            ),
+            runtime::touched::<Program>(&client, scope, watcher::Config::default()),
             feeds.mapped(move |p: Program| program_users(&users, &p)),
         )
         .watches_stream(
-            runtime::touched(Api::<Stack>::all(client), watcher::Config::default()),
+            runtime::touched::<Stack>(&client, scope, watcher::Config::default()),
             feeds.mapped(move |s: Stack| {
                 if s.status
                     .as_ref()

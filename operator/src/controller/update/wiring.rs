@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -12,7 +11,8 @@ use kube::{Resource, ResourceExt};
 use super::{CONTROLLER, Context, is_complete, reconcile};
 use crate::api::update::Update;
 use crate::api::workspace::Workspace;
-use crate::controller::{runtime, workspace};
+use crate::controller::runtime::{self, Scope};
+use crate::controller::workspace;
 
 /// Incomplete Updates waiting on `ws`.
 fn waiting_on(store: &Store<Update>, ws: &Workspace) -> Vec<ObjectRef<Update>> {
@@ -45,12 +45,14 @@ fn update_trigger(u: &Update) -> Option<u64> {
 
 pub async fn run(
     ctx: Arc<Context>,
+    scope: &Scope,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
     let (reader, updates, feeds) = runtime::primary(
         client.clone(),
+        scope,
         CONTROLLER,
         Arc::clone(&ctx.metrics),
         update_trigger,
@@ -58,7 +60,7 @@ pub async fn run(
     );
     let store = reader.clone();
     let controller = Controller::for_stream(updates, reader).watches_stream(
-        runtime::touched(Api::<Workspace>::all(client), watcher::Config::default()),
+        runtime::touched::<Workspace>(&client, scope, watcher::Config::default()),
         feeds.mapped(move |ws: Workspace| {
             if workspace::is_ready(&ws) {
                 waiting_on(&store, &ws)

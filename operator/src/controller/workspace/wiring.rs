@@ -6,7 +6,6 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{predicates, watcher};
@@ -14,11 +13,12 @@ use kube::runtime::{predicates, watcher};
 use super::{CONTROLLER, Context, forget_workspace, reconcile};
 use crate::api::names::label;
 use crate::api::workspace::Workspace;
-use crate::controller::runtime::{self, cache};
+use crate::controller::runtime::{self, Scope, cache};
 
 /// Runs the controller until `shutdown` resolves (then lets running reconciles finish).
 pub async fn run(
     ctx: Arc<Context>,
+    scope: &Scope,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -27,6 +27,7 @@ pub async fn run(
     let forget = Arc::clone(&ctx);
     let (reader, workspaces, feeds) = runtime::primary(
         client.clone(),
+        scope,
         CONTROLLER,
         Arc::clone(&ctx.metrics),
         predicates::generation,
@@ -35,19 +36,16 @@ pub async fn run(
     // The owned objects are kept in stores, so a reconcile reads them instead of asking, and
     // applies them only when they differ from what it applied last.
     let owned = watcher::Config::default().labels(&selector);
-    let statefulsets = cache::watched(
-        Api::<StatefulSet>::all(client.clone()),
+    let statefulsets = cache::watched::<StatefulSet>(
+        &client,
+        scope,
         owned.clone(),
         cache::slim_statefulset,
         &ctx.statefulsets,
     );
-    let services = cache::watched(
-        Api::<Service>::all(client.clone()),
-        owned.clone(),
-        cache::slim,
-        &ctx.services,
-    );
-    let pods = cache::watched(Api::<Pod>::all(client), owned, cache::slim_pod, &ctx.pods);
+    let services =
+        cache::watched::<Service>(&client, scope, owned.clone(), cache::slim, &ctx.services);
+    let pods = cache::watched::<Pod>(&client, scope, owned, cache::slim_pod, &ctx.pods);
     let controller = Controller::for_stream(workspaces, reader)
         .owns_stream(feeds.owned(statefulsets))
         .owns_stream(feeds.owned(services))
