@@ -272,9 +272,9 @@ async fn outputs_stalled(rc: &RealCluster, what: &str) -> Value {
 }
 
 /// kstatus, as Flux reads it: a Flux `Kustomization` with `wait: true` that applies a Stack
-/// from git becomes Ready only once that Stack is Ready, and one that applies a Stack that
-/// cannot progress (Stalled) fails, naming it. Flux's own kustomize-controller does the
-/// reading.
+/// from git becomes Ready only once that Stack is Ready, as does one whose `healthChecks`
+/// name the Stack, and one that applies a Stack that cannot progress (Stalled) fails, naming
+/// it. Flux's own kustomize-controller does the reading.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fluxs_kustomize_controller_waits_for_stacks_and_reports_a_stalled_one() {
     let mut rc = real_node::start_installed().await;
@@ -296,7 +296,14 @@ async fn fluxs_kustomize_controller_waits_for_stacks_and_reports_a_stalled_one()
     let sha = fx
         .repo
         .commit(
-            &[("app/Pulumi.yaml", PROGRAM), ("deploy/stack.yaml", &good)],
+            &[
+                ("app/Pulumi.yaml", PROGRAM),
+                ("deploy/stack.yaml", &good),
+                (
+                    "health/configmap.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: needs-the-stack}\n",
+                ),
+            ],
             "a Stack and its program",
         )
         .expect("commit");
@@ -309,10 +316,22 @@ async fn fluxs_kustomize_controller_waits_for_stacks_and_reports_a_stalled_one()
                  "targetNamespace": "default",
                  "wait": true, "sourceRef": {"kind": "GitRepository", "name": "gitops"}},
     });
-    rc.cp
-        .apply_yaml(&kustomization.to_string(), "kustomization", "default")
-        .await
-        .expect("the Kustomization");
+    // Another applies something else and names the Stack in its healthChecks.
+    let health = json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "health"},
+        "spec": {"interval": "1m", "timeout": "3m", "path": "./health", "prune": true,
+                 "targetNamespace": "default",
+                 "healthChecks": [{"apiVersion": "pulumi.com/v1", "kind": "Stack",
+                                   "name": "gitops", "namespace": "default"}],
+                 "sourceRef": {"kind": "GitRepository", "name": "gitops"}},
+    });
+    for k in [&kustomization, &health] {
+        rc.cp
+            .apply_yaml(&k.to_string(), "kustomization", "default")
+            .await
+            .expect("the Kustomization");
+    }
     let kustomizations = support::resource(
         "kustomize.toolkit.fluxcd.io",
         "v1",
@@ -320,24 +339,29 @@ async fn fluxs_kustomize_controller_waits_for_stacks_and_reports_a_stalled_one()
         "kustomizations",
     );
 
-    // Ready only after the Stack is: each time the Kustomization is seen, the Stack is looked
-    // at right after; the Kustomization must never be Ready while the Stack is not.
+    // Ready only after the Stack is: each time the Kustomizations are seen, the Stack is
+    // looked at right after; neither may be Ready while the Stack is not.
     let mut saw_waiting = false;
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     let k = loop {
         let k = get_json(&rc.cp, &kustomizations, "default", "stacks")
             .await
             .unwrap_or_default();
+        let h = get_json(&rc.cp, &kustomizations, "default", "health")
+            .await
+            .unwrap_or_default();
         let s = get_json(&rc.cp, &stacks(), "default", "gitops").await;
         let stack_ready = s.as_ref().is_some_and(|s| {
             ready(s).0 == "True" && s["status"]["lastUpdate"]["state"] == "succeeded"
         });
-        let k_ready = ready(&k).0 == "True";
-        if k_ready {
+        let (k_ready, h_ready) = (ready(&k).0 == "True", ready(&h).0 == "True");
+        for (name, ready, obj) in [("stacks", k_ready, &k), ("health", h_ready, &h)] {
             assert!(
-                stack_ready,
-                "the Kustomization is Ready before its Stack: {k:#}\n{s:#?}"
+                !ready || stack_ready,
+                "Kustomization {name} is Ready before the Stack: {obj:#}\n{s:#?}"
             );
+        }
+        if k_ready && h_ready {
             break k;
         }
         saw_waiting |= s.is_some() && !stack_ready;

@@ -675,6 +675,7 @@ async fn helm_install_runs_the_sample_stack_and_helm_upgrade_rolls_the_operator(
             "next",
         )
         .expect("commit");
+    fx.request_reconcile(&rc.cp).await;
     fx.wait_revision(&rc.cp, &second).await;
     let s = real_node::wait_stack(
         &rc,
@@ -685,7 +686,8 @@ async fn helm_install_runs_the_sample_stack_and_helm_upgrade_rolls_the_operator(
     )
     .await;
     assert_eq!(
-        s["status"]["lastUpdate"]["lastSuccessfulCommit"], second,
+        s["status"]["lastUpdate"]["lastSuccessfulCommit"],
+        format!("main@sha1:{second}"),
         "{s:#}"
     );
     let log = rc

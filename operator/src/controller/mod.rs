@@ -60,6 +60,7 @@ impl Contexts {
                 Arc::clone(&metrics),
                 settings.github_api_url.clone(),
                 scope,
+                settings.default_service_account.clone(),
             )),
             program: Arc::new(program::Context {
                 client: client.clone(),

@@ -35,8 +35,8 @@ pub struct Settings {
     /// operator runs from (see [`Settings::with_own_image`]).
     pub agent_image_given: bool,
     pub fetch_image_given: bool,
-    /// The service account of workspace pods whose Stack or Workspace names none
-    /// (`--default-service-account`; None: `default`, as PKO).
+    /// The service account of workspace pods whose Stack names none
+    /// (`--default-service-account`; None: `default`, the Workspace CRD's default, as PKO's).
     pub default_service_account: Option<String>,
     /// The operator's namespace and service account (for the tokens it presents to agents).
     pub namespace: String,

@@ -111,8 +111,8 @@ pub struct Flags {
     /// Secrets are read from the Stack's own namespace; a Secret named in another is refused).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub no_cross_namespace_refs: Option<bool>,
-    /// The service account of workspace pods whose Stack (or Workspace) names none; unset:
-    /// `default`, as PKO.
+    /// The service account of workspace pods whose Stack names none; unset: `default`, as
+    /// PKO.
     #[arg(long)]
     pub default_service_account: Option<String>,
 }

@@ -62,6 +62,8 @@ pub struct Context {
     pub github_api: String,
     /// What this operator reconciles (`--watch-namespace`, `--watch-label-selector`).
     pub scope: Scope,
+    /// The workspace pods' account for Stacks that name none (`--default-service-account`).
+    pub default_service_account: Option<String>,
 }
 
 impl super::runtime::Measured for Context {
@@ -76,9 +78,11 @@ impl Context {
         metrics: Arc<Metrics>,
         github_api: Option<String>,
         scope: Scope,
+        default_service_account: Option<String>,
     ) -> Context {
         Context {
             scope,
+            default_service_account,
             github_api: github_api.unwrap_or_else(|| fetch::git::github_app::DEFAULT_API.into()),
             events: Recorder::new(client.clone(), "stack-controller"),
             client,
@@ -328,6 +332,11 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Action, Halt> {
     // The shard that reconciles the Stack reconciles its Workspace too.
     ws.labels_mut()
         .extend(run.ctx.scope.shard_labels(run.stack.labels()));
+    workspace_spec::with_default_account(
+        run.stack,
+        &mut ws,
+        run.ctx.default_service_account.as_deref(),
+    );
 
     let observed = sync::Observed {
         commit: &commit,

@@ -413,6 +413,26 @@ fn source_spec(source: &Source, spec: &mut WorkspaceSpec) {
 /// The Workspace for `stack` with `source`: built from typed parts, then the user's
 /// `workspaceTemplate` merged over it (as JSON: PKO's merge is by field and list key), then
 /// what the template may not change.
+/// `--default-service-account` applied to `ws` when the Stack names no account, neither in
+/// `serviceAccountName` nor in its `workspaceTemplate` (the Workspace type itself cannot tell:
+/// its CRD, as PKO's, defaults the field to `default`).
+pub fn with_default_account(stack: &Stack, ws: &mut Workspace, account: Option<&str>) {
+    let spec = &stack.spec.0;
+    let named = spec
+        .service_account_name
+        .as_deref()
+        .is_some_and(|n| !n.is_empty())
+        || spec
+            .workspace_template
+            .as_ref()
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|s| s["serviceAccountName"].as_str())
+            .is_some_and(|n| !n.is_empty());
+    if let (false, Some(account)) = (named, account) {
+        ws.spec.service_account_name = Some(account.to_string());
+    }
+}
+
 pub fn desired_workspace(stack: &Stack, source: &Source) -> Result<Workspace, SpecError> {
     let ns = stack.namespace().unwrap_or_default();
     let spec = &stack.spec.0;

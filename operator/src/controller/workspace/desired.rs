@@ -54,9 +54,8 @@ pub fn labels(ws: &Workspace) -> BTreeMap<String, String> {
     ])
 }
 
-/// The in-controller defaults PKO's webhook would set (not persisted); the service account
-/// `default_service_account` or, as PKO, `default`.
-pub fn with_defaults(spec: &WorkspaceSpec, default_service_account: Option<&str>) -> WorkspaceSpec {
+/// The in-controller defaults PKO's webhook would set (not persisted).
+pub fn with_defaults(spec: &WorkspaceSpec) -> WorkspaceSpec {
     let mut s = spec.clone();
     let profile = s.security_profile.unwrap_or_default();
     s.security_profile = Some(profile);
@@ -70,7 +69,7 @@ pub fn with_defaults(spec: &WorkspaceSpec, default_service_account: Option<&str>
         );
     }
     if s.service_account_name.as_deref().is_none_or(str::is_empty) {
-        s.service_account_name = Some(default_service_account.unwrap_or("default").into());
+        s.service_account_name = Some("default".into());
     }
     let mut resources = s.resources.take().unwrap_or_default();
     let requests = resources.requests.get_or_insert_with(BTreeMap::new);
@@ -348,7 +347,7 @@ fn base_pod_template(ws: &Workspace, spec: &WorkspaceSpec, settings: &Settings) 
 
 /// The StatefulSet that runs the workspace pod.
 pub fn statefulset(ws: &Workspace, settings: &Settings) -> Result<StatefulSet, DesiredError> {
-    let spec = with_defaults(&ws.spec, settings.default_service_account.as_deref());
+    let spec = with_defaults(&ws.spec);
     let mut template = base_pod_template(ws, &spec, settings);
     if let Some(user) = &spec.pod_template {
         let patch =

@@ -174,6 +174,41 @@ fn env_and_fs_refs_and_foreign_secrets_are_refused_with_the_field() {
 }
 
 #[test]
+fn the_default_account_is_for_stacks_that_name_none() {
+    let account = |spec: StackSpec, default: Option<&str>| {
+        let s = stack(spec);
+        let mut ws = desired_workspace(&s, &Source::None).expect("workspace");
+        with_default_account(&s, &mut ws, default);
+        ws.spec.service_account_name
+    };
+    let none = StackSpec {
+        stack: "dev".into(),
+        ..Default::default()
+    };
+    assert_eq!(account(none.clone(), None).as_deref(), Some("default"));
+    assert_eq!(
+        account(none.clone(), Some("tenant")).as_deref(),
+        Some("tenant")
+    );
+    let named = StackSpec {
+        service_account_name: Some("own".into()),
+        ..none.clone()
+    };
+    assert_eq!(account(named, Some("tenant")).as_deref(), Some("own"));
+    let in_template = StackSpec {
+        workspace_template: Some(WorkspaceApplyConfiguration {
+            spec: Some(json!({"serviceAccountName": "templated"})),
+            ..Default::default()
+        }),
+        ..none
+    };
+    assert_eq!(
+        account(in_template, Some("tenant")).as_deref(),
+        Some("templated")
+    );
+}
+
+#[test]
 fn the_template_merges_and_the_stack_log_level_wins() {
     let s = stack(StackSpec {
         stack: "dev".into(),

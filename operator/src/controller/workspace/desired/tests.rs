@@ -98,19 +98,6 @@ fn a_flux_workspace_gets_bootstrap_fetch_and_the_agent() {
     assert_eq!(requests["memory"].0, "64Mi");
     assert_eq!(p.service_account_name.as_deref(), Some("default"));
     assert_eq!(p.termination_grace_period_seconds, Some(600));
-    // --default-service-account: for workspaces that name none; one that names one keeps it.
-    let settings = Settings {
-        default_service_account: Some("tenant".into()),
-        ..Settings::default()
-    };
-    let sts = statefulset(&ws, &settings).expect("statefulset");
-    let pod = sts.spec.and_then(|s| s.template.spec).expect("pod");
-    assert_eq!(pod.service_account_name.as_deref(), Some("tenant"));
-    let mut named = ws.clone();
-    named.spec.service_account_name = Some("own".into());
-    let sts = statefulset(&named, &settings).expect("statefulset");
-    let pod = sts.spec.and_then(|s| s.template.spec).expect("pod");
-    assert_eq!(pod.service_account_name.as_deref(), Some("own"));
     let sc = p.security_context.as_ref().expect("pod security");
     assert_eq!(
         (sc.run_as_non_root, sc.run_as_user),
