@@ -192,3 +192,13 @@ pub mod flux {
     pub const ARTIFACT_PORT_NAME: &str = "http";
     pub const ARTIFACT_PORT: i32 = 9090;
 }
+
+/// An RFC 1123 label, as namespace names are.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use super::runtime::metrics::Metrics;
 use super::{Error, apply_status, runtime};
-use crate::api::names::field_manager;
+use crate::api::names::{field_manager, is_dns_label};
 use crate::api::program::Program;
 
 pub const CONTROLLER: &str = "program";
@@ -235,15 +235,6 @@ pub fn parse_request(
         uid: uid.into(),
         generation,
     })
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 fn is_dns_subdomain(s: &str) -> bool {

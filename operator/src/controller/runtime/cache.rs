@@ -39,13 +39,7 @@ pub fn watched<K>(
     slot: &OnceLock<Store<K>>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: super::scope::Watched,
 {
     let (reader, writer) = reflector::store();
     let _ = slot.set(reader.clone());

@@ -130,13 +130,7 @@ pub fn primary<K>(
     Feeds<K>,
 )
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
+    K: scope::Watched,
 {
     let (reader, writer) = reflector::store();
     let feeds = Feeds::new(controller, Arc::clone(&metrics), reader.clone());
@@ -173,13 +167,7 @@ pub fn touched<T>(
     config: watcher::Config,
 ) -> impl Stream<Item = Result<T, watcher::Error>> + Send + 'static
 where
-    T: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
+    T: scope::Watched,
 {
     scope
         .watch(scope.apis::<T>(client), config, None)

@@ -16,6 +16,8 @@ use kube::api::Api;
 use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+
+use crate::api::names::is_dns_label;
 use serde::de::DeserializeOwned;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,6 +29,29 @@ pub enum ScopeError {
          e.g. sharding.fluxcd.io/key=shard1 or '!sharding.fluxcd.io/key'"
     )]
     Selector(String),
+}
+
+/// A kind the controllers watch through a [`Scope`]: namespaced, typed.
+pub trait Watched:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
 }
 
 /// The objects the controllers see.
@@ -292,16 +317,6 @@ where
             ev @ (Apply(_) | Delete(_)) => vec![Ok(ev)],
         }
     }
-}
-
-/// RFC 1123 label, as namespace names are.
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// The label keys a selector's requirements name (`a=b`, `a!=b`, `a in (x,y)`, `a notin
