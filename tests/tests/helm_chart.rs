@@ -530,36 +530,9 @@ async fn operator_pod(rc: &RealCluster) -> Option<(String, Vec<String>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_runs_the_sample_stack_and_helm_upgrade_rolls_the_operator() {
-    let mut rc = real_node::start().await;
-    rc.install_dependencies()
-        .await
-        .unwrap_or_else(|e| panic!("installing CoreDNS and source-controller: {e}"));
-    let (registry, rest) = rc.images.operator.split_once('/').expect("registry/name");
-    let (repository, tag) = rest.rsplit_once(':').expect("name:tag");
-    let chart = chart().display().to_string();
-    let (registry_set, repository_set, tag_set) = (
-        format!("image.registry={registry}"),
-        format!("image.repository={repository}"),
-        format!("image.tag={tag}"),
-    );
-    helm::on(
-        &rc,
-        &[
-            "install",
-            RELEASE,
-            &chart,
-            "--namespace",
-            NAMESPACE,
-            "--create-namespace",
-            "--set",
-            &registry_set,
-            "--set",
-            &repository_set,
-            "--set",
-            &tag_set,
-        ],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let mut rc = real_node::start_with_dependencies().await;
+    let chart = chart();
+    helm::install(&rc, RELEASE, &chart, NAMESPACE, &[]).unwrap_or_else(|e| panic!("{e}"));
     let deployment = format!("{FULLNAME}-controller-manager");
     let selector = format!("app.kubernetes.io/instance={RELEASE}");
     wait_available(
@@ -639,7 +612,7 @@ async fn helm_install_runs_the_sample_stack_and_helm_upgrade_rolls_the_operator(
         &[
             "upgrade",
             RELEASE,
-            &chart,
+            &chart.display().to_string(),
             "--namespace",
             NAMESPACE,
             "--reuse-values",

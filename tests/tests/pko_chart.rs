@@ -43,34 +43,12 @@ fn documents(path: &Path) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pkos_own_chart_runs_our_image_and_its_flux_example_reaches_ready() {
-    let mut rc = real_node::start().await;
-    rc.install_dependencies()
-        .await
-        .unwrap_or_else(|e| panic!("installing CoreDNS and source-controller: {e}"));
+    let mut rc = real_node::start_with_dependencies().await;
     let pko = tool_dir("pko", "pulumi-kubernetes-agent").expect("PKO's snapshot (tool pko)");
 
     // Only the image values change: `<registry>/<repository>:<tag>` is the chart's image.
-    let (registry, rest) = rc.images.operator.split_once('/').expect("registry/name");
-    let (repository, tag) = rest.rsplit_once(':').expect("name:tag");
-    let chart = pko.join("chart");
-    helm::on(
-        &rc,
-        &[
-            "install",
-            RELEASE,
-            &chart.display().to_string(),
-            "--namespace",
-            NAMESPACE,
-            "--create-namespace",
-            "--set",
-            &format!("image.registry={registry}"),
-            "--set",
-            &format!("image.repository={repository}"),
-            "--set",
-            &format!("image.tag={tag}"),
-        ],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    helm::install(&rc, RELEASE, &pko.join("chart"), NAMESPACE, &[])
+        .unwrap_or_else(|e| panic!("{e}"));
     let deployment = format!("{RELEASE}-controller-manager");
     wait_available(
         &rc.cp,
@@ -129,10 +107,7 @@ async fn pkos_own_chart_runs_our_image_and_its_flux_example_reaches_ready() {
 /// taken, and PKO's example reaches Ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pkos_quickstart_manifest_runs_our_image_and_its_flux_example_reaches_ready() {
-    let mut rc = real_node::start().await;
-    rc.install_dependencies()
-        .await
-        .unwrap_or_else(|e| panic!("installing CoreDNS and source-controller: {e}"));
+    let mut rc = real_node::start_with_dependencies().await;
     let pko = tool_dir("pko", "pulumi-kubernetes-agent").expect("PKO's snapshot (tool pko)");
     let manifest = std::fs::read_to_string(pko.join("quickstart/install.yaml"))
         .expect("PKO's quickstart manifest");

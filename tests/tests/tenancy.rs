@@ -11,6 +11,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::time::Duration;
 
 use e2e::control_plane::repo_root;
@@ -20,7 +21,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
-use support::operator::PASSPHRASE;
+use support::operator::{flux_ref, shared_state, stack_yaml_with};
 use support::real_node::{self, RealCluster};
 use support::{FluxFixture, condition, get_json, helm, stacks, updates, wait_for, workspaces};
 
@@ -31,41 +32,21 @@ fn program(greeting: &str) -> String {
     format!("name: tenancy\nruntime: yaml\noutputs:\n  greeting: {greeting}\n")
 }
 
-/// A Stack of `source` (a GitRepository of its namespace) with `labels`, the pods running as
-/// `service_account` (None: the Stack names none).
+/// A Stack of `source` (a GitRepository of its namespace, program in `app/`) with `labels`,
+/// its state in `state`; `named_account`: whether it names its pods' account (`pulumi`).
 fn stack(
     name: &str,
     source: &str,
-    image: &str,
+    rc: &RealCluster,
+    state: &Path,
     labels: Value,
-    service_account: Option<&str>,
+    named_account: bool,
 ) -> Value {
-    let mut s = json!({
-        "apiVersion": "pulumi.com/v1",
-        "kind": "Stack",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "stack": "dev",
-            "fluxSource": {
-                "sourceRef": {"apiVersion": "source.toolkit.fluxcd.io/v1",
-                              "kind": "GitRepository", "name": source},
-                "dir": "app",
-            },
-            "backend": "file:///state",
-            "envRefs": {"PULUMI_CONFIG_PASSPHRASE":
-                        {"type": "Literal", "literal": {"value": PASSPHRASE}}},
-            "workspaceTemplate": {"spec": {
-                "image": image,
-                "podTemplate": {"spec": {
-                    "containers": [{"name": "pulumi",
-                                    "volumeMounts": [{"name": "state", "mountPath": "/state"}]}],
-                    "volumes": [{"name": "state", "emptyDir": {}}],
-                }},
-            }},
-        },
-    });
-    if let Some(sa) = service_account {
-        s["spec"]["serviceAccountName"] = json!(sa);
+    let yaml = stack_yaml_with(name, (&rc.images.pulumi, state), flux_ref(source, "app"));
+    let mut s: Value = serde_json::from_str(&yaml).expect("the Stack");
+    s["metadata"]["labels"] = labels;
+    if !named_account && let Some(spec) = s["spec"].as_object_mut() {
+        spec.remove("serviceAccountName");
     }
     s
 }
@@ -153,10 +134,7 @@ async fn untouched(rc: &RealCluster, ns: &str, name: &str) -> Result<(), String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_scoped_install_needs_only_roles() {
-    let mut rc = real_node::start().await;
-    rc.install_dependencies()
-        .await
-        .unwrap_or_else(|e| panic!("installing CoreDNS and source-controller: {e}"));
+    let mut rc = real_node::start_with_dependencies().await;
     install_operator_from(
         &rc.cp,
         &mut rc.node,
@@ -205,8 +183,9 @@ async fn a_namespace_scoped_install_needs_only_roles() {
     other.apply_git_repository(&rc.cp).await;
     fx.wait_revision(&rc.cp, &sha).await;
     other.wait_revision(&rc.cp, &other_sha).await;
+    let state = shared_state();
     for (ns, source) in [("stacks", "team"), ("elsewhere", "other")] {
-        let s = stack("app", source, &rc.images.pulumi, json!({}), Some("pulumi"));
+        let s = stack("app", source, &rc, state.path(), json!({}), true);
         rc.cp
             .apply_yaml(&s.to_string(), "Stack", ns)
             .await
@@ -245,41 +224,16 @@ async fn a_namespace_scoped_install_needs_only_roles() {
 /// One release of our chart as a shard: `--watch-label-selector` `<key>=<shard>`, plus `extra`
 /// values.
 fn install_shard(rc: &RealCluster, shard: &str, extra: &[&str]) {
-    let chart = repo_root()
-        .join("config/helm/pulumi-operator")
-        .display()
-        .to_string();
-    let (registry, rest) = rc.images.operator.split_once('/').expect("registry/name");
-    let (repository, tag) = rest.rsplit_once(':').expect("name:tag");
-    let values = [
-        format!("image.registry={registry}"),
-        format!("image.repository={repository}"),
-        format!("image.tag={tag}"),
-        format!("controller.watchLabelSelector={SHARD_KEY}={shard}"),
-    ];
-    let mut args = vec![
-        "install",
-        shard,
-        chart.as_str(),
-        "--namespace",
-        OPERATOR_NAMESPACE,
-        "--create-namespace",
-    ];
-    for v in &values {
-        args.extend(["--set", v.as_str()]);
-    }
-    for v in extra {
-        args.extend(["--set", v]);
-    }
-    helm::on(rc, &args).unwrap_or_else(|e| panic!("{e}"));
+    let selector = format!("controller.watchLabelSelector={SHARD_KEY}={shard}");
+    let mut values = vec![selector.as_str()];
+    values.extend_from_slice(extra);
+    let chart = repo_root().join("config/helm/pulumi-operator");
+    helm::install(rc, shard, &chart, OPERATOR_NAMESPACE, &values).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shards_split_stacks_by_label_and_never_touch_each_others() {
-    let mut rc = real_node::start().await;
-    rc.install_dependencies()
-        .await
-        .unwrap_or_else(|e| panic!("installing CoreDNS and source-controller: {e}"));
+    let mut rc = real_node::start_with_dependencies().await;
     install_shard(&rc, "shard1", &["controller.defaultServiceAccount=pulumi"]);
     install_shard(&rc, "shard2", &["controller.noCrossNamespaceRefs=true"]);
     for shard in ["shard1", "shard2"] {
@@ -306,32 +260,17 @@ async fn two_shards_split_stacks_by_label_and_never_touch_each_others() {
     // alpha names no account: shard1's --default-service-account runs it as `pulumi` (the
     // `default` account could not pass the agent's TokenReview). bravo is shard2's; charlie
     // is no shard's; delta is shard2's and names a Secret in another namespace.
-    let image = rc.images.pulumi.clone();
-    let mut delta = stack(
-        "delta",
-        "shared",
-        &image,
-        json!({SHARD_KEY: "shard2"}),
-        Some("pulumi"),
-    );
+    let state = shared_state();
+    let stack = |name: &str, labels: Value, named_account: bool| {
+        stack(name, "shared", &rc, state.path(), labels, named_account)
+    };
+    let mut delta = stack("delta", json!({SHARD_KEY: "shard2"}), true);
     delta["spec"]["envRefs"]["TOKEN"] = json!({"type": "Secret",
         "secret": {"namespace": "kube-system", "name": "token", "key": "token"}});
     for s in [
-        stack(
-            "alpha",
-            "shared",
-            &image,
-            json!({SHARD_KEY: "shard1"}),
-            None,
-        ),
-        stack(
-            "bravo",
-            "shared",
-            &image,
-            json!({SHARD_KEY: "shard2"}),
-            Some("pulumi"),
-        ),
-        stack("charlie", "shared", &image, json!({}), Some("pulumi")),
+        stack("alpha", json!({SHARD_KEY: "shard1"}), false),
+        stack("bravo", json!({SHARD_KEY: "shard2"}), true),
+        stack("charlie", json!({}), true),
         delta,
     ] {
         rc.cp

@@ -37,3 +37,44 @@ pub fn run(home: &Path, kubeconfig: Option<&Path>, args: &[&str]) -> Result<Stri
 pub fn on(rc: &RealCluster, args: &[&str]) -> Result<String, String> {
     run(&rc.cp.dir().join("helm"), Some(rc.cp.kubeconfig()), args)
 }
+
+/// `helm install <release> <chart> -n <namespace> --create-namespace` with the chart's image
+/// values (`image.registry`, `image.repository`, `image.tag`: PKO's keys, and ours) naming the
+/// cluster's operator image, then `values` (`key=value`).
+pub fn install(
+    rc: &RealCluster,
+    release: &str,
+    chart: &Path,
+    namespace: &str,
+    values: &[&str],
+) -> Result<String, String> {
+    let image = &rc.images.operator;
+    let (registry, rest) = image
+        .split_once('/')
+        .ok_or_else(|| format!("{image}: no registry"))?;
+    let (repository, tag) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{image}: no tag"))?;
+    let image_values = [
+        format!("image.registry={registry}"),
+        format!("image.repository={repository}"),
+        format!("image.tag={tag}"),
+    ];
+    let chart = chart.display().to_string();
+    let mut args = vec![
+        "install",
+        release,
+        chart.as_str(),
+        "--namespace",
+        namespace,
+        "--create-namespace",
+    ];
+    for v in image_values
+        .iter()
+        .map(String::as_str)
+        .chain(values.iter().copied())
+    {
+        args.extend(["--set", v]);
+    }
+    on(rc, &args)
+}

@@ -11,6 +11,16 @@ pub async fn start() -> RealCluster {
         .unwrap_or_else(|e| panic!("the cluster did not start: {e}"))
 }
 
+/// Starts the cluster and installs CoreDNS and source-controller in it (the operator is the
+/// test's to install); or fails the test with why.
+pub async fn start_with_dependencies() -> RealCluster {
+    let mut rc = start().await;
+    rc.install_dependencies()
+        .await
+        .unwrap_or_else(|e| panic!("installing CoreDNS and source-controller: {e}"));
+    rc
+}
+
 /// Starts the cluster and installs CoreDNS, source-controller and this operator in it, as
 /// users install them; or fails the test with why.
 pub async fn start_installed() -> RealCluster {
