@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::controller::runtime::leader;
 use crate::controller::runtime::metrics::Metrics;
 use crate::controller::runtime::scope::{Scope, ScopeError};
 use crate::controller::settings::Settings;
@@ -136,6 +137,20 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
         "controllers running"
     );
 
+    wind_down(elector, controllers, stop_tx, &workspaces).await;
+    info!("operator stopped");
+    Ok(())
+}
+
+/// Runs until a shutdown signal or the loss of the lease, then stops the controllers: on a
+/// signal, the statuses they handed over are written before the lease goes; after a loss, the
+/// next leader owns them.
+async fn wind_down(
+    elector: Option<Arc<leader::Elector>>,
+    controllers: tokio::task::JoinHandle<()>,
+    stop_tx: watch::Sender<bool>,
+    workspaces: &controller::workspace::Context,
+) {
     let lost = async {
         match &elector {
             Some(e) => e.keep().await,
@@ -166,8 +181,6 @@ pub async fn run(flags: Flags) -> Result<(), ManagerError> {
     if let Some(e) = &elector {
         e.release().await;
     }
-    info!("operator stopped");
-    Ok(())
 }
 
 /// A client for the API server with `--kube-api-timeout` on connects and writes (reads wait
