@@ -132,9 +132,10 @@ pub const API_CALLS: &[ApiCall] = &[
     cluster(
         "",
         "pods",
-        &["get", "list", "watch", "patch"],
-        "follow the workspace pod (IP, fetch failures); mark it initialized; read the \
-         operator's own pod for its image when AGENT_IMAGE is unset",
+        &["get", "list", "watch", "patch", "delete"],
+        "follow the workspace pod (IP, fetch failures); mark it initialized, and not to be \
+         evicted while an update runs; delete it when its configuration cannot change in place; \
+         read the operator's own pod for its image when AGENT_IMAGE is unset",
     ),
     cluster(
         "",

@@ -33,6 +33,9 @@ pub mod label {
     pub const REVISION_HASH: &str = "auto.pulumi.com/revision-hash";
     /// Live pod annotation set once the pod's stack is installed and selected.
     pub const INITIALIZED: &str = "auto.pulumi.com/initialized";
+    /// Live pod annotation beside [`INITIALIZED`]: what the pod was initialized with (a
+    /// digest of the Workspace's stacks, and their names, settings and config keys).
+    pub const INITIALIZED_STACKS: &str = "auto.pulumi.com/initialized-stacks";
     /// Outputs Secret annotation: JSON array of the keys that are secret.
     pub const SECRET_OUTPUTS: &str = "pulumi.com/secrets";
     /// Outputs Secret annotation: JSON object from each key that is not its output's own name
@@ -56,6 +59,9 @@ pub mod field_manager {
     pub const WORKSPACE_STATUS: &str = "pulumi-kubernetes-operator/workspace-status";
     pub const UPDATE_STATUS: &str = "pulumi-kubernetes-operator/update-status";
     pub const PROGRAM_STATUS: &str = "pulumi-kubernetes-operator/program-status";
+    /// Followed by `/<update>`: marks a workspace pod as not to be evicted while the Update
+    /// runs (`controller::update::guard`).
+    pub const UPDATE_GUARD: &str = "pulumi-kubernetes-operator/update-guard";
 }
 
 /// Condition types.
@@ -150,6 +156,8 @@ pub mod event {
     pub const CONNECTION_FAILURE: &str = "ConnectionFailure";
     pub const INSTALLATION_FAILURE: &str = "InstallationFailure";
     pub const INITIALIZED: &str = "Initialized";
+    pub const RECONFIGURED: &str = "Reconfigured";
+    pub const RESTARTING: &str = "Restarting";
     pub const UPDATE_EXPIRED: &str = "UpdateExpired";
     pub const UPDATE_SUCCEEDED: &str = "UpdateSucceeded";
     pub const UPDATE_FAILED: &str = "UpdateFailed";

@@ -96,7 +96,7 @@ everywhere; with `rbac.createRole`, Roles grant them in the watched namespaces.
   verbs: ["list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch"]

@@ -3,6 +3,7 @@
 //! reports it on the Workspace (`UpdateSucceeded`, `UpdateFailed`). Completed Updates are
 //! deleted after `ttlAfterCompleted`; a run cut off by an operator restart ends `Aborted`.
 
+pub mod guard;
 pub mod outcome;
 pub mod plan;
 mod wiring;
@@ -10,7 +11,7 @@ mod wiring;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Client, Resource, ResourceExt};
@@ -277,6 +278,7 @@ pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Erro
                 reason::ABORTED,
                 "the operator restarted while the update was running; its outcome is unknown",
             );
+            unmark_after_abort(&ctx, &u).await?;
             save(&api, &name, &draft).await?;
             Ok(Action::await_change())
         }
@@ -364,7 +366,10 @@ async fn execute(
     let stack = u.spec.stack_name.clone().unwrap_or_default();
     let kind = u.spec.update_type.unwrap_or(UpdateType::Up);
     info!(stack = %stack, kind = outcome::verbs(kind).1, "running the update");
-    let succeeded = match operate(&mut agent, u, &stack).await {
+    mark(ctx, u, ws, true).await;
+    let result = operate(&mut agent, u, &stack).await;
+    mark(ctx, u, ws, false).await;
+    let succeeded = match result {
         Ok(r) => {
             let succeeded = draft.result(
                 r.summary.as_ref(),
@@ -392,6 +397,30 @@ async fn execute(
         .await;
     save(api, &name, &draft).await?;
     expire(u, ctx, api, &draft).await
+}
+
+/// Marks the workspace pod as not to be evicted while `u` runs, or unmarks it. A refusal is
+/// logged, never fatal: the update matters more than the mark.
+async fn mark(ctx: &Context, u: &Update, ws: &Workspace, on: bool) {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ws.namespace().unwrap_or_default());
+    let pod = workspace::desired::pod_name(ws);
+    if let Err(e) = guard::set(&pods, &pod, &u.name_any(), on).await {
+        warn!(pod = %pod, error = %e, marking = on, "cannot mark the workspace pod as not to be evicted during the update");
+    }
+}
+
+/// A run cut off by a restart left its pod marked: take the mark off (the Workspace gone,
+/// there is no pod to unmark).
+async fn unmark_after_abort(ctx: &Context, u: &Update) -> Result<(), Error> {
+    let Some(ws_name) = u.spec.workspace_name.as_deref().filter(|n| !n.is_empty()) else {
+        return Ok(());
+    };
+    let workspaces: Api<Workspace> =
+        Api::namespaced(ctx.client.clone(), &u.namespace().unwrap_or_default());
+    if let Some(ws) = workspaces.get_opt(ws_name).await? {
+        mark(ctx, u, &ws, false).await;
+    }
+    Ok(())
 }
 
 /// Selects the Update's stack and runs its operation to the result.
@@ -439,8 +468,7 @@ async fn write_outputs(
 }
 
 async fn workspace_ip(ctx: &Context, ws: &Workspace) -> Result<Option<String>, Error> {
-    let pods: Api<k8s_openapi::api::core::v1::Pod> =
-        Api::namespaced(ctx.client.clone(), &ws.namespace().unwrap_or_default());
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ws.namespace().unwrap_or_default());
     Ok(pods
         .get_opt(&workspace::desired::pod_name(ws))
         .await?

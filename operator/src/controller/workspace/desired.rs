@@ -83,12 +83,12 @@ pub fn with_defaults(spec: &WorkspaceSpec) -> WorkspaceSpec {
     s
 }
 
-/// Hash of what the pod fetches, plus the generation: any spec change rolls the pod (its
-/// configuration is applied once, at initialization).
+/// Hash of what the pod fetches. Any other change to the pod changes its template anyway; a
+/// change of the stacks' configuration alone is applied to the running pod
+/// ([`super::reconfigure`]), so the generation is not in it.
 pub fn revision_hash(ws: &Workspace) -> String {
     let spec = &ws.spec;
     let source = json!({
-        "generation": ws.meta().generation,
         "git": spec.git,
         "flux": spec.flux,
         "local": spec.local,

@@ -1,6 +1,7 @@
 //! Initializing a new workspace pod through its agent, once per pod: the CLI version (and
 //! whether it can take structured config), `pulumi install`, then each stack's selection,
-//! configuration and environments.
+//! configuration and environments; and configuring it again in place when only the stacks'
+//! config changed ([`super::reconfigure`]).
 
 use super::stop::{Announce, Halt, Stop};
 use super::{FALSE, Run};
@@ -88,18 +89,7 @@ pub(super) async fn initialize(run: &mut Run<'_>, agent: &mut AgentClient) -> Re
     let ws = run.ws;
     run.draft.conditions.remove(condition::STALLED);
 
-    let version = match agent.pulumi_version(pb::PulumiVersionRequest {}).await {
-        Ok(r) => r.into_inner().version,
-        Err(st) => {
-            let (why, message) = status_reason(&st);
-            return Err(Stop::AgentFailed {
-                reason: why,
-                message,
-                call: "PulumiVersion",
-            }
-            .into());
-        }
-    };
+    let version = pulumi_version(agent).await?;
     run.draft.pulumi_version = Some(version.clone());
     json_config_supported(ws, &version)?;
 
@@ -123,6 +113,46 @@ pub(super) async fn initialize(run: &mut Run<'_>, agent: &mut AgentClient) -> Re
         "Initializing and selecting a Pulumi stack",
     );
     run.save();
+    configure_stacks(ws, agent).await
+}
+
+/// Applies a changed configuration to a pod initialized before ([`super::reconfigure`]):
+/// each stack selected and configured again; nothing installed again.
+pub(super) async fn reconfigure(run: &mut Run<'_>, agent: &mut AgentClient) -> Result<(), Halt> {
+    let ws = run.ws;
+    run.draft.conditions.remove(condition::STALLED);
+    let version = match run.draft.pulumi_version.clone() {
+        Some(v) => v,
+        None => pulumi_version(agent).await?,
+    };
+    run.draft.pulumi_version = Some(version.clone());
+    json_config_supported(ws, &version)?;
+    run.draft.ready(
+        FALSE,
+        reason::INITIALIZING,
+        "Applying the new stack configuration",
+    );
+    run.save();
+    configure_stacks(ws, agent).await
+}
+
+/// The CLI's version, as the agent reports it.
+async fn pulumi_version(agent: &mut AgentClient) -> Result<String, Halt> {
+    match agent.pulumi_version(pb::PulumiVersionRequest {}).await {
+        Ok(r) => Ok(r.into_inner().version),
+        Err(st) => {
+            let (why, message) = status_reason(&st);
+            Err(Stop::AgentFailed {
+                reason: why,
+                message,
+                call: "PulumiVersion",
+            }
+            .into())
+        }
+    }
+}
+
+async fn configure_stacks(ws: &Workspace, agent: &mut AgentClient) -> Result<(), Halt> {
     for stack in ws.spec.stacks.iter().flatten() {
         if let Err(msg) = init_stack(agent, stack).await {
             return Err(stalled(

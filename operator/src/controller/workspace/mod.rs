@@ -1,11 +1,13 @@
 //! The Workspace controller: applies the workspace Service and StatefulSet, follows the pod
 //! until its agent answers, initializes it once (version check, install, stack selection and
-//! configuration), and reports every step in the Ready condition. A failed `fetch` init
+//! configuration; a later change of the config alone is applied in place, or by a new pod when
+//! it cannot be), and reports every step in the Ready condition. A failed `fetch` init
 //! container is reported as `FetchFailed` with the container's own message.
 
 pub mod desired;
 mod init;
 pub mod readiness;
+pub mod reconfigure;
 pub mod stop;
 mod wiring;
 
@@ -21,15 +23,16 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::Error;
 use super::runtime::conditions::{Conditions, FALSE, TRUE, UNKNOWN};
 use super::runtime::connect::{self, Tokens};
 use super::runtime::events::{EventType, Recorder};
 use super::runtime::metrics::Metrics;
 use super::runtime::{cache, status_queue};
 use super::settings::Settings;
+use super::{Error, update};
 use crate::api::names::{condition, event, field_manager, label, workspace_reason as reason};
 use crate::api::workspace::{Workspace, WorkspaceStatus};
+use reconfigure::{Applied, Setup};
 use stop::{Announce, Halt, Stop};
 
 pub const CONTROLLER: &str = "workspace";
@@ -320,19 +323,8 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<(), Halt> {
 
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let pod_name = desired::pod_name(ws);
-    let cached = match ctx.pods.get() {
-        Some(store) => store
-            .get(&ObjectRef::new(&pod_name).within(&ns))
-            .map(|p| (*p).clone()),
-        None => pods.get_opt(&pod_name).await?,
-    };
-    let mut pod = stop::standing(readiness::pod_state(&sts, cached.as_ref(), &hash))?;
-    if !pod.initialized {
-        // About to initialize: the cache may not show yet that an earlier reconcile already
-        // did (its annotation), and doing it twice would announce it twice.
-        let fresh = pods.get_opt(&pod_name).await?;
-        pod = stop::standing(readiness::pod_state(&sts, fresh.as_ref(), &hash))?;
-    }
+    let stacks = Applied::of(ws);
+    let setup = pod_setup(ctx, ws, &sts, &hash, &stacks).await?;
 
     // As PKO does: the agent through the workspace's headless Service, which cluster DNS
     // resolves to the pod (WORKSPACE_LOCALHOST overrides it for an operator run outside the
@@ -349,26 +341,118 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<(), Halt> {
     let mut agent = agent.map_err(|e| stop::connection_failed(e.to_string()))?;
     run.draft.address = Some(desired::service_address(ws));
 
-    if !pod.initialized {
-        init::initialize(run, &mut agent).await?;
-        let patch = json!({"metadata": {"annotations": {label::INITIALIZED: "true"}}});
-        pods.patch(
-            &pod_name,
-            &Default::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await?;
-        info!(pod = %pod_name, "workspace pod initialized");
-        ctx.events
-            .publish(
-                ws,
-                EventType::Normal,
+    let (event_reason, note) = match setup {
+        Setup::Current | Setup::Restart(_) => return Ok(()),
+        Setup::Initialize => {
+            init::initialize(run, &mut agent).await?;
+            (
                 event::INITIALIZED,
-                &format!("Initialized workspace pod \"{pod_name}\""),
+                format!("Initialized workspace pod \"{pod_name}\""),
             )
-            .await;
-    }
+        }
+        Setup::Reconfigure => {
+            init::reconfigure(run, &mut agent).await?;
+            (
+                event::RECONFIGURED,
+                format!(
+                    "Applied the new stack configuration to workspace pod \"{pod_name}\" without restarting it"
+                ),
+            )
+        }
+    };
+    let patch = json!({"metadata": {"annotations": {
+        label::INITIALIZED: "true",
+        label::INITIALIZED_STACKS: stacks.annotation(),
+    }}});
+    let params = kube::api::PatchParams {
+        field_manager: Some(field_manager::OPERATOR.into()),
+        ..Default::default()
+    };
+    pods.patch(&pod_name, &params, &kube::api::Patch::Merge(&patch))
+        .await?;
+    info!(pod = %pod_name, reason = event_reason, "workspace pod set up");
+    ctx.events
+        .publish(ws, EventType::Normal, event_reason, &note)
+        .await;
     Ok(())
+}
+
+/// Where the pod stands and what it needs to carry the Workspace's stacks; a pod that must be
+/// made again is deleted here (after any update running on it).
+async fn pod_setup(
+    ctx: &Context,
+    ws: &Workspace,
+    sts: &StatefulSet,
+    hash: &str,
+    stacks: &Applied,
+) -> Result<Setup, Halt> {
+    let ns = ws.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pod_name = desired::pod_name(ws);
+    let cached = match ctx.pods.get() {
+        Some(store) => store
+            .get(&ObjectRef::new(&pod_name).within(&ns))
+            .map(|p| (*p).clone()),
+        None => pods.get_opt(&pod_name).await?,
+    };
+    let pod = stop::standing(readiness::pod_state(sts, cached.as_ref(), hash))?;
+    let setup = setup_of(pod.initialized, cached.as_ref(), stacks);
+    if setup == Setup::Current {
+        return Ok(setup);
+    }
+    // About to set the pod up: the cache may not show yet that an earlier reconcile already
+    // did (its annotations), and doing it twice would announce it twice.
+    let fresh = pods.get_opt(&pod_name).await?;
+    let pod = stop::standing(readiness::pod_state(sts, fresh.as_ref(), hash))?;
+    let setup = setup_of(pod.initialized, fresh.as_ref(), stacks);
+    if let Setup::Restart(why) = &setup {
+        // An update running there (a Workspace changed under it by hand) ends first; a mark
+        // left by one that is over (or gone) holds nothing.
+        if let Some(update) = fresh.as_ref().and_then(update::guard::holder)
+            && running(ctx, &ns, &update).await?
+        {
+            return Err(stop::restart_after(&update, why).into());
+        }
+        return Err(restart_pod(ctx, ws, &pods, &pod_name, why).await?.into());
+    }
+    Ok(setup)
+}
+
+/// Whether Update `name` exists and has not completed.
+async fn running(ctx: &Context, ns: &str, name: &str) -> Result<bool, Error> {
+    let updates: Api<crate::api::update::Update> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(updates
+        .get_opt(name)
+        .await?
+        .is_some_and(|u| !update::is_complete(&u)))
+}
+
+/// How the pod is brought to the Workspace's stacks, from what it records.
+fn setup_of(initialized: bool, pod: Option<&Pod>, stacks: &Applied) -> Setup {
+    let applied = pod.and_then(|p| Applied::on(p.metadata.annotations.as_ref()));
+    reconfigure::setup(initialized, applied.as_ref(), stacks)
+}
+
+/// Deletes a pod whose configuration cannot be changed in place; its StatefulSet makes a new
+/// one, initialized from the start. Said by a `Restarting` event.
+async fn restart_pod(
+    ctx: &Context,
+    ws: &Workspace,
+    pods: &Api<Pod>,
+    pod_name: &str,
+    why: &str,
+) -> Result<Stop, Error> {
+    match pods.delete(pod_name, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let message = format!("Restarting workspace pod \"{pod_name}\": {why}");
+    info!(pod = %pod_name, why, "restarting the workspace pod");
+    ctx.events
+        .publish(ws, EventType::Normal, event::RESTARTING, &message)
+        .await;
+    Ok(stop::restarting(message))
 }
 
 /// Applies the workspace's StatefulSet, then its Service (when either differs from what was

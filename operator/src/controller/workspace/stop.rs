@@ -95,6 +95,31 @@ pub fn replaced_statefulset() -> Stop {
     }
 }
 
+/// The pod was deleted to be made again with a configuration it could not take in place:
+/// Ready=False until the new one is set up (its creation wakes the controller).
+pub fn restarting(message: String) -> Stop {
+    Stop::NotReady {
+        reason: reason::ROLLING_UPDATE.into(),
+        message,
+        announce: Announce::Never,
+        unreachable: true,
+        retry: Some(RECHECK),
+    }
+}
+
+/// The pod needs a restart but `update` runs on it: look again after [`CONNECT_RETRY`].
+pub fn restart_after(update: &str, why: &str) -> Stop {
+    Stop::NotReady {
+        reason: reason::ROLLING_UPDATE.into(),
+        message: format!(
+            "the workspace pod will be restarted ({why}) once update {update:?} has ended"
+        ),
+        announce: Announce::Never,
+        unreachable: false,
+        retry: Some(CONNECT_RETRY),
+    }
+}
+
 /// The pod the agent runs in, available: its IP (none yet: [`Stop::Recheck`]) and whether it
 /// was initialized.
 #[derive(Debug, PartialEq, Eq)]

@@ -286,15 +286,30 @@ fn the_pod_template_merges_but_system_labels_and_the_hash_win() {
 }
 
 #[test]
-fn the_revision_hash_follows_the_source_and_the_generation() {
+fn the_revision_hash_follows_the_source_not_the_configuration() {
     let a = workspace(flux());
     let mut b = a.clone();
     assert_eq!(revision_hash(&a), revision_hash(&b));
     b.spec.flux.as_mut().expect("flux").digest = Some("sha256:def".into());
     assert_ne!(revision_hash(&a), revision_hash(&b));
+    // A config change (a new generation) is applied to the running pod: same hash, same pod.
     let mut c = a.clone();
     c.metadata.generation = Some(4);
-    assert_ne!(revision_hash(&a), revision_hash(&c));
+    c.spec.stacks = Some(vec![crate::api::workspace::WorkspaceStack {
+        name: "dev".into(),
+        config: Some(vec![crate::api::workspace::ConfigItem {
+            key: "k".into(),
+            value: Some(serde_json::json!("v2")),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }]);
+    assert_eq!(revision_hash(&a), revision_hash(&c));
+    assert_eq!(
+        statefulset(&a, &Settings::default()).expect("sts").spec,
+        statefulset(&c, &Settings::default()).expect("sts").spec,
+        "the pod template does not carry the configuration"
+    );
 }
 
 #[test]

@@ -1,0 +1,357 @@
+//! Stacks that never wedge (issue 20), on a real node with the real CLI.
+//!
+//! While an update runs its workspace pod is marked as not to be evicted (the
+//! cluster-autoscaler's and Karpenter's annotations), and the mark is taken off after; a change
+//! of a Stack's config values is applied to the running workspace pod, without a restart
+//! (PKO#965), while a config key removed gets a fresh pod, since `config set-all` cannot take a
+//! key away. An operator that dies mid-update leaves no Update `Progressing`: the next one ends
+//! it `Aborted`, unmarks its pod, and the Stack's retry runs once (the program waits at a gate,
+//! a named pipe, so the update is surely cut off in its middle).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+
+use support::operator::{flux_ref, shared_state, stack_yaml_with};
+use support::real_node::{self, RealCluster};
+use support::{FluxFixture, events_for};
+
+const PROGRAM: &str = "name: wedge\nruntime: yaml\n\
+config:\n  greeting:\n    type: string\n  extra:\n    type: string\n    default: none\n\
+outputs:\n  greeting: ${greeting}\n  extra: ${extra}\n";
+
+const GUARD: [(&str, &str); 2] = [
+    ("cluster-autoscaler.kubernetes.io/safe-to-evict", "false"),
+    ("karpenter.sh/do-not-disrupt", "true"),
+];
+
+fn guarded(p: &Pod) -> bool {
+    let a = p.metadata.annotations.clone().unwrap_or_default();
+    GUARD
+        .iter()
+        .all(|(k, v)| a.get(*k).map(String::as_str) == Some(*v))
+}
+
+/// The workspace pods seen carrying the guard, from a watch started before the Stack.
+fn watch_guards(rc: &RealCluster) -> Arc<Mutex<BTreeSet<String>>> {
+    let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    let pods: Api<Pod> = Api::namespaced(rc.cp.client(), "default");
+    let cfg = watcher::Config::default().labels("auto.pulumi.com/component=workspace");
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        let mut stream = watcher(pods, cfg)
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(p)) = stream.next().await {
+            if guarded(&p)
+                && let (Ok(mut s), Some(uid)) = (record.lock(), p.metadata.uid.clone())
+            {
+                s.insert(uid);
+            }
+        }
+    });
+    seen
+}
+
+async fn pod_of(rc: &RealCluster, stack: &str) -> Pod {
+    Api::<Pod>::namespaced(rc.cp.client(), "default")
+        .get(&format!("{stack}-workspace-0"))
+        .await
+        .expect("workspace pod")
+}
+
+async fn pod(rc: &RealCluster) -> Pod {
+    pod_of(rc, "wedge").await
+}
+
+async fn workspace_reasons(rc: &RealCluster) -> Vec<(String, String)> {
+    events_for(&rc.cp, "default", "Workspace", "wedge")
+        .await
+        .into_iter()
+        .map(|(_, reason, message)| (reason, message))
+        .collect()
+}
+
+/// One merge patch of the Stack's `config` (a key set to null is removed).
+async fn patch_config(rc: &RealCluster, config: Value) {
+    let stacks: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(rc.cp.client(), "default", &support::stacks());
+    stacks
+        .patch(
+            "wedge",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"config": config}})),
+        )
+        .await
+        .expect("patch the Stack's config");
+}
+
+async fn wait_outputs(rc: &RealCluster, outputs: Value) -> Value {
+    real_node::wait_stack(
+        rc,
+        "wedge",
+        Duration::from_secs(180),
+        &format!("Ready with outputs {outputs}"),
+        |s| {
+            support::condition(s, "Ready").is_some_and(|c| c["status"] == "True")
+                && s["status"]["lastUpdate"]["state"] == "succeeded"
+                && s["status"]["outputs"] == outputs
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_guard_their_pod_and_config_values_change_without_a_restart() {
+    let rc = real_node::start_installed().await;
+    let fx = FluxFixture::in_cluster(&rc.cp, "wedge", rc.network.gateway()).await;
+    let sha = fx
+        .repo
+        .commit(&[("app/Pulumi.yaml", PROGRAM)], "program")
+        .expect("commit");
+    fx.apply_git_repository(&rc.cp).await;
+    fx.wait_revision(&rc.cp, &sha).await;
+    let guards = watch_guards(&rc);
+    let state = shared_state();
+    let mut spec = flux_ref("wedge", "app");
+    spec["config"] = json!({"greeting": "hello", "extra": "one"});
+    rc.cp
+        .apply_yaml(
+            &stack_yaml_with("wedge", (rc.images.pulumi.as_str(), state.path()), spec),
+            "stack",
+            "default",
+        )
+        .await
+        .expect("Stack");
+
+    // The first update: its pod was marked while it ran, and is not any more.
+    wait_outputs(&rc, json!({"greeting": "hello", "extra": "one"})).await;
+    let first = pod(&rc).await;
+    let uid = first.metadata.uid.clone().expect("uid");
+    assert!(
+        guards.lock().expect("guards").contains(&uid),
+        "the pod was never seen marked not to be evicted during the update"
+    );
+    assert!(
+        !guarded(&first),
+        "still marked: {:?}",
+        first.metadata.annotations
+    );
+    let managers: Vec<String> = first
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        !managers.iter().any(|m| m.contains("update-guard")),
+        "a guard's field manager is left: {managers:?}"
+    );
+
+    // A value changes: the next update runs on the same pod, with the new value.
+    patch_config(&rc, json!({"greeting": "bonjour"})).await;
+    wait_outputs(&rc, json!({"greeting": "bonjour", "extra": "one"})).await;
+    let same = pod(&rc).await;
+    let events = workspace_reasons(&rc).await;
+    assert_eq!(
+        same.metadata.uid.as_deref(),
+        Some(uid.as_str()),
+        "the pod was replaced for a config change; workspace events: {events:?}"
+    );
+    assert!(
+        events.iter().any(|(r, m)| r == "Reconfigured"
+            && m.contains("wedge-workspace-0")
+            && m.contains("without restarting")),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|(r, _)| r == "Restarting"), "{events:?}");
+    let guarded_uids = guards.lock().expect("guards").len();
+    assert_eq!(
+        guarded_uids, 1,
+        "one pod, marked during each of its updates"
+    );
+
+    // A key goes: only a new pod forgets it, said by a Restarting event.
+    patch_config(&rc, json!({"extra": null})).await;
+    wait_outputs(&rc, json!({"greeting": "bonjour", "extra": "none"})).await;
+    let renewed = pod(&rc).await;
+    let events = workspace_reasons(&rc).await;
+    assert_ne!(
+        renewed.metadata.uid.as_deref(),
+        Some(uid.as_str()),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(r, m)| r == "Restarting" && m.contains("extra") && m.contains("was removed")),
+        "{events:?}"
+    );
+    assert!(!guarded(&renewed), "{:?}", renewed.metadata.annotations);
+}
+
+/// A program that waits, in the middle of `pulumi up`, until the test opens its gate: it reads
+/// a named pipe in the shared state directory, which blocks until a writer comes.
+const GATED: &str = "name: gated\nruntime: yaml\n\
+variables:\n  gate:\n    fn::readFile: /state/gate\n\
+outputs:\n  passed: open\n";
+
+/// Lets every reader of the pipe at `fifo` through (one gets a line, the others end of file);
+/// fails unless one is waiting within `limit`.
+async fn open_gate(fifo: &std::path::Path, limit: Duration) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        // Non-blocking: without a reader the open fails (ENXIO) instead of waiting.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+        {
+            Ok(mut f) => {
+                let _ = f.write_all(b"open\n");
+                return;
+            }
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("nobody read the gate within {limit:?}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The Stack's Updates as (name, Progressing status, Failed reason, Complete status), oldest
+/// first.
+async fn update_states(rc: &RealCluster) -> Vec<(String, String, String, String)> {
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(rc.cp.client(), "default", &support::updates());
+    let mut list = api.list(&Default::default()).await.expect("updates").items;
+    list.sort_by_key(|u| u.metadata.creation_timestamp.clone().map(|t| t.0));
+    list.into_iter()
+        .map(|u| {
+            let v = serde_json::to_value(&u).expect("json");
+            let field = |t: &str, f: &str| {
+                support::condition(&v, t)
+                    .and_then(|c| c[f].as_str().map(str::to_string))
+                    .unwrap_or_default()
+            };
+            (
+                u.metadata.name.clone().unwrap_or_default(),
+                field("Progressing", "status"),
+                field("Failed", "reason"),
+                field("Complete", "status"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_cut_off_by_an_operator_crash_ends_aborted_and_runs_once_more() {
+    let rc = real_node::start_installed().await;
+    let fx = FluxFixture::in_cluster(&rc.cp, "gated", rc.network.gateway()).await;
+    let sha = fx
+        .repo
+        .commit(&[("app/Pulumi.yaml", GATED)], "a program that waits")
+        .expect("commit");
+    fx.apply_git_repository(&rc.cp).await;
+    fx.wait_revision(&rc.cp, &sha).await;
+    let state = shared_state();
+    let fifo = state.path().join("gate");
+    let made = std::process::Command::new("mkfifo")
+        .args(["-m", "666"])
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let guards = watch_guards(&rc);
+    rc.cp
+        .apply_yaml(
+            &stack_yaml_with(
+                "gated",
+                (rc.images.pulumi.as_str(), state.path()),
+                flux_ref("gated", "app"),
+            ),
+            "stack",
+            "default",
+        )
+        .await
+        .expect("Stack");
+
+    // The update runs and waits at the gate: its pod is marked.
+    let cluster = &rc;
+    let running = support::wait_for(
+        Duration::from_secs(120),
+        "an update running",
+        || async move {
+            update_states(cluster)
+                .await
+                .into_iter()
+                .find(|(_, progressing, _, _)| progressing == "True")
+                .map(|(name, ..)| name)
+        },
+    )
+    .await;
+    support::wait_for(Duration::from_secs(30), "the pod marked", || {
+        let guards = Arc::clone(&guards);
+        async move { (!guards.lock().ok()?.is_empty()).then_some(()) }
+    })
+    .await;
+
+    // The operator dies mid-update (no time to finish anything), and a new one takes over.
+    rc.kubectl(&[
+        "delete",
+        "pod",
+        "-n",
+        "pulumi-kubernetes-operator",
+        "-l",
+        "control-plane=controller-manager",
+        "--grace-period=0",
+        "--force",
+    ])
+    .expect("delete the operator's pod");
+
+    // The cut-off Update ends Aborted (the slot is free), and a retry runs: it waits at the
+    // gate too, and passes once the gate opens.
+    let aborted = support::wait_for(
+        Duration::from_secs(150),
+        "the cut-off Update Aborted",
+        || {
+            let running = running.clone();
+            async move {
+                update_states(cluster)
+                    .await
+                    .into_iter()
+                    .find(|(name, p, reason, c)| {
+                        *name == running && p == "False" && reason == "Aborted" && c == "True"
+                    })
+            }
+        },
+    )
+    .await;
+    assert_eq!(aborted.0, running);
+    open_gate(&fifo, Duration::from_secs(150)).await;
+    let s = real_node::wait_ready_after_success(&rc, "gated").await;
+    assert_eq!(s["status"]["outputs"], json!({"passed": "open"}), "{s:#}");
+
+    // One retry, none left running, nothing marked.
+    let all = update_states(&rc).await;
+    assert_eq!(all.len(), 2, "the cut-off update and one retry: {all:?}");
+    assert_eq!(all[1].2, "UpdateSucceeded", "{all:?}");
+    assert!(
+        all.iter().all(|(_, p, _, c)| p == "False" && c == "True"),
+        "{all:?}"
+    );
+    let p = pod_of(&rc, "gated").await;
+    assert!(!guarded(&p), "{:?}", p.metadata.annotations);
+}
