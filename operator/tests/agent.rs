@@ -2,6 +2,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use operator::agent::config::from_json;
@@ -560,4 +562,141 @@ async fn outputs_larger_than_a_mebibyte_come_back_whole_with_their_secrets_marke
         !logs.contains("hunter2-big-output"),
         "the secret output is never logged"
     );
+}
+
+/// A TCP relay in front of the agent that can go silent: both connections stay open, nothing
+/// passes, as when a network path is dropped (no FIN, no RST).
+struct Relay {
+    port: u16,
+    silent: Arc<AtomicBool>,
+}
+
+async fn relay(target: u16) -> Relay {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let silent = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&silent);
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                continue;
+            };
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            tokio::spawn(pass(ri, wo, Arc::clone(&flag)));
+            tokio::spawn(pass(ro, wi, Arc::clone(&flag)));
+        }
+    });
+    Relay { port, silent }
+}
+
+async fn pass(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    silent: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) if silent.load(Ordering::SeqCst) => {
+                let _ = n;
+            }
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_caller_gone_silent_is_dropped_its_update_interrupted_and_none_runs_beside_it() {
+    let program = "name: silent\nruntime: yaml\nvariables:\n  gate:\n    fn::readFile: ./gate\noutputs:\n  gate: ${gate}\n";
+    let agent = Agent::start(Options {
+        program,
+        ..Default::default()
+    });
+    let gate = agent.program_dir().join("gate");
+    let c_path = std::ffi::CString::new(gate.display().to_string()).expect("path");
+    // SAFETY: plain syscall.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0, "mkfifo");
+    let relay = relay(agent.port).await;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", relay.port))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connects through the relay");
+    let mut far = operator::proto::automation_service_client::AutomationServiceClient::new(channel);
+    far.select_stack(pb::SelectStackRequest {
+        stack_name: "dev".into(),
+        create: Some(true),
+        secrets_provider: None,
+    })
+    .await
+    .expect("stack");
+    let running = tokio::spawn(async move { up(&mut far, pb::UpRequest::default()).await });
+    // The update is now blocked reading the gate, in its middle.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // Another caller's update does not run beside it.
+    let mut near = agent.client().await;
+    let (_, second) = up(&mut near, pb::UpRequest::default()).await;
+    let refused = second.expect_err("refused while one runs");
+    assert_eq!(refused.code(), tonic::Code::Aborted, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .starts_with("another operation (up, started "),
+        "{}",
+        refused.message()
+    );
+
+    // The path goes silent: the agent's pings go unanswered, it drops the caller and
+    // interrupts the update (Pulumi stops at the next step: once the gate opens).
+    relay.silent.store(true, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !agent
+        .log_text()
+        .contains("the caller went away; interrupting the operation")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the silent caller was never dropped:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    std::fs::write(&gate, "open\n").expect("release the gate");
+
+    // Once the interrupted update has stopped, the next one runs.
+    std::fs::remove_file(&gate).expect("rm fifo");
+    std::fs::write(&gate, "open\n").expect("plain file");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, next) = up(&mut near, pb::UpRequest::default()).await;
+        match next {
+            Ok(r) => {
+                assert_eq!(
+                    r.summary.map(|s| s.result),
+                    Some("succeeded".into()),
+                    "{}",
+                    agent.log_text()
+                );
+                break;
+            }
+            Err(st)
+                if st.code() == tonic::Code::Aborted && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(st) => panic!("{st:?}\n{}", agent.log_text()),
+        }
+    }
+    running.abort();
 }

@@ -287,7 +287,11 @@ pub async fn serve(args: ServeArgs, kubeconfig: Option<PathBuf>) -> Result<(), A
         Arc::clone(&children),
         Duration::from_secs(args.shutdown_timeout_seconds),
     );
+    // A caller that vanished without closing (a path dropped, a node gone) is found by its
+    // missed pings, so its operation is interrupted instead of running on unobserved.
     let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(
             AutomationServiceServer::new(server)
                 .max_decoding_message_size(64 << 20)
@@ -357,6 +361,10 @@ async fn listen(args: &ServeArgs) -> Result<(String, tokio::net::TcpListener), A
         })?;
     Ok((addr, listener))
 }
+
+/// How often the agent pings a caller's connection, and how long it waits for the answer.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 async fn kube_client(kubeconfig: Option<PathBuf>) -> Result<kube::Client, AgentError> {
     let config = match kubeconfig {

@@ -34,6 +34,28 @@ pub struct AgentServer {
     children: Arc<Children>,
     /// The stack the calls work on, set by SelectStack (or `--stack`).
     stack: Mutex<Option<String>>,
+    /// The operation running, if one is: one at a time, so that a retry never runs beside an
+    /// operation whose caller went away and which is still stopping (the self-managed
+    /// backends do not lock a stack).
+    running: Arc<std::sync::Mutex<Option<Running>>>,
+}
+
+/// An operation under way.
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    kind: Kind,
+    since: jiff::Timestamp,
+}
+
+/// Holds the one operation slot until dropped (when the operation's task ends).
+struct Slot(Arc<std::sync::Mutex<Option<Running>>>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.0.lock() {
+            *r = None;
+        }
+    }
 }
 
 impl AgentServer {
@@ -49,6 +71,7 @@ impl AgentServer {
             auth,
             children,
             stack: Mutex::new(None),
+            running: Arc::new(std::sync::Mutex::new(None)),
         }
     }
 
@@ -207,27 +230,30 @@ impl AgentServer {
     }
 
     /// Runs an operation on a task and streams it: its engine events as `event(e)`, then what
-    /// `finish` makes of the finished run (the result message or the failure).
+    /// `finish` makes of the finished run (the result message or the failure). Refused while
+    /// another runs.
     fn stream<T, F, Fut>(
         self: &Arc<Self>,
         kind: Kind,
         argv: Vec<String>,
         event: fn(prost_types::Struct) -> T,
         finish: F,
-    ) -> BoxStream<T>
+    ) -> Result<BoxStream<T>, Status>
     where
         T: Send + 'static,
         F: FnOnce(Arc<AgentServer>, Output, Vec<Value>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<T, Status>> + Send + 'static,
     {
+        let slot = claim(&self.running, kind)?;
         let me = Arc::clone(self);
-        spawn_stream(move |tx| async move {
+        Ok(spawn_stream(move |tx| async move {
             let result = match me.operate(kind, argv, &tx, event).await {
                 Ok((out, seen)) => finish(me, out, seen).await,
                 Err(st) => Err(st),
             };
+            drop(slot);
             let _ = tx.send(result).await;
-        })
+        }))
     }
 
     /// `destroy --remove`: the stack goes once its resources have.
@@ -279,6 +305,32 @@ impl AgentServer {
             }
         })
     }
+}
+
+/// Takes the one operation slot, or says what holds it.
+fn claim(slot: &Arc<std::sync::Mutex<Option<Running>>>, kind: Kind) -> Result<Slot, Status> {
+    let mut running = slot
+        .lock()
+        .map_err(|_| Status::internal("the operation slot is poisoned"))?;
+    if let Some(r) = *running {
+        return Err(busy(r, kind));
+    }
+    *running = Some(Running {
+        kind,
+        since: jiff::Timestamp::now(),
+    });
+    Ok(Slot(Arc::clone(slot)))
+}
+
+/// Why `kind` was not started: `running` still holds the workspace.
+fn busy(running: Running, kind: Kind) -> Status {
+    Status::aborted(format!(
+        "another operation ({}, started {}) is still running in this workspace pod; this {} \
+         was not started and is tried again later",
+        running.kind.verb(),
+        running.since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        kind.verb()
+    ))
 }
 
 fn args(a: &[&str]) -> Vec<String> {
@@ -431,7 +483,7 @@ impl AutomationService for Arc<AgentServer> {
                     })),
                 })
             },
-        )))
+        )?))
     }
 
     type RefreshStream = BoxStream<pb::RefreshStream>;
@@ -461,7 +513,7 @@ impl AutomationService for Arc<AgentServer> {
                     })),
                 })
             },
-        )))
+        )?))
     }
 
     type UpStream = BoxStream<pb::UpStream>;
@@ -493,7 +545,7 @@ impl AutomationService for Arc<AgentServer> {
                     })),
                 })
             },
-        )))
+        )?))
     }
 
     type DestroyStream = BoxStream<pb::DestroyStream>;
@@ -531,7 +583,7 @@ impl AutomationService for Arc<AgentServer> {
                     })),
                 })
             },
-        )))
+        )?))
     }
 
     async fn pulumi_version(
@@ -547,5 +599,32 @@ impl AutomationService for Arc<AgentServer> {
         Ok(Response::new(pb::PulumiVersionResult {
             version: normalize_version(&out.stdout),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_operation_at_a_time_and_the_slot_frees_when_it_ends() {
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let up = claim(&slot, Kind::Up).expect("free");
+        let refused = claim(&slot, Kind::Up).err().expect("taken");
+        assert_eq!(refused.code(), tonic::Code::Aborted);
+        assert!(
+            refused
+                .message()
+                .starts_with("another operation (up, started "),
+            "{}",
+            refused.message()
+        );
+        assert!(refused.message().contains("this up was not started"));
+        drop(up);
+        let destroy = claim(&slot, Kind::Destroy).expect("free again");
+        let refused = claim(&slot, Kind::Preview).err().expect("taken");
+        assert!(refused.message().contains("(destroy, started"));
+        drop(destroy);
+        assert!(slot.lock().expect("lock").is_none());
     }
 }
