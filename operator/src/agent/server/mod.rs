@@ -2,6 +2,7 @@
 //! workspace directory.
 
 mod replies;
+mod slot;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use replies::{
     HistoryEntry, StackListEntry, WhoAmI, config_error, is_no_such_stack, normalize_version, now,
     operation_failed, preview_summary, timestamp, with_known_error,
 };
+use slot::{Running, claim};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -38,24 +40,6 @@ pub struct AgentServer {
     /// operation whose caller went away and which is still stopping (the self-managed
     /// backends do not lock a stack).
     running: Arc<std::sync::Mutex<Option<Running>>>,
-}
-
-/// An operation under way.
-#[derive(Debug, Clone, Copy)]
-struct Running {
-    kind: Kind,
-    since: jiff::Timestamp,
-}
-
-/// Holds the one operation slot until dropped (when the operation's task ends).
-struct Slot(Arc<std::sync::Mutex<Option<Running>>>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Ok(mut r) = self.0.lock() {
-            *r = None;
-        }
-    }
 }
 
 impl AgentServer {
@@ -305,32 +289,6 @@ impl AgentServer {
             }
         })
     }
-}
-
-/// Takes the one operation slot, or says what holds it.
-fn claim(slot: &Arc<std::sync::Mutex<Option<Running>>>, kind: Kind) -> Result<Slot, Status> {
-    let mut running = slot
-        .lock()
-        .map_err(|_| Status::internal("the operation slot is poisoned"))?;
-    if let Some(r) = *running {
-        return Err(busy(r, kind));
-    }
-    *running = Some(Running {
-        kind,
-        since: jiff::Timestamp::now(),
-    });
-    Ok(Slot(Arc::clone(slot)))
-}
-
-/// Why `kind` was not started: `running` still holds the workspace.
-fn busy(running: Running, kind: Kind) -> Status {
-    Status::aborted(format!(
-        "another operation ({}, started {}) is still running in this workspace pod; this {} \
-         was not started and is tried again later",
-        running.kind.verb(),
-        running.since.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        kind.verb()
-    ))
 }
 
 fn args(a: &[&str]) -> Vec<String> {
@@ -599,32 +557,5 @@ impl AutomationService for Arc<AgentServer> {
         Ok(Response::new(pb::PulumiVersionResult {
             version: normalize_version(&out.stdout),
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_operation_at_a_time_and_the_slot_frees_when_it_ends() {
-        let slot = Arc::new(std::sync::Mutex::new(None));
-        let up = claim(&slot, Kind::Up).expect("free");
-        let refused = claim(&slot, Kind::Up).err().expect("taken");
-        assert_eq!(refused.code(), tonic::Code::Aborted);
-        assert!(
-            refused
-                .message()
-                .starts_with("another operation (up, started "),
-            "{}",
-            refused.message()
-        );
-        assert!(refused.message().contains("this up was not started"));
-        drop(up);
-        let destroy = claim(&slot, Kind::Destroy).expect("free again");
-        let refused = claim(&slot, Kind::Preview).err().expect("taken");
-        assert!(refused.message().contains("(destroy, started"));
-        drop(destroy);
-        assert!(slot.lock().expect("lock").is_none());
     }
 }
