@@ -399,6 +399,16 @@ async fn a_log_level_puts_the_engine_log_in_the_agent_output() {
     );
 }
 
+/// A named pipe `gate` in the agent's program directory: a program that reads it
+/// (`fn::readFile: ./gate`) waits there, mid-update, until the test writes to it.
+fn gate(agent: &Agent) -> std::path::PathBuf {
+    let gate = agent.program_dir().join("gate");
+    let c_path = std::ffi::CString::new(gate.display().to_string()).expect("path");
+    // SAFETY: plain syscall.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0, "mkfifo");
+    gate
+}
+
 #[tokio::test]
 async fn sigterm_interrupts_the_update_which_saves_its_state_and_unlocks() {
     let agent_program = "name: slow\nruntime: yaml\nvariables:\n  gate:\n    fn::readFile: ./gate\noutputs:\n  gate: ${gate}\n";
@@ -406,10 +416,7 @@ async fn sigterm_interrupts_the_update_which_saves_its_state_and_unlocks() {
         program: agent_program,
         ..Default::default()
     });
-    let gate = agent.program_dir().join("gate");
-    let c_path = std::ffi::CString::new(gate.display().to_string()).expect("path");
-    // SAFETY: plain syscall.
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0, "mkfifo");
+    let gate = gate(&agent);
     let mut c = agent.client().await;
     c.select_stack(pb::SelectStackRequest {
         stack_name: "dev".into(),
@@ -621,10 +628,7 @@ async fn a_caller_gone_silent_is_dropped_its_update_interrupted_and_none_runs_be
         program,
         ..Default::default()
     });
-    let gate = agent.program_dir().join("gate");
-    let c_path = std::ffi::CString::new(gate.display().to_string()).expect("path");
-    // SAFETY: plain syscall.
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0, "mkfifo");
+    let gate = gate(&agent);
     let relay = relay(agent.port).await;
     let channel =
         tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", relay.port))

@@ -144,6 +144,17 @@ where
     api.patch(name, &params, &Patch::Apply(obj)).await
 }
 
+/// The first 16 bytes of `text`'s SHA-256, in hex: short enough for an annotation or a field
+/// manager's name, long enough that two inputs never meet.
+pub fn short_digest(text: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text)
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// RFC 3339 time of now, as status fields carry it.
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now()

@@ -25,7 +25,7 @@ use replies::{
     HistoryEntry, StackListEntry, WhoAmI, config_error, is_no_such_stack, normalize_version, now,
     operation_failed, preview_summary, timestamp, with_known_error,
 };
-use slot::{Running, claim};
+use slot::OneAtATime;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -39,7 +39,7 @@ pub struct AgentServer {
     /// The operation running, if one is: one at a time, so that a retry never runs beside an
     /// operation whose caller went away and which is still stopping (the self-managed
     /// backends do not lock a stack).
-    running: Arc<std::sync::Mutex<Option<Running>>>,
+    running: OneAtATime,
 }
 
 impl AgentServer {
@@ -55,7 +55,7 @@ impl AgentServer {
             auth,
             children,
             stack: Mutex::new(None),
-            running: Arc::new(std::sync::Mutex::new(None)),
+            running: OneAtATime::default(),
         }
     }
 
@@ -228,7 +228,7 @@ impl AgentServer {
         F: FnOnce(Arc<AgentServer>, Output, Vec<Value>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<T, Status>> + Send + 'static,
     {
-        let slot = claim(&self.running, kind)?;
+        let slot = self.running.claim(kind)?;
         let me = Arc::clone(self);
         Ok(spawn_stream(move |tx| async move {
             let result = match me.operate(kind, argv, &tx, event).await {

@@ -8,9 +8,13 @@ use tonic::Status;
 
 use crate::agent::operation::Kind;
 
+/// The slot: empty, or the operation under way.
+#[derive(Default)]
+pub(super) struct OneAtATime(Arc<Mutex<Option<Running>>>);
+
 /// An operation under way.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Running {
+struct Running {
     kind: Kind,
     since: jiff::Timestamp,
 }
@@ -26,19 +30,22 @@ impl Drop for Slot {
     }
 }
 
-/// Takes the one operation slot, or says what holds it.
-pub(super) fn claim(slot: &Arc<Mutex<Option<Running>>>, kind: Kind) -> Result<Slot, Status> {
-    let mut running = slot
-        .lock()
-        .map_err(|_| Status::internal("the operation slot is poisoned"))?;
-    if let Some(r) = *running {
-        return Err(busy(r, kind));
+impl OneAtATime {
+    /// Takes the slot for `kind`, or says what holds it.
+    pub(super) fn claim(&self, kind: Kind) -> Result<Slot, Status> {
+        let mut running = self
+            .0
+            .lock()
+            .map_err(|_| Status::internal("the operation slot is poisoned"))?;
+        if let Some(r) = *running {
+            return Err(busy(r, kind));
+        }
+        *running = Some(Running {
+            kind,
+            since: jiff::Timestamp::now(),
+        });
+        Ok(Slot(Arc::clone(&self.0)))
     }
-    *running = Some(Running {
-        kind,
-        since: jiff::Timestamp::now(),
-    });
-    Ok(Slot(Arc::clone(slot)))
 }
 
 /// Why `kind` was not started: `running` still holds the workspace.
@@ -58,9 +65,9 @@ mod tests {
 
     #[test]
     fn one_operation_at_a_time_and_the_slot_frees_when_it_ends() {
-        let slot = Arc::new(Mutex::new(None));
-        let up = claim(&slot, Kind::Up).expect("free");
-        let refused = claim(&slot, Kind::Up).err().expect("taken");
+        let slot = OneAtATime::default();
+        let up = slot.claim(Kind::Up).expect("free");
+        let refused = slot.claim(Kind::Up).err().expect("taken");
         assert_eq!(refused.code(), tonic::Code::Aborted);
         assert!(
             refused
@@ -71,10 +78,10 @@ mod tests {
         );
         assert!(refused.message().contains("this up was not started"));
         drop(up);
-        let destroy = claim(&slot, Kind::Destroy).expect("free again");
-        let refused = claim(&slot, Kind::Preview).err().expect("taken");
+        let destroy = slot.claim(Kind::Destroy).expect("free again");
+        let refused = slot.claim(Kind::Preview).err().expect("taken");
         assert!(refused.message().contains("(destroy, started"));
         drop(destroy);
-        assert!(slot.lock().expect("lock").is_none());
+        assert!(slot.0.lock().expect("lock").is_none());
     }
 }

@@ -11,7 +11,6 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::api::names::field_manager;
 
@@ -28,9 +27,11 @@ pub fn manager(update: &str) -> String {
     if name.len() <= 128 {
         return name;
     }
-    let digest = Sha256::digest(update.as_bytes());
-    let short: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("{}/{short}", field_manager::UPDATE_GUARD)
+    format!(
+        "{}/{}",
+        field_manager::UPDATE_GUARD,
+        crate::controller::short_digest(update.as_bytes())
+    )
 }
 
 /// The apply body: the annotations when `on`; when not, nothing at all, so that this manager
@@ -52,9 +53,9 @@ pub fn body(pod: &str, on: bool) -> serde_json::Value {
     body
 }
 
-/// Marks (`on`) or unmarks the pod for `update`. A pod that is gone needs neither: the
-/// apply is only sent to a pod that exists (an apply to a missing pod would try to create
-/// it, which the API server refuses as invalid).
+/// Marks (`on`) or unmarks the pod for `update`. A pod that is gone needs neither: the API
+/// server takes an apply to a missing pod for a create, which it refuses as invalid (422), or
+/// answers 404; both are taken as done.
 pub async fn set(api: &Api<Pod>, pod: &str, update: &str, on: bool) -> Result<(), kube::Error> {
     let params = PatchParams::apply(&manager(update)).force();
     match api.patch(pod, &params, &Patch::Apply(body(pod, on))).await {

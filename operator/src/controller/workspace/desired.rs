@@ -13,7 +13,6 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{EnvVar, SecretKeySelector, Service};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::api::names::{label, pod};
 use crate::api::workspace::{SecurityProfile, Workspace, WorkspaceSpec};
@@ -94,8 +93,7 @@ pub fn revision_hash(ws: &Workspace) -> String {
         "local": spec.local,
         "projectInfo": spec.project_info,
     });
-    let digest = Sha256::digest(source.to_string().as_bytes());
-    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    crate::controller::short_digest(source.to_string().as_bytes())
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -324,7 +324,7 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<(), Halt> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let pod_name = desired::pod_name(ws);
     let stacks = Applied::of(ws);
-    let setup = pod_setup(ctx, ws, &sts, &hash, &stacks).await?;
+    let setup = pod_setup(ctx, ws, (&pods, &pod_name), (&sts, &hash), &stacks).await?;
 
     // As PKO does: the agent through the workspace's headless Service, which cluster DNS
     // resolves to the pod (WORKSPACE_LOCALHOST overrides it for an operator run outside the
@@ -342,6 +342,7 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<(), Halt> {
     run.draft.address = Some(desired::service_address(ws));
 
     let (event_reason, note) = match setup {
+        // (A Restart never comes back: pod_setup ends the reconcile with it.)
         Setup::Current | Setup::Restart(_) => return Ok(()),
         Setup::Initialize => {
             init::initialize(run, &mut agent).await?;
@@ -382,18 +383,16 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<(), Halt> {
 async fn pod_setup(
     ctx: &Context,
     ws: &Workspace,
-    sts: &StatefulSet,
-    hash: &str,
+    (pods, pod_name): (&Api<Pod>, &str),
+    (sts, hash): (&StatefulSet, &str),
     stacks: &Applied,
 ) -> Result<Setup, Halt> {
     let ns = ws.namespace().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pod_name = desired::pod_name(ws);
     let cached = match ctx.pods.get() {
         Some(store) => store
-            .get(&ObjectRef::new(&pod_name).within(&ns))
+            .get(&ObjectRef::new(pod_name).within(&ns))
             .map(|p| (*p).clone()),
-        None => pods.get_opt(&pod_name).await?,
+        None => pods.get_opt(pod_name).await?,
     };
     let pod = stop::standing(readiness::pod_state(sts, cached.as_ref(), hash))?;
     let setup = setup_of(pod.initialized, cached.as_ref(), stacks);
@@ -402,7 +401,7 @@ async fn pod_setup(
     }
     // About to set the pod up: the cache may not show yet that an earlier reconcile already
     // did (its annotations), and doing it twice would announce it twice.
-    let fresh = pods.get_opt(&pod_name).await?;
+    let fresh = pods.get_opt(pod_name).await?;
     let pod = stop::standing(readiness::pod_state(sts, fresh.as_ref(), hash))?;
     let setup = setup_of(pod.initialized, fresh.as_ref(), stacks);
     if let Setup::Restart(why) = &setup {
@@ -413,7 +412,7 @@ async fn pod_setup(
         {
             return Err(stop::restart_after(&update, why).into());
         }
-        return Err(restart_pod(ctx, ws, &pods, &pod_name, why).await?.into());
+        return Err(restart_pod(ctx, ws, pods, pod_name, why).await?.into());
     }
     Ok(setup)
 }

@@ -10,7 +10,6 @@
 //! the pod is then deleted and its StatefulSet makes the new one (pure decisions here).
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::api::names::label;
 use crate::api::workspace::{Workspace, WorkspaceStack};
@@ -70,9 +69,8 @@ impl Applied {
     pub fn of(ws: &Workspace) -> Applied {
         let stacks = ws.spec.stacks.clone().unwrap_or_default();
         let text = serde_json::to_string(&stacks).unwrap_or_default();
-        let digest = Sha256::digest(text.as_bytes());
         Applied {
-            digest: digest.iter().take(16).map(|b| format!("{b:02x}")).collect(),
+            digest: crate::controller::short_digest(text.as_bytes()),
             stacks: stacks.iter().map(Shape::of).collect(),
         }
     }
