@@ -179,61 +179,73 @@ impl ControlPlane {
         let mut etcd = Process::spawn("etcd", etcd_cmd, &logs)?;
         wait_tcp(&mut etcd, etcd_client, Duration::from_secs(30)).await?;
 
-        let port = process::free_port();
-        let url = format!("https://127.0.0.1:{port}");
-        let mut api_cmd = Command::new(tools::find(&tool_dirs, "kube-apiserver")?);
-        api_cmd
-            .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
-            // All addresses: loopback for the harness, a node network's gateway for nodes.
-            .arg("--bind-address=0.0.0.0")
-            .arg(format!("--secure-port={port}"))
-            .arg(format!("--cert-dir={}", root.join("pki").display()))
-            .arg(format!("--tls-cert-file={}", pki.serving_cert.display()))
-            .arg(format!(
-                "--tls-private-key-file={}",
-                pki.serving_key.display()
-            ))
-            .arg(format!("--client-ca-file={}", pki.ca_cert.display()))
-            .arg("--authorization-mode=Node,RBAC")
-            .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
-            .arg("--allow-privileged=true")
-            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
-            .arg(format!(
-                "--service-account-key-file={}",
-                pki.sa_pub.display()
-            ))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                pki.sa_key.display()
-            ))
-            // Logs and exec go to a real node's kubelet at its InternalIP (its name resolves
-            // nowhere), with a client certificate the kubelet checks against the CA.
-            .arg("--kubelet-preferred-address-types=InternalIP")
-            .arg(format!(
-                "--kubelet-client-certificate={}",
-                pki.kubelet_client_cert.display()
-            ))
-            .arg(format!(
-                "--kubelet-client-key={}",
-                pki.kubelet_client_key.display()
-            ))
-            .arg("--v=1");
-        match options.advertise {
-            Some(ip) => {
-                api_cmd.arg(format!("--advertise-address={ip}"));
+        // The port is free when picked, but another process may bind it before the apiserver
+        // does (tests start clusters side by side): then pick another, twice at most.
+        let mut attempt = 0;
+        let (port, url, apiserver, kubeconfig, client) = loop {
+            attempt += 1;
+            let port = process::free_port();
+            let url = format!("https://127.0.0.1:{port}");
+            let mut api_cmd = Command::new(tools::find(&tool_dirs, "kube-apiserver")?);
+            api_cmd
+                .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
+                // All addresses: loopback for the harness, a node network's gateway for nodes.
+                .arg("--bind-address=0.0.0.0")
+                .arg(format!("--secure-port={port}"))
+                .arg(format!("--cert-dir={}", root.join("pki").display()))
+                .arg(format!("--tls-cert-file={}", pki.serving_cert.display()))
+                .arg(format!(
+                    "--tls-private-key-file={}",
+                    pki.serving_key.display()
+                ))
+                .arg(format!("--client-ca-file={}", pki.ca_cert.display()))
+                .arg("--authorization-mode=Node,RBAC")
+                .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
+                .arg("--allow-privileged=true")
+                .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+                .arg(format!(
+                    "--service-account-key-file={}",
+                    pki.sa_pub.display()
+                ))
+                .arg(format!(
+                    "--service-account-signing-key-file={}",
+                    pki.sa_key.display()
+                ))
+                // Logs and exec go to a real node's kubelet at its InternalIP (its name resolves
+                // nowhere), with a client certificate the kubelet checks against the CA.
+                .arg("--kubelet-preferred-address-types=InternalIP")
+                .arg(format!(
+                    "--kubelet-client-certificate={}",
+                    pki.kubelet_client_cert.display()
+                ))
+                .arg(format!(
+                    "--kubelet-client-key={}",
+                    pki.kubelet_client_key.display()
+                ))
+                .arg("--v=1");
+            match options.advertise {
+                Some(ip) => {
+                    api_cmd.arg(format!("--advertise-address={ip}"));
+                }
+                None => {
+                    // No nodes: nothing reaches the advertise address, but it must not be
+                    // loopback (the `kubernetes` Endpoints would fail validation).
+                    api_cmd.arg("--endpoint-reconciler-type=none");
+                }
             }
-            None => {
-                // No nodes: nothing reaches the advertise address, but it must not be
-                // loopback (the `kubernetes` Endpoints would fail validation).
-                api_cmd.arg("--endpoint-reconciler-type=none");
+            let mut apiserver = Process::spawn("kube-apiserver", api_cmd, &logs)?;
+            let kubeconfig = root.join("kubeconfig");
+            write_kubeconfig(&kubeconfig, &url, &pki)?;
+            let client = client_from(&kubeconfig).await?;
+            match wait_ready(&mut apiserver, &client, Duration::from_secs(90)).await {
+                Ok(()) => break (port, url, apiserver, kubeconfig, client),
+                Err(_)
+                    if attempt < 3
+                        && process::tail(apiserver.log_path(), 5)
+                            .contains("address already in use") => {}
+                Err(e) => return Err(e),
             }
-        }
-        let mut apiserver = Process::spawn("kube-apiserver", api_cmd, &logs)?;
-
-        let kubeconfig = root.join("kubeconfig");
-        write_kubeconfig(&kubeconfig, &url, &pki)?;
-        let client = client_from(&kubeconfig).await?;
-        wait_ready(&mut apiserver, &client, Duration::from_secs(90)).await?;
+        };
 
         let mut kcm_cmd = Command::new(tools::find(&tool_dirs, "kube-controller-manager")?);
         kcm_cmd
@@ -356,6 +368,19 @@ impl ControlPlane {
             ("kube-controller-manager", self.controller_manager.pid()),
             ("kube-scheduler", self.scheduler.pid()),
         ]
+    }
+
+    /// Stops kube-apiserver (SIGTERM, then SIGKILL after 5 s): an outage for fault tests. Etcd,
+    /// the controller-manager and the scheduler go on; clients see refused connections.
+    pub fn stop_apiserver(&mut self) {
+        self.apiserver.stop(Duration::from_secs(5));
+    }
+
+    /// Starts kube-apiserver again as it first ran (same port, certificates and etcd), and
+    /// waits until it is ready.
+    pub async fn start_apiserver(&mut self) -> Result<(), Error> {
+        self.apiserver.restart()?;
+        wait_ready(&mut self.apiserver, &self.client, Duration::from_secs(90)).await
     }
 
     /// Fails with the end of its log if any control-plane process has exited.

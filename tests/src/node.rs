@@ -447,6 +447,34 @@ impl Node {
         run("nsenter", &[&netns, "--", "iptables-save", "-t", table])
     }
 
+    /// Runs `iptables <args>` in the network namespace of a pod, found by one of its running
+    /// containers (`containerd://<id>` as the pod's status has it): a fault between that pod
+    /// and its peers, made where a node's firewall would make it.
+    pub fn pod_iptables(&self, container: &str, args: &[&str]) -> Result<String, NodeError> {
+        self.in_pod_netns(container, "iptables", args)
+    }
+
+    /// Runs `program <args>` in the network namespace of a pod, found by one of its running
+    /// containers. `nsenter` by the task's pid, not `ip netns exec` (which remounts /sys and
+    /// hides the cgroups).
+    pub fn in_pod_netns(
+        &self,
+        container: &str,
+        program: &str,
+        args: &[&str],
+    ) -> Result<String, NodeError> {
+        let pid = self
+            .task_pid(container)?
+            .ok_or_else(|| NodeError::Command {
+                command: format!("{program} {}", args.join(" ")),
+                stderr: format!("containerd on {} runs no task {container}", self.name),
+            })?;
+        let netns = format!("--net=/proc/{pid}/ns/net");
+        let mut argv = vec![netns.as_str(), "--", program];
+        argv.extend_from_slice(args);
+        run("nsenter", &argv)
+    }
+
     /// Waits until kube-proxy has written the rules of the `kubernetes` Service (every
     /// cluster has it): its first sync went through.
     async fn wait_kube_proxy_synced(&mut self, limit: Duration) -> Result<(), NodeError> {

@@ -1,6 +1,7 @@
 //! Long-running child processes owned by a test: output to a log file, stopped on drop
 //! (SIGTERM, a grace period, then SIGKILL), so no test leaves a process behind.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -31,42 +32,58 @@ pub struct Process {
     name: String,
     child: Child,
     log: PathBuf,
+    /// What was started, to start it again ([`Process::restart`]).
+    program: OsString,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, Option<OsString>)>,
+    dir: Option<PathBuf>,
 }
 
 impl Process {
     /// Starts `cmd`, with stdout and stderr going to `<log_dir>/<name>.log`.
-    pub fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Result<Process, ProcessError> {
+    pub fn spawn(name: &str, cmd: Command, log_dir: &Path) -> Result<Process, ProcessError> {
         let log = log_dir.join(format!("{name}.log"));
         let out = File::create(&log).map_err(|e| ProcessError::Log(log.clone(), e))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| ProcessError::Log(log.clone(), e))?;
-        // If the test process dies without dropping us (a panic across threads, SIGKILL), the
-        // kernel kills the child: no control plane outlives its test.
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|source| ProcessError::Spawn {
-                name: name.into(),
-                program: format!("{:?}", cmd.get_program()),
-                source,
-            })?;
+        let program = cmd.get_program().to_os_string();
+        let args = cmd.get_args().map(OsStr::to_os_string).collect();
+        let envs = cmd
+            .get_envs()
+            .map(|(k, v)| (k.to_os_string(), v.map(OsStr::to_os_string)))
+            .collect();
+        let dir = cmd.get_current_dir().map(Path::to_path_buf);
+        let child = start(name, cmd, out, &log)?;
         Ok(Process {
             name: name.into(),
             child,
             log,
+            program,
+            args,
+            envs,
+            dir,
         })
+    }
+
+    /// Starts the process again, with the same program and arguments (after [`Process::stop`]:
+    /// an outage of a peer, for fault tests); its log goes on in the same file.
+    pub fn restart(&mut self) -> Result<(), ProcessError> {
+        self.stop(Duration::from_secs(5));
+        let out = File::options()
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| ProcessError::Log(self.log.clone(), e))?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args);
+        for (k, v) in &self.envs {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir);
+        }
+        self.child = start(&self.name, cmd, out, &self.log)?;
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
@@ -113,6 +130,33 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(5));
     }
+}
+
+/// Spawns `cmd` with stdin closed and stdout and stderr into `out` (the log file at `log`).
+fn start(name: &str, mut cmd: Command, out: File, log: &Path) -> Result<Child, ProcessError> {
+    let err = out
+        .try_clone()
+        .map_err(|e| ProcessError::Log(log.to_path_buf(), e))?;
+    // If the test process dies without dropping us (a panic across threads, SIGKILL), the
+    // kernel kills the child: no control plane outlives its test.
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|source| ProcessError::Spawn {
+            name: name.into(),
+            program: format!("{:?}", cmd.get_program()),
+            source,
+        })
 }
 
 /// The last `n` lines of a file.

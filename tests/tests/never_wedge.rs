@@ -10,67 +10,23 @@
 
 mod support;
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 
 use support::operator::{flux_ref, shared_state, stack_yaml_with};
 use support::real_node::{self, RealCluster};
-use support::{FluxFixture, events_for};
+use support::{FluxFixture, events_for, gate};
 
 const PROGRAM: &str = "name: wedge\nruntime: yaml\n\
 config:\n  greeting:\n    type: string\n  extra:\n    type: string\n    default: none\n\
 outputs:\n  greeting: ${greeting}\n  extra: ${extra}\n";
 
-const GUARD: [(&str, &str); 2] = [
-    ("cluster-autoscaler.kubernetes.io/safe-to-evict", "false"),
-    ("karpenter.sh/do-not-disrupt", "true"),
-];
-
-fn guarded(p: &Pod) -> bool {
-    let a = p.metadata.annotations.clone().unwrap_or_default();
-    GUARD
-        .iter()
-        .all(|(k, v)| a.get(*k).map(String::as_str) == Some(*v))
-}
-
-/// The workspace pods seen carrying the guard, from a watch started before the Stack.
-fn watch_guards(rc: &RealCluster) -> Arc<Mutex<BTreeSet<String>>> {
-    let seen = Arc::new(Mutex::new(BTreeSet::new()));
-    let pods: Api<Pod> = Api::namespaced(rc.cp.client(), "default");
-    let cfg = watcher::Config::default().labels("auto.pulumi.com/component=workspace");
-    let record = Arc::clone(&seen);
-    tokio::spawn(async move {
-        let mut stream = watcher(pods, cfg)
-            .default_backoff()
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(p)) = stream.next().await {
-            if guarded(&p)
-                && let (Ok(mut s), Some(uid)) = (record.lock(), p.metadata.uid.clone())
-            {
-                s.insert(uid);
-            }
-        }
-    });
-    seen
-}
-
-async fn pod_of(rc: &RealCluster, stack: &str) -> Pod {
-    Api::<Pod>::namespaced(rc.cp.client(), "default")
-        .get(&format!("{stack}-workspace-0"))
-        .await
-        .expect("workspace pod")
-}
-
 async fn pod(rc: &RealCluster) -> Pod {
-    pod_of(rc, "wedge").await
+    gate::pod_of(rc, "wedge").await
 }
 
 async fn workspace_reasons(rc: &RealCluster) -> Vec<(String, String)> {
@@ -120,7 +76,7 @@ async fn updates_guard_their_pod_and_config_values_change_without_a_restart() {
         .expect("commit");
     fx.apply_git_repository(&rc.cp).await;
     fx.wait_revision(&rc.cp, &sha).await;
-    let guards = watch_guards(&rc);
+    let guards = gate::watch_guards(&rc);
     let state = shared_state();
     let mut spec = flux_ref("wedge", "app");
     spec["config"] = json!({"greeting": "hello", "extra": "one"});
@@ -142,7 +98,7 @@ async fn updates_guard_their_pod_and_config_values_change_without_a_restart() {
         "the pod was never seen marked not to be evicted during the update"
     );
     assert!(
-        !guarded(&first),
+        !gate::guarded(&first),
         "still marked: {:?}",
         first.metadata.annotations
     );
@@ -197,63 +153,11 @@ async fn updates_guard_their_pod_and_config_values_change_without_a_restart() {
             .any(|(r, m)| r == "Restarting" && m.contains("extra") && m.contains("was removed")),
         "{events:?}"
     );
-    assert!(!guarded(&renewed), "{:?}", renewed.metadata.annotations);
-}
-
-/// A program that waits, in the middle of `pulumi up`, until the test opens its gate: it reads
-/// a named pipe in the shared state directory, which blocks until a writer comes.
-const GATED: &str = "name: gated\nruntime: yaml\n\
-variables:\n  gate:\n    fn::readFile: /state/gate\n\
-outputs:\n  passed: open\n";
-
-/// Lets every reader of the pipe at `fifo` through (one gets a line, the others end of file);
-/// fails unless one is waiting within `limit`.
-async fn open_gate(fifo: &std::path::Path, limit: Duration) {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        // Non-blocking: without a reader the open fails (ENXIO) instead of waiting.
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(fifo)
-        {
-            Ok(mut f) => {
-                let _ = f.write_all(b"open\n");
-                return;
-            }
-            Err(e) if std::time::Instant::now() > deadline => {
-                panic!("nobody read the gate within {limit:?}: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
-/// The Stack's Updates as (name, Progressing status, Failed reason, Complete status), oldest
-/// first.
-async fn update_states(rc: &RealCluster) -> Vec<(String, String, String, String)> {
-    let api: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(rc.cp.client(), "default", &support::updates());
-    let mut list = api.list(&Default::default()).await.expect("updates").items;
-    list.sort_by_key(|u| u.metadata.creation_timestamp.clone().map(|t| t.0));
-    list.into_iter()
-        .map(|u| {
-            let v = serde_json::to_value(&u).expect("json");
-            let field = |t: &str, f: &str| {
-                support::condition(&v, t)
-                    .and_then(|c| c[f].as_str().map(str::to_string))
-                    .unwrap_or_default()
-            };
-            (
-                u.metadata.name.clone().unwrap_or_default(),
-                field("Progressing", "status"),
-                field("Failed", "reason"),
-                field("Complete", "status"),
-            )
-        })
-        .collect()
+    assert!(
+        !gate::guarded(&renewed),
+        "{:?}",
+        renewed.metadata.annotations
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,19 +166,13 @@ async fn an_update_cut_off_by_an_operator_crash_ends_aborted_and_runs_once_more(
     let fx = FluxFixture::in_cluster(&rc.cp, "gated", rc.network.gateway()).await;
     let sha = fx
         .repo
-        .commit(&[("app/Pulumi.yaml", GATED)], "a program that waits")
+        .commit(&[("app/Pulumi.yaml", gate::GATED)], "a program that waits")
         .expect("commit");
     fx.apply_git_repository(&rc.cp).await;
     fx.wait_revision(&rc.cp, &sha).await;
     let state = shared_state();
-    let fifo = state.path().join("gate");
-    let made = std::process::Command::new("mkfifo")
-        .args(["-m", "666"])
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo");
-    assert!(made.success());
-    let guards = watch_guards(&rc);
+    let fifo = gate::make(state.path());
+    let guards = gate::watch_guards(&rc);
     rc.cp
         .apply_yaml(
             &stack_yaml_with(
@@ -290,18 +188,7 @@ async fn an_update_cut_off_by_an_operator_crash_ends_aborted_and_runs_once_more(
 
     // The update runs and waits at the gate: its pod is marked.
     let cluster = &rc;
-    let running = support::wait_for(
-        Duration::from_secs(120),
-        "an update running",
-        || async move {
-            update_states(cluster)
-                .await
-                .into_iter()
-                .find(|(_, progressing, _, _)| progressing == "True")
-                .map(|(name, ..)| name)
-        },
-    )
-    .await;
+    let running = gate::running(cluster).await;
     support::wait_for(Duration::from_secs(30), "the pod marked", || {
         let guards = Arc::clone(&guards);
         async move { (!guards.lock().ok()?.is_empty()).then_some(()) }
@@ -329,7 +216,7 @@ async fn an_update_cut_off_by_an_operator_crash_ends_aborted_and_runs_once_more(
         || {
             let running = running.clone();
             async move {
-                update_states(cluster)
+                gate::update_states(cluster)
                     .await
                     .into_iter()
                     .find(|(name, p, reason, c)| {
@@ -340,18 +227,18 @@ async fn an_update_cut_off_by_an_operator_crash_ends_aborted_and_runs_once_more(
     )
     .await;
     assert_eq!(aborted.0, running);
-    open_gate(&fifo, Duration::from_secs(150)).await;
+    gate::open(&fifo, Duration::from_secs(150)).await;
     let s = real_node::wait_ready_after_success(&rc, "gated").await;
     assert_eq!(s["status"]["outputs"], json!({"passed": "open"}), "{s:#}");
 
     // One retry, none left running, nothing marked.
-    let all = update_states(&rc).await;
+    let all = gate::update_states(&rc).await;
     assert_eq!(all.len(), 2, "the cut-off update and one retry: {all:?}");
     assert_eq!(all[1].2, "UpdateSucceeded", "{all:?}");
     assert!(
         all.iter().all(|(_, p, _, c)| p == "False" && c == "True"),
         "{all:?}"
     );
-    let p = pod_of(&rc, "gated").await;
-    assert!(!guarded(&p), "{:?}", p.metadata.annotations);
+    let p = gate::pod_of(&rc, "gated").await;
+    assert!(!gate::guarded(&p), "{:?}", p.metadata.annotations);
 }

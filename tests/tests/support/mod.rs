@@ -253,6 +253,7 @@ impl FluxFixture {
     }
 }
 
+pub mod gate;
 pub mod helm;
 pub mod operator;
 pub mod rbac;

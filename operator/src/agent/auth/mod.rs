@@ -35,6 +35,7 @@ use tonic::metadata::MetadataMap;
 use tracing::{debug, warn};
 
 use crate::api::names::group;
+use crate::controller::runtime::outage;
 use crate::verdicts::Verdicts;
 use claims::{Claims, now_unix};
 use peers::{PeerRecord, Peers};
@@ -339,14 +340,6 @@ fn is_forbidden(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 403)
 }
 
-fn is_transient(e: &kube::Error) -> bool {
-    match e {
-        kube::Error::Api(s) => s.code >= 500 || s.code == 429,
-        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
-        _ => false,
-    }
-}
-
 /// 500 ms × 1.5, five tries, on server errors and broken connections.
 async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, kube::Error>
 where
@@ -360,7 +353,7 @@ where
         let call = tokio::time::timeout(Duration::from_secs(10), call()).await;
         match call {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if tries < 5 && is_transient(&e) => {}
+            Ok(Err(e)) if tries < 5 && outage::is_transient(&e) => {}
             Ok(Err(e)) => return Err(e),
             Err(_) if tries < 5 => {}
             Err(_) => {

@@ -13,6 +13,7 @@ pub mod events;
 pub mod leader;
 pub mod merge;
 pub mod metrics;
+pub mod outage;
 pub mod queue;
 pub mod scope;
 pub mod status_queue;

@@ -36,10 +36,11 @@ pub enum Stop {
     },
     /// Something else must happen first (the Update in flight finishing, the prerequisites
     /// succeeding, the Workspace coming up): Reconciling with `reason`, looked at again when
-    /// a watched object changes.
+    /// a watched object changes, or after `recheck`.
     Waiting {
         reason: &'static str,
         message: String,
+        recheck: Option<Duration>,
     },
     /// `spec.suspend`: Ready keeps its status with reason `Suspended`; looked at again when
     /// the Stack changes (resumed, deleted, asked to reconcile).

@@ -104,6 +104,7 @@ impl From<Gate> for Stop {
             Gate::Waiting => Stop::Waiting {
                 reason: reason::STACK_PROCESSING,
                 message: "waiting for workspace readiness".into(),
+                recheck: None,
             },
         }
     }

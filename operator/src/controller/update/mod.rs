@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use super::runtime::connect::{self, Tokens};
 use super::runtime::events::{EventType, Recorder};
 use super::runtime::metrics::Metrics;
+use super::runtime::outage;
 use super::{Error, apply_status, duration, runtime, workspace};
 use crate::api::names::{condition, event, field_manager, finalizer, update_reason as reason};
 use crate::api::stack::Stack;
@@ -87,13 +88,39 @@ async fn drain<T>(
     mut stream: tonic::Streaming<T>,
     result_of: impl Fn(T) -> Option<RunResult>,
 ) -> Result<RunResult, tonic::Status> {
-    while let Some(msg) = stream.message().await? {
+    while let Some(msg) = stream.message().await.map_err(connection_lost)? {
         if let Some(r) = result_of(msg) {
             return Ok(r);
         }
     }
     Err(tonic::Status::aborted(
         "the agent ended the operation without a result (the workspace pod may have stopped)",
+    ))
+}
+
+/// A call or stream broken under the operation (no answer to pings, a reset) carries only
+/// the transport's words ("http2 error"): say what they mean for the Update. An agent's own
+/// error comes as a status with neither a transport error beneath nor the words of one
+/// (hyper's and h2's: a keep-alive timeout reaches here as a bare "http2 error"), and is kept
+/// as it is.
+fn connection_lost(st: tonic::Status) -> tonic::Status {
+    let beneath = std::error::Error::source(&st);
+    let transport_words = matches!(st.message(), "http2 error" | "transport error")
+        || st.message().starts_with("h2 protocol error");
+    if beneath.is_none() && !transport_words {
+        return st;
+    }
+    let mut why = st.message().to_string();
+    if let Some(cause) = beneath.map(fetch::error::chain)
+        && !why.ends_with(&cause)
+    {
+        why = format!("{why}: {cause}");
+    }
+    tonic::Status::unavailable(format!(
+        "the connection to the workspace's agent was lost during the operation ({}); its \
+         outcome is unknown: the agent interrupts an operation whose caller is gone, and the \
+         Stack retries",
+        why.trim_start_matches(": ")
     ))
 }
 
@@ -117,7 +144,11 @@ pub async fn run_operation(
                 policy_pack: vec![],
                 refresh: s.refresh,
             };
-            let stream = agent.preview(req).await?.into_inner();
+            let stream = agent
+                .preview(req)
+                .await
+                .map_err(connection_lost)?
+                .into_inner();
             drain(stream, |m| match m.response {
                 Some(pb::preview_stream::Response::Result(r)) => Some(run_result!(r, None)),
                 _ => None,
@@ -136,7 +167,7 @@ pub async fn run_operation(
                 refresh: s.refresh,
                 continue_on_error: s.continue_on_error,
             };
-            let stream = agent.up(req).await?.into_inner();
+            let stream = agent.up(req).await.map_err(connection_lost)?.into_inner();
             drain(stream, |m| match m.response {
                 Some(pb::up_stream::Response::Result(r)) => Some(run_result!(r, Some(r.outputs))),
                 _ => None,
@@ -151,7 +182,11 @@ pub async fn run_operation(
                 target: s.target.clone().unwrap_or_default(),
                 run_program: s.run_program,
             };
-            let stream = agent.refresh(req).await?.into_inner();
+            let stream = agent
+                .refresh(req)
+                .await
+                .map_err(connection_lost)?
+                .into_inner();
             drain(stream, |m| match m.response {
                 Some(pb::refresh_stream::Response::Result(r)) => Some(run_result!(r, None)),
                 _ => None,
@@ -169,7 +204,11 @@ pub async fn run_operation(
                 remove: s.remove,
                 run_program: s.run_program,
             };
-            let stream = agent.destroy(req).await?.into_inner();
+            let stream = agent
+                .destroy(req)
+                .await
+                .map_err(connection_lost)?
+                .into_inner();
             drain(stream, |m| match m.response {
                 Some(pb::destroy_stream::Response::Result(r)) => Some(run_result!(r, None)),
                 _ => None,
@@ -395,16 +434,30 @@ async fn execute(
     ctx.workspace_events
         .publish(ws, kind_of_event, reason, &note)
         .await;
-    save(api, &name, &draft).await?;
+    record(api, &name, &draft).await?;
     expire(u, ctx, api, &draft).await
 }
 
+/// Saves the result of an operation that has run, held through an outage of the API server:
+/// lost, the Update would end `Aborted` and the Stack run the same revision again.
+async fn record(api: &Api<Update>, name: &str, draft: &Draft) -> Result<(), Error> {
+    outage::until_written("the Update's result", outage::PATIENCE, || {
+        apply_status(api, name, field_manager::UPDATE_STATUS, draft.body())
+    })
+    .await?;
+    Ok(())
+}
+
 /// Marks the workspace pod as not to be evicted while `u` runs, or unmarks it. A refusal is
-/// logged, never fatal: the update matters more than the mark.
+/// logged, never fatal: the update matters more than the mark. The mark is taken off through
+/// an outage of the API server: a pod left marked would block node drains for good.
 async fn mark(ctx: &Context, u: &Update, ws: &Workspace, on: bool) {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ws.namespace().unwrap_or_default());
     let pod = workspace::desired::pod_name(ws);
-    if let Err(e) = guard::set(&pods, &pod, &u.name_any(), on).await {
+    let update = u.name_any();
+    let patience = if on { Duration::ZERO } else { outage::PATIENCE };
+    let set = || guard::set(&pods, &pod, &update, on);
+    if let Err(e) = outage::until_written("the eviction guard", patience, set).await {
         warn!(pod = %pod, error = %e, marking = on, "cannot mark the workspace pod as not to be evicted during the update");
     }
 }
@@ -459,7 +512,9 @@ async fn write_outputs(
     let secret = outcome::outputs_secret(u, owner, outputs);
     let secrets: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &u.namespace().unwrap_or_default());
-    match secrets.create(&PostParams::default(), &secret).await {
+    let params = PostParams::default();
+    let create = || secrets.create(&params, &secret);
+    match outage::until_written("the outputs Secret", outage::PATIENCE, create).await {
         Ok(_) => Ok(true),
         // Already written: this is a retry of the same result.
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(true),
@@ -530,6 +585,39 @@ fn ttl_remaining(ttl: Duration, done: jiff::Timestamp, now: jiff::Timestamp) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_broken_beneath_says_the_connection_was_lost_and_an_agent_error_stays() {
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "keep-alive timed out",
+        )));
+        let lost = connection_lost(broken);
+        assert_eq!(lost.code(), tonic::Code::Unavailable);
+        assert!(
+            lost.message()
+                .starts_with("the connection to the workspace's agent was lost")
+                && lost.message().contains("keep-alive timed out"),
+            "{}",
+            lost.message()
+        );
+        let agent = tonic::Status::unknown("failed to run update: exit status 255");
+        assert_eq!(connection_lost(agent.clone()).message(), agent.message());
+        let shutting = tonic::Status::unavailable("the agent is shutting down");
+        assert_eq!(
+            connection_lost(shutting.clone()).message(),
+            shutting.message()
+        );
+        // A keep-alive timeout, as tonic hands it over: hyper's words and nothing beneath.
+        let timed_out = connection_lost(tonic::Status::unavailable("http2 error"));
+        assert!(
+            timed_out
+                .message()
+                .starts_with("the connection to the workspace's agent was lost during the operation (http2 error)"),
+            "{}",
+            timed_out.message()
+        );
+    }
 
     #[test]
     fn the_ttl_countdown_never_overflows() {

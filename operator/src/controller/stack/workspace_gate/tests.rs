@@ -160,6 +160,7 @@ fn each_gate_stops_the_stack_with_its_condition_event_and_wake_up() {
         Stop::Waiting {
             reason: reason::STACK_PROCESSING,
             message: "waiting for workspace readiness".into(),
+            recheck: None,
         }
     );
 }

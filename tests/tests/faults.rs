@@ -1,0 +1,241 @@
+//! Faults around a running update (issue 20), on a real node with the real CLI: each ends with
+//! the Stack converged and nothing applied twice.
+//!
+//! - The API server stops for 30 s while an update runs, and the update ends inside the
+//!   outage: its result is held and recorded once the API server is back (not lost, which
+//!   would end the Update `Aborted` and run the revision again).
+//! - The path between the operator and the workspace's agent is dropped (iptables in the
+//!   workspace pod's network namespace, both ways): both sides notice by their missed pings,
+//!   the Update fails saying so, the agent interrupts the orphaned run, and once the path is
+//!   back one retry applies the revision.
+//!
+//! The program waits at a gate (a named pipe, `support::gate`), so each fault surely strikes
+//! in the middle of `pulumi up`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::json;
+
+use support::operator::{flux_ref, shared_state, stack_yaml_with};
+use support::real_node::{self, RealCluster};
+use support::{FluxFixture, gate};
+
+/// The Stack `name` running [`gate::GATED`] from a GitRepository, with its gate made in a
+/// fresh shared state directory; returns the directory (kept while it lives) and the gate.
+async fn gated_stack(rc: &RealCluster, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let fx = FluxFixture::in_cluster(&rc.cp, name, rc.network.gateway()).await;
+    let sha = fx
+        .repo
+        .commit(&[("app/Pulumi.yaml", gate::GATED)], "a program that waits")
+        .expect("commit");
+    fx.apply_git_repository(&rc.cp).await;
+    fx.wait_revision(&rc.cp, &sha).await;
+    let state = shared_state();
+    let fifo = gate::make(state.path());
+    rc.cp
+        .apply_yaml(
+            &stack_yaml_with(
+                name,
+                (rc.images.pulumi.as_str(), state.path()),
+                flux_ref(name, "app"),
+            ),
+            "stack",
+            "default",
+        )
+        .await
+        .expect("Stack");
+    (state, fifo)
+}
+
+/// Converged: Ready after a succeeded update, with the program's output, exactly one Update
+/// succeeded, none left running, the pod unmarked.
+async fn converged_once(rc: &RealCluster, name: &str) -> Vec<(String, String, String, String)> {
+    let s = real_node::wait_ready_after_success(rc, name).await;
+    assert_eq!(s["status"]["outputs"], json!({"passed": "open"}), "{s:#}");
+    let all = gate::update_states(rc).await;
+    let succeeded = all
+        .iter()
+        .filter(|(_, _, reason, _)| reason == "UpdateSucceeded")
+        .count();
+    assert_eq!(succeeded, 1, "the revision applied once: {all:?}");
+    assert!(
+        all.iter().all(|(_, p, _, c)| p == "False" && c == "True"),
+        "an Update is left running: {all:?}"
+    );
+    let p = gate::pod_of(rc, name).await;
+    assert!(!gate::guarded(&p), "{:?}", p.metadata.annotations);
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_outage_as_an_update_ends_loses_no_result() {
+    let mut rc = real_node::start_installed().await;
+    let (_state, fifo) = gated_stack(&rc, "outage").await;
+    let running = gate::running(&rc).await;
+    gate::wait_reader(&rc, "outage", Duration::from_secs(60)).await;
+
+    // The API server goes away; meanwhile the update passes its gate and ends, with nobody to
+    // take its result.
+    rc.cp.stop_apiserver();
+    let down = Instant::now();
+    gate::open(&fifo, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(down.elapsed())).await;
+    rc.cp
+        .start_apiserver()
+        .await
+        .unwrap_or_else(|e| panic!("the API server did not come back: {e}"));
+
+    // The result was held and written: that same Update succeeded, and no other ran.
+    let cluster = &rc;
+    let done = support::wait_for(
+        Duration::from_secs(120),
+        "the Update's result recorded",
+        || async {
+            gate::update_states(cluster)
+                .await
+                .into_iter()
+                .find(|(_, _, _, complete)| complete == "True")
+        },
+    )
+    .await;
+    assert_eq!(done.2, "UpdateSucceeded", "{done:?}");
+    // The Stack takes it in at once, or at its next look at a running Update (a minute) if
+    // the Update's watch event was lost with the API server.
+    real_node::wait_stack(
+        &rc,
+        "outage",
+        Duration::from_secs(90),
+        "Ready within 90 s of its Update's end",
+        |s| support::condition(s, "Ready").is_some_and(|c| c["status"] == "True"),
+    )
+    .await;
+    let all = converged_once(&rc, "outage").await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].0, running, "{all:?}");
+    let log = real_node::operator_log_all(&rc);
+    assert!(
+        log.contains("written once the API server answered again"),
+        "the result was not held through the outage; operator log:\n{}",
+        real_node::tail_lines(&log, 60)
+    );
+}
+
+/// The operator's pod IP.
+async fn operator_ip(rc: &RealCluster) -> String {
+    let pods: kube::Api<Pod> =
+        kube::Api::namespaced(rc.cp.client(), e2e::in_cluster::OPERATOR_NAMESPACE);
+    let list = pods
+        .list(&kube::api::ListParams::default().labels("control-plane=controller-manager"))
+        .await
+        .expect("operator pods");
+    list.items
+        .into_iter()
+        .find_map(|p| p.status?.pod_ip)
+        .expect("the operator's pod IP")
+}
+
+/// Drops (`-I`) or lets through again (`-D`) every packet between the operator's pod and the
+/// agent's port, both ways, in the workspace pod's network namespace; the kubelet and
+/// everything else still reach the pod.
+fn cut(rc: &RealCluster, container: &str, op: &str, operator: &str) {
+    let rules = [
+        ["INPUT", "-s", operator, "-p", "tcp", "--dport", "50051"],
+        ["OUTPUT", "-d", operator, "-p", "tcp", "--sport", "50051"],
+    ];
+    for rule in rules {
+        let mut args = vec![op];
+        args.extend(rule);
+        args.extend(["-j", "DROP"]);
+        rc.node
+            .pod_iptables(container, &args)
+            .unwrap_or_else(|e| panic!("iptables {op}: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_path_to_the_agent_fails_the_update_and_one_retry_applies() {
+    let rc = real_node::start_installed().await;
+    let (state, fifo) = gated_stack(&rc, "dropped").await;
+    let running = gate::running(&rc).await;
+    gate::wait_reader(&rc, "dropped", Duration::from_secs(60)).await;
+    let container = gate::pulumi_container(&rc, "dropped").await;
+    let operator = operator_ip(&rc).await;
+
+    // The path goes silent (no reset, no refusal): only missed pings tell.
+    cut(&rc, &container, "-I", &operator);
+    let cluster = &rc;
+    let failed = support::wait_for(
+        Duration::from_secs(150),
+        "the cut-off Update failed",
+        || {
+            let running = running.clone();
+            async move {
+                gate::update_states(cluster)
+                    .await
+                    .into_iter()
+                    .find(|(name, p, reason, c)| {
+                        *name == running && p == "False" && !reason.is_empty() && c == "True"
+                    })
+            }
+        },
+    )
+    .await;
+    // Meanwhile the Stack says so.
+    let stack = real_node::wait_stack(
+        &rc,
+        "dropped",
+        Duration::from_secs(60),
+        "not Ready, its last update failed",
+        |s| {
+            support::condition(s, "Ready").is_some_and(|c| c["status"] == "False")
+                && s["status"]["lastUpdate"]["state"] == "failed"
+        },
+    )
+    .await;
+    eprintln!(
+        "while the path is dropped: Update {failed:?}; Stack Ready {}; lastUpdate {}",
+        support::condition(&stack, "Ready").unwrap_or_default(),
+        stack["status"]["lastUpdate"]
+    );
+
+    // The agent, on its side, finds its caller gone by the missed pings, and interrupts the
+    // run (which stops at its next step, past the gate).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !real_node::workspace_log(cluster, "dropped", "pulumi")
+        .contains("the caller went away; interrupting the operation")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never found its caller gone; the pod's rules:\n{}\nits sockets:\n{}",
+            rc.node
+                .pod_iptables(&container, &["-L", "-v", "-n", "-x"])
+                .unwrap_or_else(|e| e.to_string()),
+            rc.node
+                .in_pod_netns(&container, "ss", &["-tnoi"])
+                .unwrap_or_else(|e| e.to_string()),
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(failed.2, "Aborted", "the cut-off Update: {failed:?}");
+    let said = stack["status"]["lastUpdate"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        said.contains("the connection to the workspace's agent was lost during the operation"),
+        "{said}"
+    );
+
+    // The path comes back. The orphaned run is still at the gate: let it through (it stops,
+    // interrupted), then let every later run pass at once.
+    cut(&rc, &container, "-D", &operator);
+    gate::open(&fifo, Duration::from_secs(30)).await;
+    std::fs::remove_file(&fifo).expect("remove the gate");
+    std::fs::write(state.path().join("gate"), "open\n").expect("an open gate");
+
+    let all = converged_once(&rc, "dropped").await;
+    assert_eq!(all[0].0, running, "{all:?}");
+    assert_ne!(all[0].2, "UpdateSucceeded", "{all:?} (failed: {failed:?})");
+}
