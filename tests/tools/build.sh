@@ -53,12 +53,18 @@ FLUX2_VERSION=v2.9.5
 # newest v1.9 whose module graph the proxy serves (as for source-controller).
 KUSTOMIZE_CONTROLLER_VERSION=v1.9.3
 FLUX2_SUM=h1:jwCccxvkD+2QnsjN+pl5QqM8KnFUwA8pIoQ1Lf0avkA=
+# The Pulumi Kubernetes provider (pulumi-resource-kubernetes), for programs that manage real
+# objects in the test cluster. The module proxy serves its provider module only at this
+# 2026-01 pseudo-version (sdk/v4 v4.24.0 is its SDK), so the plugin reports a pre-release of
+# the next patch: newer than 4.24.0, older than any release after it.
+PULUMI_KUBERNETES_PIN=v4.0.0-20260115033456-f47bc2d6f199
+PULUMI_KUBERNETES_VERSION=4.24.1-dev.20260115
 # Flux and PKO pin go-digest to a commit with BLAKE3 support.
 GO_DIGEST_PIN=github.com/opencontainers/go-digest@v1.0.1-0.20220411205349-bde1400a84be
 
 # What the tests use; the others are built only when named.
 ALL_TOOLS="k8s node etcd flux pulumi grpcurl pko coredns kube-router helm gofakes3 kustomize-controller"
-KNOWN_TOOLS="$ALL_TOOLS crictl"
+KNOWN_TOOLS="$ALL_TOOLS crictl pulumi-kubernetes"
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${E2E_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pulumi-flux-operator/tools}
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly GOTOOLCHAIN=local
@@ -79,6 +85,7 @@ version_of() {
     helm) echo "$HELM_VERSION" ;;
     gofakes3) echo "$GOFAKES3_VERSION" ;;
     kustomize-controller) echo "$KUSTOMIZE_CONTROLLER_VERSION" ;;
+    pulumi-kubernetes) echo "$PULUMI_KUBERNETES_VERSION" ;;
     *) log "unknown tool $1 (known: $KNOWN_TOOLS)"; exit 2 ;;
   esac
 }
@@ -127,6 +134,27 @@ update_pulumi() {
     "github.com/pulumi/pulumi/sdk/v3@$PULUMI_VERSION"
 }
 
+# The wrapper's main.go (ours, committed) imports the provider; its embedded JSON comes from
+# the module at build time, and is here only while go.sum is made.
+update_pulumi-kubernetes() {
+  local m=github.com/pulumi/pulumi-kubernetes/provider/v4
+  go mod init e2etools/pulumi-kubernetes
+  GOFLAGS=-mod=mod go get "$m@$PULUMI_KUBERNETES_PIN"
+  provider_json
+  GOFLAGS=-mod=mod go mod tidy
+  rm -f schema.json terraform-mapping.json
+}
+
+# Copies the provider's schema and Terraform mapping from its module into the current (the
+# wrapper's) directory, where main.go embeds them.
+provider_json() {
+  local src
+  src=$(go list -m -f '{{.Dir}}' github.com/pulumi/pulumi-kubernetes/provider/v4)
+  cp "$src/cmd/pulumi-resource-kubernetes/schema.json" \
+    "$src/cmd/pulumi-resource-kubernetes/terraform-mapping.json" .
+  chmod u+w schema.json terraform-mapping.json
+}
+
 # A Go gRPC client: proves a Go peer (grpc-go, protoc-compatible descriptors) reads the agent's
 # protocol as this project defines it.
 update_grpcurl() {
@@ -162,7 +190,8 @@ update_gofakes3() {
 update() {
   local tool=$1 dir="$HERE/$1"
   log "re-creating the $tool wrapper module"
-  rm -rf "$dir" && mkdir -p "$dir"
+  # Only the module files go: a wrapper may hold a main package of ours (pulumi-kubernetes).
+  mkdir -p "$dir" && rm -f "$dir/go.mod" "$dir/go.sum"
   (cd "$dir" && "update_$tool" && go mod edit -go=1.26.0)
   # `go mod tidy` drops tool requirements' go.sum lines on some versions; re-add them.
   (cd "$dir" && GOFLAGS=-mod=mod go list -e tool >/dev/null)
@@ -186,6 +215,7 @@ wrapper_digest() {
   wrapper=$(wrapper_of "$tool")
   {
     if [ "$tool" = pko ]; then echo "$PKO_KEY"; else cat "$HERE/$wrapper/go.mod" "$HERE/$wrapper/go.sum"; fi
+    cat "$HERE/$wrapper"/*.go 2>/dev/null || true
     declare -f "build_$tool"
   } | sha256sum | cut -c1-10
 }
@@ -383,6 +413,14 @@ build_kube-router() {
 build_helm() {
   go build -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
     -o "$1/helm" helm.sh/helm/v4/cmd/helm
+}
+
+build_pulumi-kubernetes() {
+  provider_json
+  go build -trimpath \
+    -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$PULUMI_KUBERNETES_VERSION" \
+    -o "$1/pulumi-resource-kubernetes" .
+  rm -f schema.json terraform-mapping.json
 }
 
 build_gofakes3() {
