@@ -239,3 +239,129 @@ async fn a_dropped_path_to_the_agent_fails_the_update_and_one_retry_applies() {
     assert_eq!(all[0].0, running, "{all:?}");
     assert_ne!(all[0].2, "UpdateSucceeded", "{all:?} (failed: {failed:?})");
 }
+
+const CONFIGURED: &str = "name: configured\nruntime: yaml\n\
+config:\n  greeting:\n    type: string\n  extra:\n    type: string\n    default: none\n\
+outputs:\n  greeting: ${greeting}\n  extra: ${extra}\n";
+
+fn source_controller_replicas(rc: &RealCluster, n: u32) {
+    rc.kubectl(&[
+        "scale",
+        "-n",
+        "flux-system",
+        "deploy/source-controller",
+        &format!("--replicas={n}"),
+    ])
+    .unwrap_or_else(|e| panic!("scale source-controller to {n}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_controller_down_while_a_pod_must_fetch_says_so_and_recovers_without_a_rerun() {
+    let rc = real_node::start_installed().await;
+    let fx = FluxFixture::in_cluster(&rc.cp, "sourceless", rc.network.gateway()).await;
+    let sha = fx
+        .repo
+        .commit(&[("app/Pulumi.yaml", CONFIGURED)], "program")
+        .expect("commit");
+    fx.apply_git_repository(&rc.cp).await;
+    fx.wait_revision(&rc.cp, &sha).await;
+    let state = shared_state();
+    let mut spec = flux_ref("sourceless", "app");
+    spec["config"] = json!({"greeting": "hello", "extra": "one"});
+    rc.cp
+        .apply_yaml(
+            &stack_yaml_with(
+                "sourceless",
+                (rc.images.pulumi.as_str(), state.path()),
+                spec,
+            ),
+            "stack",
+            "default",
+        )
+        .await
+        .expect("Stack");
+    let outputs = |want: serde_json::Value| {
+        move |s: &serde_json::Value| {
+            support::condition(s, "Ready").is_some_and(|c| c["status"] == "True")
+                && s["status"]["lastUpdate"]["state"] == "succeeded"
+                && s["status"]["outputs"] == want
+        }
+    };
+    real_node::wait_stack(
+        &rc,
+        "sourceless",
+        Duration::from_secs(180),
+        "the first update",
+        outputs(json!({"greeting": "hello", "extra": "one"})),
+    )
+    .await;
+
+    // source-controller goes away (its artifacts with it: they live in its pod), and a key
+    // removed from the config needs a fresh workspace pod, which must fetch the program.
+    source_controller_replicas(&rc, 0);
+    rc.kubectl(&[
+        "wait",
+        "--for=delete",
+        "pod",
+        "-n",
+        "flux-system",
+        "-l",
+        "app=source-controller",
+        "--timeout=60s",
+    ])
+    .expect("source-controller's pod gone");
+    rc.kubectl(&[
+        "patch",
+        "stack",
+        "sourceless",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"config":{"extra":null}}}"#,
+    ])
+    .expect("remove a key");
+
+    // Meanwhile the Stack says what is wrong and where.
+    let stalled = real_node::wait_stack(
+        &rc,
+        "sourceless",
+        Duration::from_secs(180),
+        "Stalled: the pod cannot fetch the program",
+        |s| {
+            support::condition(s, "Stalled").is_some_and(|c| {
+                c["status"] == "True"
+                    && c["reason"] == "SourceUnavailable"
+                    && c["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("cannot fetch the program"))
+            })
+        },
+    )
+    .await;
+    eprintln!(
+        "while source-controller is down: {}",
+        support::condition(&stalled, "Stalled").unwrap_or_default()
+    );
+
+    // It comes back (with empty storage: the artifact is made again), and the Stack converges
+    // with the one update the config change asked for.
+    source_controller_replicas(&rc, 1);
+    real_node::wait_stack(
+        &rc,
+        "sourceless",
+        Duration::from_secs(300),
+        "the update after source-controller came back",
+        outputs(json!({"greeting": "hello", "extra": "none"})),
+    )
+    .await;
+    let all = gate::update_states(&rc).await;
+    assert_eq!(
+        all.len(),
+        2,
+        "the first update and the config change's: {all:?}"
+    );
+    assert!(
+        all.iter()
+            .all(|(_, p, reason, c)| p == "False" && reason == "UpdateSucceeded" && c == "True"),
+        "{all:?}"
+    );
+}
