@@ -16,12 +16,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
 use support::operator::{flux_ref, shared_state, stack_yaml_with};
 use support::real_node::{self, RealCluster};
-use support::{FluxFixture, gate};
+use support::{FluxFixture, fault, gate};
 
 /// The Stack `name` running [`gate::GATED`] from a GitRepository, with its gate made in a
 /// fresh shared state directory; returns the directory (kept while it lives) and the gate.
@@ -123,38 +122,6 @@ async fn an_api_server_outage_as_an_update_ends_loses_no_result() {
     );
 }
 
-/// The operator's pod IP.
-async fn operator_ip(rc: &RealCluster) -> String {
-    let pods: kube::Api<Pod> =
-        kube::Api::namespaced(rc.cp.client(), e2e::in_cluster::OPERATOR_NAMESPACE);
-    let list = pods
-        .list(&kube::api::ListParams::default().labels("control-plane=controller-manager"))
-        .await
-        .expect("operator pods");
-    list.items
-        .into_iter()
-        .find_map(|p| p.status?.pod_ip)
-        .expect("the operator's pod IP")
-}
-
-/// Drops (`-I`) or lets through again (`-D`) every packet between the operator's pod and the
-/// agent's port, both ways, in the workspace pod's network namespace; the kubelet and
-/// everything else still reach the pod.
-fn cut(rc: &RealCluster, container: &str, op: &str, operator: &str) {
-    let rules = [
-        ["INPUT", "-s", operator, "-p", "tcp", "--dport", "50051"],
-        ["OUTPUT", "-d", operator, "-p", "tcp", "--sport", "50051"],
-    ];
-    for rule in rules {
-        let mut args = vec![op];
-        args.extend(rule);
-        args.extend(["-j", "DROP"]);
-        rc.node
-            .pod_iptables(container, &args)
-            .unwrap_or_else(|e| panic!("iptables {op}: {e}"));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_path_to_the_agent_fails_the_update_and_one_retry_applies() {
     let rc = real_node::start_installed().await;
@@ -162,10 +129,10 @@ async fn a_dropped_path_to_the_agent_fails_the_update_and_one_retry_applies() {
     let running = gate::running(&rc).await;
     gate::wait_reader(&rc, "dropped", Duration::from_secs(60)).await;
     let container = gate::pulumi_container(&rc, "dropped").await;
-    let operator = operator_ip(&rc).await;
+    let operator = fault::operator_ip(&rc).await;
 
     // The path goes silent (no reset, no refusal): only missed pings tell.
-    cut(&rc, &container, "-I", &operator);
+    fault::cut_agent_path(&rc, &container, &operator, true);
     let cluster = &rc;
     let failed = support::wait_for(
         Duration::from_secs(150),
@@ -230,7 +197,7 @@ async fn a_dropped_path_to_the_agent_fails_the_update_and_one_retry_applies() {
 
     // The path comes back. The orphaned run is still at the gate: let it through (it stops,
     // interrupted), then let every later run pass at once.
-    cut(&rc, &container, "-D", &operator);
+    fault::cut_agent_path(&rc, &container, &operator, false);
     gate::open(&fifo, Duration::from_secs(30)).await;
     std::fs::remove_file(&fifo).expect("remove the gate");
     std::fs::write(state.path().join("gate"), "open\n").expect("an open gate");
@@ -243,17 +210,6 @@ async fn a_dropped_path_to_the_agent_fails_the_update_and_one_retry_applies() {
 const CONFIGURED: &str = "name: configured\nruntime: yaml\n\
 config:\n  greeting:\n    type: string\n  extra:\n    type: string\n    default: none\n\
 outputs:\n  greeting: ${greeting}\n  extra: ${extra}\n";
-
-fn source_controller_replicas(rc: &RealCluster, n: u32) {
-    rc.kubectl(&[
-        "scale",
-        "-n",
-        "flux-system",
-        "deploy/source-controller",
-        &format!("--replicas={n}"),
-    ])
-    .unwrap_or_else(|e| panic!("scale source-controller to {n}: {e}"));
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_controller_down_while_a_pod_must_fetch_says_so_and_recovers_without_a_rerun() {
@@ -298,7 +254,7 @@ async fn source_controller_down_while_a_pod_must_fetch_says_so_and_recovers_with
 
     // source-controller goes away (its artifacts with it: they live in its pod), and a key
     // removed from the config needs a fresh workspace pod, which must fetch the program.
-    source_controller_replicas(&rc, 0);
+    fault::source_controller_replicas(&rc, 0);
     rc.kubectl(&[
         "wait",
         "--for=delete",
@@ -344,7 +300,7 @@ async fn source_controller_down_while_a_pod_must_fetch_says_so_and_recovers_with
 
     // It comes back (with empty storage: the artifact is made again), and the Stack converges
     // with the one update the config change asked for.
-    source_controller_replicas(&rc, 1);
+    fault::source_controller_replicas(&rc, 1);
     real_node::wait_stack(
         &rc,
         "sourceless",
@@ -364,4 +320,103 @@ async fn source_controller_down_while_a_pod_must_fetch_says_so_and_recovers_with
             .all(|(_, p, reason, c)| p == "False" && reason == "UpdateSucceeded" && c == "True"),
         "{all:?}"
     );
+}
+
+/// `n` bytes of text that does not compress (base64 of a xorshift stream).
+fn incompressible(n: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ALPHABET[(x % 64) as usize] as char
+        })
+        .collect()
+}
+
+/// The Stack's workspace pod template with its share volume in memory, `limit` in size.
+fn share_limited(state: &std::path::Path, limit: &str) -> serde_json::Value {
+    let mut template = support::operator::state_pod_template(state);
+    template["spec"]["volumes"]
+        .as_array_mut()
+        .expect("volumes")
+        .push(json!({"name": "share", "emptyDir": {"medium": "Memory", "sizeLimit": limit}}));
+    template
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_share_volume_says_so_and_a_larger_one_converges() {
+    let rc = real_node::start_installed().await;
+    let fx = FluxFixture::in_cluster(&rc.cp, "cramped", rc.network.gateway()).await;
+    // 8 MB that the archive cannot shrink, beside the agent (about 16 MB) in a 20 MiB volume.
+    let ballast = incompressible(8 << 20);
+    let sha = fx
+        .repo
+        .commit(
+            &[
+                ("app/Pulumi.yaml", support::PROGRAM),
+                ("app/ballast.txt", ballast.as_str()),
+            ],
+            "a program with ballast",
+        )
+        .expect("commit");
+    fx.apply_git_repository(&rc.cp).await;
+    fx.wait_revision(&rc.cp, &sha).await;
+    let state = shared_state();
+    let yaml = stack_yaml_with(
+        "cramped",
+        (rc.images.pulumi.as_str(), state.path()),
+        flux_ref("cramped", "app"),
+    );
+    let mut stack: serde_json::Value = serde_json::from_str(&yaml).expect("json");
+    stack["spec"]["workspaceTemplate"]["spec"]["podTemplate"] = share_limited(state.path(), "20Mi");
+    rc.cp
+        .apply_yaml(&stack.to_string(), "stack", "default")
+        .await
+        .expect("Stack");
+
+    // The fetch fills the volume: the Stack says so, and what to do.
+    let stalled = real_node::wait_stack(
+        &rc,
+        "cramped",
+        Duration::from_secs(180),
+        "Stalled: the share volume is full",
+        |s| {
+            support::condition(s, "Stalled").is_some_and(|c| {
+                c["status"] == "True"
+                    && c["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("the workspace volume is full"))
+            })
+        },
+    )
+    .await;
+    eprintln!(
+        "with a full volume: {}",
+        support::condition(&stalled, "Stalled").unwrap_or_default()
+    );
+    assert!(gate::update_states(&rc).await.is_empty(), "nothing ran");
+
+    // A larger volume: a fresh pod fetches the whole program, and the one update runs.
+    let larger = json!({"spec": {"workspaceTemplate": {"spec": {
+        "podTemplate": share_limited(state.path(), "64Mi")}}}});
+    rc.kubectl(&[
+        "patch",
+        "stack",
+        "cramped",
+        "--type=merge",
+        "-p",
+        &larger.to_string(),
+    ])
+    .expect("a larger volume");
+    let s = real_node::wait_ready_after_success(&rc, "cramped").await;
+    assert_eq!(
+        s["status"]["outputs"],
+        json!({"greeting": "hello"}),
+        "{s:#}"
+    );
+    let all = gate::update_states(&rc).await;
+    assert_eq!(all.len(), 1, "{all:?}");
 }

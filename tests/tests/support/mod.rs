@@ -253,6 +253,7 @@ impl FluxFixture {
     }
 }
 
+pub mod fault;
 pub mod gate;
 pub mod helm;
 pub mod operator;
