@@ -88,18 +88,7 @@ async fn an_api_server_outage_as_an_update_ends_loses_no_result() {
         .unwrap_or_else(|e| panic!("the API server did not come back: {e}"));
 
     // The result was held and written: that same Update succeeded, and no other ran.
-    let cluster = &rc;
-    let done = support::wait_for(
-        Duration::from_secs(120),
-        "the Update's result recorded",
-        || async {
-            gate::update_states(cluster)
-                .await
-                .into_iter()
-                .find(|(_, _, _, complete)| complete == "True")
-        },
-    )
-    .await;
+    let done = gate::ended(&rc, &running, Duration::from_secs(120)).await;
     assert_eq!(done.2, "UpdateSucceeded", "{done:?}");
     // The Stack takes it in at once, or at its next look at a running Update (a minute) if
     // the Update's watch event was lost with the API server.
@@ -133,23 +122,7 @@ async fn a_dropped_path_to_the_agent_fails_the_update_and_one_retry_applies() {
 
     // The path goes silent (no reset, no refusal): only missed pings tell.
     fault::cut_agent_path(&rc, &container, &operator, true);
-    let cluster = &rc;
-    let failed = support::wait_for(
-        Duration::from_secs(150),
-        "the cut-off Update failed",
-        || {
-            let running = running.clone();
-            async move {
-                gate::update_states(cluster)
-                    .await
-                    .into_iter()
-                    .find(|(name, p, reason, c)| {
-                        *name == running && p == "False" && !reason.is_empty() && c == "True"
-                    })
-            }
-        },
-    )
-    .await;
+    let failed = gate::ended(&rc, &running, Duration::from_secs(150)).await;
     // Meanwhile the Stack says so.
     let stack = real_node::wait_stack(
         &rc,
@@ -171,7 +144,7 @@ async fn a_dropped_path_to_the_agent_fails_the_update_and_one_retry_applies() {
     // The agent, on its side, finds its caller gone by the missed pings, and interrupts the
     // run (which stops at its next step, past the gate).
     let deadline = Instant::now() + Duration::from_secs(90);
-    while !real_node::workspace_log(cluster, "dropped", "pulumi")
+    while !real_node::workspace_log(&rc, "dropped", "pulumi")
         .contains("the caller went away; interrupting the operation")
     {
         assert!(

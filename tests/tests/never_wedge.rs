@@ -210,22 +210,8 @@ async fn an_update_cut_off_by_an_operator_crash_ends_aborted_and_runs_once_more(
 
     // The cut-off Update ends Aborted (the slot is free), and a retry runs: it waits at the
     // gate too, and passes once the gate opens.
-    let aborted = support::wait_for(
-        Duration::from_secs(150),
-        "the cut-off Update Aborted",
-        || {
-            let running = running.clone();
-            async move {
-                gate::update_states(cluster)
-                    .await
-                    .into_iter()
-                    .find(|(name, p, reason, c)| {
-                        *name == running && p == "False" && reason == "Aborted" && c == "True"
-                    })
-            }
-        },
-    )
-    .await;
+    let aborted = gate::ended(cluster, &running, Duration::from_secs(150)).await;
+    assert_eq!(aborted.2, "Aborted", "{aborted:?}");
     assert_eq!(aborted.0, running);
     gate::open(&fifo, Duration::from_secs(150)).await;
     let s = real_node::wait_ready_after_success(&rc, "gated").await;

@@ -85,6 +85,22 @@ pub async fn update_states(rc: &RealCluster) -> Vec<(String, String, String, Str
         .collect()
 }
 
+/// Waits until Update `name` has ended (Progressing False, Complete True); its state, as
+/// [`update_states`] gives it.
+pub async fn ended(
+    rc: &RealCluster,
+    name: &str,
+    limit: Duration,
+) -> (String, String, String, String) {
+    super::wait_for(limit, &format!("Update {name} to end"), || async move {
+        update_states(rc)
+            .await
+            .into_iter()
+            .find(|(n, p, _, c)| n == name && p == "False" && c == "True")
+    })
+    .await
+}
+
 /// Waits until an Update runs (Progressing); its name.
 pub async fn running(rc: &RealCluster) -> String {
     super::wait_for(
