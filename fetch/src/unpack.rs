@@ -144,8 +144,9 @@ pub enum UnpackError {
     Conflict { name: String, reason: String },
     #[error(
         "the workspace volume is full: {path} could not be written ({source}); free space on \
-         the node or raise the share volume's size (the operator's WORKSPACE_SHARE_SIZE_LIMIT); \
-         the pod's next attempt fetches again"
+         the node or raise the share volume's size (the operator's WORKSPACE_SHARE_SIZE_LIMIT, \
+         or a `share` volume in the Stack's workspaceTemplate podTemplate); the pod's next \
+         attempt fetches again"
     )]
     NoSpace {
         path: PathBuf,
