@@ -115,10 +115,15 @@ async fn inject(rc: &mut RealCluster, which: &str, stack: &str) -> String {
                 return format!("{stack}'s agent path: no pod running, skipped");
             };
             let operator = fault::operator_ip(rc).await;
-            fault::cut_agent_path(rc, &container, &operator, true);
+            if let Err(e) = fault::cut_agent_path(rc, &container, &operator, true) {
+                return format!("{stack}'s agent path: not cut ({e})");
+            }
             tokio::time::sleep(Duration::from_secs(60)).await;
-            fault::cut_agent_path(rc, &container, &operator, false);
-            format!("{stack}'s agent path dropped for 60 s")
+            // A pod replaced meanwhile took its namespace and the rules with it.
+            match fault::cut_agent_path(rc, &container, &operator, false) {
+                Ok(()) => format!("{stack}'s agent path dropped for 60 s"),
+                Err(_) => format!("{stack}'s agent path dropped until its pod was replaced"),
+            }
         }
     }
 }

@@ -121,7 +121,7 @@ async fn a_dropped_path_to_the_agent_fails_the_update_and_one_retry_applies() {
     let operator = fault::operator_ip(&rc).await;
 
     // The path goes silent (no reset, no refusal): only missed pings tell.
-    fault::cut_agent_path(&rc, &container, &operator, true);
+    fault::cut_agent_path(&rc, &container, &operator, true).expect("cut the path");
     let failed = gate::ended(&rc, &running, Duration::from_secs(150)).await;
     // Meanwhile the Stack says so.
     let stack = real_node::wait_stack(
@@ -170,7 +170,7 @@ async fn a_dropped_path_to_the_agent_fails_the_update_and_one_retry_applies() {
 
     // The path comes back. The orphaned run is still at the gate: let it through (it stops,
     // interrupted), then let every later run pass at once.
-    fault::cut_agent_path(&rc, &container, &operator, false);
+    fault::cut_agent_path(&rc, &container, &operator, false).expect("restore the path");
     gate::open(&fifo, Duration::from_secs(30)).await;
     std::fs::remove_file(&fifo).expect("remove the gate");
     std::fs::write(state.path().join("gate"), "open\n").expect("an open gate");

@@ -21,8 +21,14 @@ pub async fn operator_ip(rc: &RealCluster) -> String {
 
 /// Drops (`on`) or lets through again every packet between the operator's pod (`operator`,
 /// its IP) and the agent's port, both ways, in the network namespace of the workspace pod
-/// that runs `container`; the kubelet and everything else still reach the pod.
-pub fn cut_agent_path(rc: &RealCluster, container: &str, operator: &str, on: bool) {
+/// that runs `container`; the kubelet and everything else still reach the pod. Fails when
+/// the container no longer runs (its network namespace, and the rules, went with it).
+pub fn cut_agent_path(
+    rc: &RealCluster,
+    container: &str,
+    operator: &str,
+    on: bool,
+) -> Result<(), String> {
     let op = if on { "-I" } else { "-D" };
     let rules = [
         ["INPUT", "-s", operator, "-p", "tcp", "--dport", "50051"],
@@ -34,8 +40,9 @@ pub fn cut_agent_path(rc: &RealCluster, container: &str, operator: &str, on: boo
         args.extend(["-j", "DROP"]);
         rc.node
             .pod_iptables(container, &args)
-            .unwrap_or_else(|e| panic!("iptables {op}: {e}"));
+            .map_err(|e| format!("iptables {op}: {e}"))?;
     }
+    Ok(())
 }
 
 /// Scales Flux's source-controller to `n` replicas.
