@@ -301,6 +301,8 @@ async fn main() {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         last = commit(revision);
+        // As a push webhook (or `flux reconcile source git`) would: not the 10-minute interval.
+        fx.request_reconcile(&rc.cp).await;
         println!(
             "[{:>5}s] revision {revision}: {last}",
             started.elapsed().as_secs()
