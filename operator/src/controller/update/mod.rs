@@ -83,11 +83,13 @@ macro_rules! run_result {
     };
 }
 
-/// Reads a server stream to its result; events are not needed here.
+/// Reads the server stream a call opened to its result; events are not needed here. A
+/// broken connection, on the call or in the stream, says so ([`connection_lost`]).
 async fn drain<T>(
-    mut stream: tonic::Streaming<T>,
+    call: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
     result_of: impl Fn(T) -> Option<RunResult>,
 ) -> Result<RunResult, tonic::Status> {
+    let mut stream = call.map_err(connection_lost)?.into_inner();
     while let Some(msg) = stream.message().await.map_err(connection_lost)? {
         if let Some(r) = result_of(msg) {
             return Ok(r);
@@ -144,12 +146,7 @@ pub async fn run_operation(
                 policy_pack: vec![],
                 refresh: s.refresh,
             };
-            let stream = agent
-                .preview(req)
-                .await
-                .map_err(connection_lost)?
-                .into_inner();
-            drain(stream, |m| match m.response {
+            drain(agent.preview(req).await, |m| match m.response {
                 Some(pb::preview_stream::Response::Result(r)) => Some(run_result!(r, None)),
                 _ => None,
             })
@@ -167,8 +164,7 @@ pub async fn run_operation(
                 refresh: s.refresh,
                 continue_on_error: s.continue_on_error,
             };
-            let stream = agent.up(req).await.map_err(connection_lost)?.into_inner();
-            drain(stream, |m| match m.response {
+            drain(agent.up(req).await, |m| match m.response {
                 Some(pb::up_stream::Response::Result(r)) => Some(run_result!(r, Some(r.outputs))),
                 _ => None,
             })
@@ -182,12 +178,7 @@ pub async fn run_operation(
                 target: s.target.clone().unwrap_or_default(),
                 run_program: s.run_program,
             };
-            let stream = agent
-                .refresh(req)
-                .await
-                .map_err(connection_lost)?
-                .into_inner();
-            drain(stream, |m| match m.response {
+            drain(agent.refresh(req).await, |m| match m.response {
                 Some(pb::refresh_stream::Response::Result(r)) => Some(run_result!(r, None)),
                 _ => None,
             })
@@ -204,12 +195,7 @@ pub async fn run_operation(
                 remove: s.remove,
                 run_program: s.run_program,
             };
-            let stream = agent
-                .destroy(req)
-                .await
-                .map_err(connection_lost)?
-                .into_inner();
-            drain(stream, |m| match m.response {
+            drain(agent.destroy(req).await, |m| match m.response {
                 Some(pb::destroy_stream::Response::Result(r)) => Some(run_result!(r, None)),
                 _ => None,
             })
