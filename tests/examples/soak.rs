@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use support::operator::{flux_ref, shared_state, stack_yaml_with};
 use support::real_node::{self, RealCluster};
-use support::{FluxFixture, fault, gate};
+use support::{FluxFixture, Xorshift, fault, gate};
 
 /// A value no log, event or status may show.
 const SECRET: &str = "soak-secret-5b1f0e7c";
@@ -45,18 +45,6 @@ fn program(i: u64, revision: u64) -> String {
         "name: soak{i}\nruntime: yaml\noutputs:\n  revision: {revision}\n  token:\n    \
          fn::secret: {SECRET}\n"
     )
-}
-
-/// A small xorshift generator: the run is repeatable from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
 }
 
 const FAULTS: [&str; 5] = [
@@ -111,7 +99,7 @@ async fn inject(rc: &mut RealCluster, which: &str, stack: &str) -> String {
             format!("{stack}'s workspace pod deleted")
         }
         _ => {
-            let Some(container) = running_container(rc, stack).await else {
+            let Some(container) = gate::running_pulumi_container(rc, stack).await else {
                 return format!("{stack}'s agent path: no pod running, skipped");
             };
             let operator = fault::operator_ip(rc).await;
@@ -126,18 +114,6 @@ async fn inject(rc: &mut RealCluster, which: &str, stack: &str) -> String {
             }
         }
     }
-}
-
-/// The workspace pod's `pulumi` container, if the pod runs.
-async fn running_container(rc: &RealCluster, stack: &str) -> Option<String> {
-    use k8s_openapi::api::core::v1::Pod;
-    let pods: kube::Api<Pod> = kube::Api::namespaced(rc.cp.client(), "default");
-    let p = pods.get_opt(&format!("{stack}-workspace-0")).await.ok()??;
-    p.status?
-        .container_statuses?
-        .into_iter()
-        .find(|c| c.name == "pulumi" && c.state.as_ref().is_some_and(|s| s.running.is_some()))?
-        .container_id
 }
 
 /// The `up`s of each stack in the file backend's own history under `state`: (start time,
@@ -240,9 +216,11 @@ async fn main() {
     let revisions = env_or("SOAK_REVISIONS", 10).max(1);
     let minutes = env_or("SOAK_MINUTES", 15);
     let fault_every = Duration::from_secs(env_or("SOAK_FAULT_EVERY_S", 60));
-    let mut rng = Rng(env_or("SOAK_SEED", 1)
-        .max(1)
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = Xorshift(
+        env_or("SOAK_SEED", 1)
+            .max(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
     println!(
         "soak: {stacks} Stacks, {revisions} revisions, {minutes} min, a fault every {}s",
         fault_every.as_secs()

@@ -25,13 +25,13 @@ use support::{FluxFixture, fault, gate};
 /// The Stack `name` running [`gate::GATED`] from a GitRepository, with its gate made in a
 /// fresh shared state directory; returns the directory (kept while it lives) and the gate.
 async fn gated_stack(rc: &RealCluster, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let fx = FluxFixture::in_cluster(&rc.cp, name, rc.network.gateway()).await;
-    let sha = fx
-        .repo
-        .commit(&[("app/Pulumi.yaml", gate::GATED)], "a program that waits")
-        .expect("commit");
-    fx.apply_git_repository(&rc.cp).await;
-    fx.wait_revision(&rc.cp, &sha).await;
+    FluxFixture::serving(
+        &rc.cp,
+        name,
+        rc.network.gateway(),
+        &[("app/Pulumi.yaml", gate::GATED)],
+    )
+    .await;
     let state = shared_state();
     let fifo = gate::make(state.path());
     rc.cp
@@ -180,20 +180,17 @@ async fn a_dropped_path_to_the_agent_fails_the_update_and_one_retry_applies() {
     assert_ne!(all[0].2, "UpdateSucceeded", "{all:?} (failed: {failed:?})");
 }
 
-const CONFIGURED: &str = "name: configured\nruntime: yaml\n\
-config:\n  greeting:\n    type: string\n  extra:\n    type: string\n    default: none\n\
-outputs:\n  greeting: ${greeting}\n  extra: ${extra}\n";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_controller_down_while_a_pod_must_fetch_says_so_and_recovers_without_a_rerun() {
     let rc = real_node::start_installed().await;
-    let fx = FluxFixture::in_cluster(&rc.cp, "sourceless", rc.network.gateway()).await;
-    let sha = fx
-        .repo
-        .commit(&[("app/Pulumi.yaml", CONFIGURED)], "program")
-        .expect("commit");
-    fx.apply_git_repository(&rc.cp).await;
-    fx.wait_revision(&rc.cp, &sha).await;
+    // Kept to the end: source-controller fetches from its git server again.
+    let (_fx, _) = FluxFixture::serving(
+        &rc.cp,
+        "sourceless",
+        rc.network.gateway(),
+        &[("app/Pulumi.yaml", support::CONFIG_PROGRAM)],
+    )
+    .await;
     let state = shared_state();
     let mut spec = flux_ref("sourceless", "app");
     spec["config"] = json!({"greeting": "hello", "extra": "one"});
@@ -250,26 +247,7 @@ async fn source_controller_down_while_a_pod_must_fetch_says_so_and_recovers_with
     .expect("remove a key");
 
     // Meanwhile the Stack says what is wrong and where.
-    let stalled = real_node::wait_stack(
-        &rc,
-        "sourceless",
-        Duration::from_secs(180),
-        "Stalled: the pod cannot fetch the program",
-        |s| {
-            support::condition(s, "Stalled").is_some_and(|c| {
-                c["status"] == "True"
-                    && c["reason"] == "SourceUnavailable"
-                    && c["message"]
-                        .as_str()
-                        .is_some_and(|m| m.contains("cannot fetch the program"))
-            })
-        },
-    )
-    .await;
-    eprintln!(
-        "while source-controller is down: {}",
-        support::condition(&stalled, "Stalled").unwrap_or_default()
-    );
+    stalled(&rc, "sourceless", "cannot fetch the program").await;
 
     // It comes back (with empty storage: the artifact is made again), and the Stack converges
     // with the one update the config change asked for.
@@ -295,17 +273,35 @@ async fn source_controller_down_while_a_pod_must_fetch_says_so_and_recovers_with
     );
 }
 
+/// Waits until Stack `stack` is Stalled, `SourceUnavailable`, with a message that `says`
+/// something; prints the condition.
+async fn stalled(rc: &RealCluster, stack: &str, says: &str) {
+    let s = real_node::wait_stack(
+        rc,
+        stack,
+        Duration::from_secs(180),
+        &format!("Stalled: {says}"),
+        |s| {
+            support::condition(s, "Stalled").is_some_and(|c| {
+                c["status"] == "True"
+                    && c["reason"] == "SourceUnavailable"
+                    && c["message"].as_str().is_some_and(|m| m.contains(says))
+            })
+        },
+    )
+    .await;
+    eprintln!(
+        "{stack}: {}",
+        support::condition(&s, "Stalled").unwrap_or_default()
+    );
+}
+
 /// `n` bytes of text that does not compress (base64 of a xorshift stream).
 fn incompressible(n: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut rng = support::Xorshift(0x9E37_79B9_7F4A_7C15);
     (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ALPHABET[(x % 64) as usize] as char
-        })
+        .map(|_| ALPHABET[rng.below(64) as usize] as char)
         .collect()
 }
 
@@ -322,21 +318,19 @@ fn share_limited(state: &std::path::Path, limit: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_share_volume_says_so_and_a_larger_one_converges() {
     let rc = real_node::start_installed().await;
-    let fx = FluxFixture::in_cluster(&rc.cp, "cramped", rc.network.gateway()).await;
     // 8 MB that the archive cannot shrink, beside the agent (about 16 MB) in a 20 MiB volume.
     let ballast = incompressible(8 << 20);
-    let sha = fx
-        .repo
-        .commit(
-            &[
-                ("app/Pulumi.yaml", support::PROGRAM),
-                ("app/ballast.txt", ballast.as_str()),
-            ],
-            "a program with ballast",
-        )
-        .expect("commit");
-    fx.apply_git_repository(&rc.cp).await;
-    fx.wait_revision(&rc.cp, &sha).await;
+    // Kept to the end: source-controller fetches from its git server again.
+    let (_fx, _) = FluxFixture::serving(
+        &rc.cp,
+        "cramped",
+        rc.network.gateway(),
+        &[
+            ("app/Pulumi.yaml", support::PROGRAM),
+            ("app/ballast.txt", ballast.as_str()),
+        ],
+    )
+    .await;
     let state = shared_state();
     let yaml = stack_yaml_with(
         "cramped",
@@ -351,25 +345,7 @@ async fn a_full_share_volume_says_so_and_a_larger_one_converges() {
         .expect("Stack");
 
     // The fetch fills the volume: the Stack says so, and what to do.
-    let stalled = real_node::wait_stack(
-        &rc,
-        "cramped",
-        Duration::from_secs(180),
-        "Stalled: the share volume is full",
-        |s| {
-            support::condition(s, "Stalled").is_some_and(|c| {
-                c["status"] == "True"
-                    && c["message"]
-                        .as_str()
-                        .is_some_and(|m| m.contains("the workspace volume is full"))
-            })
-        },
-    )
-    .await;
-    eprintln!(
-        "with a full volume: {}",
-        support::condition(&stalled, "Stalled").unwrap_or_default()
-    );
+    stalled(&rc, "cramped", "the workspace volume is full").await;
     assert!(gate::update_states(&rc).await.is_empty(), "nothing ran");
 
     // A larger volume: a fresh pod fetches the whole program, and the one update runs.

@@ -21,10 +21,6 @@ use support::operator::{flux_ref, shared_state, stack_yaml_with};
 use support::real_node::{self, RealCluster};
 use support::{FluxFixture, events_for, gate};
 
-const PROGRAM: &str = "name: wedge\nruntime: yaml\n\
-config:\n  greeting:\n    type: string\n  extra:\n    type: string\n    default: none\n\
-outputs:\n  greeting: ${greeting}\n  extra: ${extra}\n";
-
 async fn pod(rc: &RealCluster) -> Pod {
     gate::pod_of(rc, "wedge").await
 }
@@ -69,13 +65,13 @@ async fn wait_outputs(rc: &RealCluster, outputs: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_guard_their_pod_and_config_values_change_without_a_restart() {
     let rc = real_node::start_installed().await;
-    let fx = FluxFixture::in_cluster(&rc.cp, "wedge", rc.network.gateway()).await;
-    let sha = fx
-        .repo
-        .commit(&[("app/Pulumi.yaml", PROGRAM)], "program")
-        .expect("commit");
-    fx.apply_git_repository(&rc.cp).await;
-    fx.wait_revision(&rc.cp, &sha).await;
+    let (_fx, _) = FluxFixture::serving(
+        &rc.cp,
+        "wedge",
+        rc.network.gateway(),
+        &[("app/Pulumi.yaml", support::CONFIG_PROGRAM)],
+    )
+    .await;
     let guards = gate::watch_guards(&rc);
     let state = shared_state();
     let mut spec = flux_ref("wedge", "app");
@@ -163,13 +159,13 @@ async fn updates_guard_their_pod_and_config_values_change_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_cut_off_by_an_operator_crash_ends_aborted_and_runs_once_more() {
     let rc = real_node::start_installed().await;
-    let fx = FluxFixture::in_cluster(&rc.cp, "gated", rc.network.gateway()).await;
-    let sha = fx
-        .repo
-        .commit(&[("app/Pulumi.yaml", gate::GATED)], "a program that waits")
-        .expect("commit");
-    fx.apply_git_repository(&rc.cp).await;
-    fx.wait_revision(&rc.cp, &sha).await;
+    let (_fx, _) = FluxFixture::serving(
+        &rc.cp,
+        "gated",
+        rc.network.gateway(),
+        &[("app/Pulumi.yaml", gate::GATED)],
+    )
+    .await;
     let state = shared_state();
     let fifo = gate::make(state.path());
     let guards = gate::watch_guards(&rc);

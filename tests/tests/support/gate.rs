@@ -158,16 +158,23 @@ pub async fn pod_of(rc: &RealCluster, stack: &str) -> Pod {
         .expect("workspace pod")
 }
 
-/// The id of the workspace pod's `pulumi` container (`containerd://...`).
-pub async fn pulumi_container(rc: &RealCluster, stack: &str) -> String {
-    let p: Pod = pod_of(rc, stack).await;
-    p.status
-        .and_then(|s| s.container_statuses)
-        .unwrap_or_default()
+/// The id of the workspace pod's `pulumi` container (`containerd://...`), if the pod exists
+/// and that container runs.
+pub async fn running_pulumi_container(rc: &RealCluster, stack: &str) -> Option<String> {
+    let pods: Api<Pod> = Api::namespaced(rc.cp.client(), "default");
+    let p = pods.get_opt(&format!("{stack}-workspace-0")).await.ok()??;
+    p.status?
+        .container_statuses?
         .into_iter()
-        .find(|c| c.name == "pulumi")
-        .and_then(|c| c.container_id)
-        .expect("the pulumi container's id")
+        .find(|c| c.name == "pulumi" && c.state.as_ref().is_some_and(|s| s.running.is_some()))?
+        .container_id
+}
+
+/// As [`running_pulumi_container`], which must be.
+pub async fn pulumi_container(rc: &RealCluster, stack: &str) -> String {
+    running_pulumi_container(rc, stack)
+        .await
+        .expect("the running pulumi container's id")
 }
 
 /// Waits until a process of the Stack's workspace pod (one in its network namespace) waits

@@ -20,6 +20,24 @@ pub const FETCH_IMAGE: &str = "ghcr.io/example/pulumi-flux-operator-fetch:0.1.0"
 /// A provider-free Pulumi YAML program.
 pub const PROGRAM: &str = "name: e2e-program\nruntime: yaml\noutputs:\n  greeting: hello\n";
 
+/// A provider-free program with config: `greeting` set by the Stack, `extra` with a default.
+pub const CONFIG_PROGRAM: &str = "name: configured\nruntime: yaml\n\
+config:\n  greeting:\n    type: string\n  extra:\n    type: string\n    default: none\n\
+outputs:\n  greeting: ${greeting}\n  extra: ${extra}\n";
+
+/// A xorshift generator: repeatable test data and choices from a seed (not zero).
+pub struct Xorshift(pub u64);
+
+impl Xorshift {
+    /// The next number, below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
 /// Polls `f` every 250 ms until it returns Some; panics naming `what` after `limit`.
 pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
 where
@@ -146,6 +164,21 @@ impl FluxFixture {
     /// on `gateway`, where its pod reaches the host.
     pub async fn in_cluster(cp: &ControlPlane, name: &str, gateway: Ipv4Addr) -> FluxFixture {
         Self::with_git(cp, name, IpAddr::V4(gateway), "default").await
+    }
+
+    /// As [`FluxFixture::in_cluster`], with `files` committed, the GitRepository applied and
+    /// source-controller at that commit; the fixture and the commit.
+    pub async fn serving(
+        cp: &ControlPlane,
+        name: &str,
+        gateway: Ipv4Addr,
+        files: &[(&str, &str)],
+    ) -> (FluxFixture, String) {
+        let fx = Self::in_cluster(cp, name, gateway).await;
+        let sha = fx.repo.commit(files, "program").expect("commit");
+        fx.apply_git_repository(cp).await;
+        fx.wait_revision(cp, &sha).await;
+        (fx, sha)
     }
 
     /// As [`FluxFixture::in_cluster`], the GitRepository and its Secret in `namespace`.
