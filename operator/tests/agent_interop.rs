@@ -155,12 +155,14 @@ async fn this_operator_drives_pkos_go_agent_through_an_update_and_a_destroy() {
         status: None,
     };
     let up = update("interop-up", UpdateType::Up);
-    let result = run_operation(&mut client, &up).await.unwrap_or_else(|st| {
-        panic!(
-            "up through PKO's agent: {st:?}\nagent log:\n{}",
-            agent.log_text()
-        )
-    });
+    let result = run_operation(&mut client, &up, &mut Vec::new())
+        .await
+        .unwrap_or_else(|st| {
+            panic!(
+                "up through PKO's agent: {st:?}\nagent log:\n{}",
+                agent.log_text()
+            )
+        });
     let mut draft = Draft::new(&up);
     let succeeded = draft.result(
         result.summary.as_ref(),
@@ -194,7 +196,7 @@ async fn this_operator_drives_pkos_go_agent_through_an_update_and_a_destroy() {
     );
 
     let destroy = update("interop-destroy", UpdateType::Destroy);
-    let result = run_operation(&mut client, &destroy)
+    let result = run_operation(&mut client, &destroy, &mut Vec::new())
         .await
         .expect("destroy through PKO's agent");
     let mut draft = Draft::new(&destroy);

@@ -188,6 +188,7 @@ fn stack_spec_matches_pko_with_pulumi_log_level_added() {
         "workspaceReclaimPolicy",
         "updateTemplate",
         "pulumiLogLevel",
+        "pendingOperations",
     ] {
         at(spec, &[field]);
     }
@@ -519,14 +520,16 @@ fn whatever_pkos_crds_admit_ours_admit_and_our_types_read() {
 
 /// Our fields PKO lacks (README, "Installing the CRDs"): the Stack's `pulumiLogLevel`,
 /// Flux's `suspend` and `lastHandledReconcileAt` (with the request an update is for),
-/// `outputsSecretRef`, and pinned SSH host keys (`knownHosts`) wherever git credentials are
-/// given.
+/// `outputsSecretRef`, `pendingOperations` (Stack, Update and updateTemplate), and pinned SSH
+/// host keys (`knownHosts`) wherever git credentials are given.
 fn our_addition(problem: &str) -> bool {
     problem.ends_with(": unknown field")
         && [
             ".spec.pulumiLogLevel:",
             ".spec.suspend:",
             ".spec.outputsSecretRef:",
+            ".spec.pendingOperations:",
+            ".spec.updateTemplate.spec.pendingOperations:",
             ".status.lastHandledReconcileAt:",
             ".status.currentUpdate.reconcileRequestedAt:",
             ".spec.gitAuth.sshAuth.knownHosts:",

@@ -7,8 +7,12 @@
 //! Sizes (environment): SOAK_STACKS (default 6), SOAK_REVISIONS (10), SOAK_MINUTES (15, the
 //! time for the revisions and the faults; convergence gets 10 minutes more), SOAK_FAULT_EVERY_S
 //! (60), SOAK_SEED (1). The faults: the API server stopped for 30 s, source-controller scaled
-//! to 0 for 30 s, the operator's pod force-deleted, a workspace pod deleted, the path between
-//! the operator and one workspace's agent dropped for 60 s.
+//! to 0 for 30 s, the operator's pod force-deleted, a workspace pod deleted, a workspace pod
+//! killed (force-deleted: no time to clean up, so an `up` it ran leaves the stack locked and
+//! the provider operation in flight pending), the path between the operator and one
+//! workspace's agent dropped for 60 s. Each program has a resource of the gate provider (the
+//! test image's) that takes 3 s to create or update, so that kills strike inside provider
+//! operations; at the end no stack's state may list a pending operation.
 //!
 //! It prints what it did and what it found, and exits non-zero when a check fails.
 
@@ -42,16 +46,18 @@ fn stack_name(i: u64) -> String {
 
 fn program(i: u64, revision: u64) -> String {
     format!(
-        "name: soak{i}\nruntime: yaml\noutputs:\n  revision: {revision}\n  token:\n    \
-         fn::secret: {SECRET}\n"
+        "name: soak{i}\nruntime: yaml\nresources:\n  slow:\n    type: gate:index:Resource\n    \
+         properties:\n      value: \"{revision}\"\n      sleep: 3\n    options:\n      \
+         version: 0.1.0\noutputs:\n  revision: {revision}\n  token:\n    fn::secret: {SECRET}\n"
     )
 }
 
-const FAULTS: [&str; 5] = [
+const FAULTS: [&str; 6] = [
     "api-server",
     "source-controller",
     "operator-pod",
     "workspace-pod",
+    "workspace-pod-killed",
     "agent-path",
 ];
 
@@ -97,6 +103,16 @@ async fn inject(rc: &mut RealCluster, which: &str, stack: &str) -> String {
                 "--wait=false",
             ]);
             format!("{stack}'s workspace pod deleted")
+        }
+        "workspace-pod-killed" => {
+            kubectl(&[
+                "delete",
+                "pod",
+                &format!("{stack}-workspace-0"),
+                "--grace-period=0",
+                "--force",
+            ]);
+            format!("{stack}'s workspace pod killed")
         }
         _ => {
             let Some(container) = gate::running_pulumi_container(rc, stack).await else {
@@ -155,6 +171,31 @@ fn history(state: &Path) -> BTreeMap<String, Vec<(i64, String, String)>> {
         ups.sort();
     }
     out
+}
+
+/// The stacks whose state (the file backend's own file) lists pending operations, with them.
+fn pending_left(state: &Path) -> Vec<String> {
+    let stacks = state.join(".pulumi/stacks");
+    let mut left = Vec::new();
+    for project in std::fs::read_dir(&stacks).into_iter().flatten().flatten() {
+        for file in std::fs::read_dir(project.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(v) = std::fs::read_to_string(file.path())
+                .map_err(|_| ())
+                .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|_| ()))
+            else {
+                continue;
+            };
+            let pending = &v["checkpoint"]["latest"]["pending_operations"];
+            if pending.as_array().is_some_and(|p| !p.is_empty()) {
+                left.push(format!("{}: {pending}", file.path().display()));
+            }
+        }
+    }
+    left
 }
 
 /// Revisions applied more than once: after a revision's first `up` ("Initial stack update",
@@ -322,6 +363,17 @@ async fn main() {
         .flat_map(|(stack, ups)| applied_twice(ups).into_iter().map(|t| (stack.clone(), t)))
         .collect();
     let leaked = leaks(&rc, stacks);
+    let pending = pending_left(state.path());
+    let mut recovered: Vec<String> = Vec::new();
+    for i in 0..stacks {
+        recovered.extend(
+            support::events_for(&rc.cp, "default", "Stack", &stack_name(i))
+                .await
+                .into_iter()
+                .filter(|(_, reason, _)| reason == "InterruptedUpdateRecovered")
+                .map(|(_, _, message)| message),
+        );
+    }
 
     println!("\n== soak results");
     println!("faults injected: {}", faults.len());
@@ -340,6 +392,17 @@ async fn main() {
         println!("  {stack}: {what}");
     }
     println!("secret found in: {leaked:?}");
+    println!(
+        "interrupted updates recovered (events): {}; pending operations left: {}",
+        recovered.len(),
+        pending.len()
+    );
+    for m in &recovered {
+        println!("  {m}");
+    }
+    for p in &pending {
+        println!("  {p}");
+    }
 
     let mut failed = Vec::new();
     if !behind.is_empty() {
@@ -353,6 +416,9 @@ async fn main() {
     }
     if !leaked.is_empty() {
         failed.push(format!("the secret shows in {leaked:?}"));
+    }
+    if !pending.is_empty() {
+        failed.push(format!("pending operations left: {pending:?}"));
     }
     if failed.is_empty() {
         println!("soak: passed");

@@ -218,8 +218,9 @@ pub fn pause_image(buildah: &Buildah, registry: &Registry) -> Result<String, Ima
     )
 }
 
-/// A Pulumi workspace image (`tests/images/pulumi`): the CLI and YAML host from
-/// `pulumi_dir` (tests/tools/build.sh), busybox (Debian's static build) as the shell.
+/// A Pulumi workspace image (`tests/images/pulumi`): the CLI and the YAML host from
+/// `pulumi_dir` (tests/tools/build.sh), the gate provider (ours, for tests that cut `up` off
+/// mid-operation) installed as a plugin, busybox (Debian's static build) as the shell.
 pub fn pulumi_image(
     buildah: &Buildah,
     registry: &Registry,
@@ -240,6 +241,17 @@ pub fn pulumi_image(
     for b in ["pulumi", "pulumi-language-yaml"] {
         copy(&pulumi_dir.join(b), &root.join("pulumi/bin").join(b))?;
     }
+    // The gate provider as an installed plugin (what `pulumi plugin install resource gate
+    // v0.1.0 -f ...` makes), so that `pulumi install` finds the version a program pins
+    // instead of downloading it.
+    let plugins = context.join("home/.pulumi/plugins");
+    let gate = plugins.join("resource-gate-v0.1.0");
+    std::fs::create_dir_all(&gate).map_err(io(&gate))?;
+    copy(
+        &pulumi_dir.join("pulumi-resource-gate"),
+        &gate.join("pulumi-resource-gate"),
+    )?;
+    std::fs::write(plugins.join("resource-gate-v0.1.0.lock"), "").map_err(io(&plugins))?;
     busybox_into(&root)?;
     copy(
         Path::new(CA_BUNDLE),

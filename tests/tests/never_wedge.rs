@@ -6,7 +6,10 @@
 //! (PKO#965), while a config key removed gets a fresh pod, since `config set-all` cannot take a
 //! key away. An operator that dies mid-update leaves no Update `Progressing`: the next one ends
 //! it `Aborted`, unmarks its pod, and the Stack's retry runs once (the program waits at a gate,
-//! a named pipe, so the update is surely cut off in its middle).
+//! a named pipe, so the update is surely cut off in its middle). A workspace pod killed while
+//! a provider creates a resource leaves the stack locked and the create pending: the next
+//! update refuses to run over it (`pendingOperations: Fail`), or releases the lock and
+//! resolves it with a refresh (`Refresh`), saying so in an event.
 
 mod support;
 
@@ -223,4 +226,181 @@ async fn an_update_cut_off_by_an_operator_crash_ends_aborted_and_runs_once_more(
     );
     let p = gate::pod_of(&rc, "gated").await;
     assert!(!gate::guarded(&p), "{:?}", p.metadata.annotations);
+}
+
+/// A program whose one resource waits at the gate while the provider creates it (the gate
+/// provider, ours, installed in the test image at the version pinned here, so that `pulumi
+/// install` downloads nothing): killed there, `up` leaves that create pending.
+const PENDING: &str = r#"name: pending
+runtime: yaml
+resources:
+  thing:
+    type: gate:index:Resource
+    properties:
+      pipe: /state/gate
+      value: one
+    options:
+      version: 0.1.0
+outputs:
+  value: ${thing.value}
+"#;
+
+/// The pending operations and the gate resources in the stack's state, from the file
+/// backend's own file.
+fn state_of(state: &std::path::Path) -> (Vec<Value>, usize) {
+    let file = state.join(".pulumi/stacks/pending/pending.json");
+    let text = std::fs::read_to_string(&file).expect("the stack's state file");
+    let v: Value = serde_json::from_str(&text).expect("state JSON");
+    let d = &v["checkpoint"]["latest"];
+    let pending = d["pending_operations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let things = d["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["type"] == "gate:index:Resource")
+        .count();
+    (pending, things)
+}
+
+async fn update_message(rc: &RealCluster, name: &str) -> String {
+    let u = support::get_json(&rc.cp, &support::updates(), "default", name)
+        .await
+        .expect("the Update");
+    u["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_killed_mid_create_leaves_a_pending_create_refused_then_resolved() {
+    let rc = real_node::start_installed().await;
+    let (_fx, _) = FluxFixture::serving(
+        &rc.cp,
+        "pending",
+        rc.network.gateway(),
+        &[("app/Pulumi.yaml", PENDING)],
+    )
+    .await;
+    let state = shared_state();
+    let fifo = gate::make(state.path());
+    let mut spec = flux_ref("pending", "app");
+    spec["pendingOperations"] = json!("Fail");
+    rc.cp
+        .apply_yaml(
+            &stack_yaml_with("pending", (rc.images.pulumi.as_str(), state.path()), spec),
+            "stack",
+            "default",
+        )
+        .await
+        .expect("Stack");
+
+    // The provider waits inside its create, which the engine has recorded as pending; the
+    // pod is killed there (no time to clean up, as an OOM kill or a node loss).
+    let first = gate::running(&rc).await;
+    gate::wait_reader(&rc, "pending", Duration::from_secs(120)).await;
+    let killed = gate::pod_of(&rc, "pending").await.metadata.uid;
+    rc.kubectl(&[
+        "delete",
+        "pod",
+        "-n",
+        "default",
+        "pending-workspace-0",
+        "--grace-period=0",
+        "--force",
+    ])
+    .expect("kill the workspace pod");
+    let cut = gate::ended(&rc, &first, Duration::from_secs(120)).await;
+    assert_eq!(cut.2, "Aborted", "{cut:?}");
+    let (pending, _) = state_of(state.path());
+    assert_eq!(pending.len(), 1, "the create left pending: {pending:?}");
+    assert_eq!(pending[0]["type"], "creating", "{pending:?}");
+
+    // Fail: the retry, in a new pod, runs nothing and says what is pending and what to run.
+    let refused = support::wait_for(
+        Duration::from_secs(240),
+        "an update refused over the pending create",
+        || async {
+            gate::update_states(&rc)
+                .await
+                .into_iter()
+                .find(|(_, _, reason, _)| reason == "PendingOperations")
+                .map(|(name, ..)| name)
+        },
+    )
+    .await;
+    let message = update_message(&rc, &refused).await;
+    assert!(
+        message.contains("lists 1 operation(s) left pending")
+            && message.contains("creating urn:pulumi:pending::pending::gate:index:Resource::thing")
+            && message.contains("pulumi refresh --clear-pending-creates --yes --stack pending"),
+        "{message}"
+    );
+    let s = support::get_json(&rc.cp, &support::stacks(), "default", "pending")
+        .await
+        .expect("Stack");
+    assert_ne!(
+        support::condition(&s, "Ready").map(|c| c["status"].clone()),
+        Some(json!("True")),
+        "{s:#}"
+    );
+    let stack_events = events_for(&rc.cp, "default", "Stack", "pending").await;
+    assert!(
+        stack_events
+            .iter()
+            .any(|(_, r, m)| r == "StackPendingOperations"
+                && m.contains(
+                    "kubectl exec -n default pending-workspace-0 -c pulumi -- pulumi refresh"
+                )),
+        "{stack_events:?}"
+    );
+    assert_eq!(
+        state_of(state.path()).0.len(),
+        1,
+        "still pending: nothing ran"
+    );
+    assert_ne!(gate::pod_of(&rc, "pending").await.metadata.uid, killed);
+
+    // Refresh: the next update releases the lock the killed pod left, resolves the create with
+    // a refresh, then creates the resource (through the gate again) and succeeds.
+    let stacks: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(rc.cp.client(), "default", &support::stacks());
+    stacks
+        .patch(
+            "pending",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"pendingOperations": "Refresh"}})),
+        )
+        .await
+        .expect("patch pendingOperations");
+    gate::open(&fifo, Duration::from_secs(240)).await;
+    let s = real_node::wait_ready_after_success(&rc, "pending").await;
+    assert_eq!(s["status"]["outputs"], json!({"value": "one"}), "{s:#}");
+    let stack_events = events_for(&rc.cp, "default", "Stack", "pending").await;
+    let recovered: Vec<&String> = stack_events
+        .iter()
+        .filter(|(_, r, _)| r == "InterruptedUpdateRecovered")
+        .map(|(_, _, m)| m)
+        .collect();
+    assert_eq!(recovered.len(), 1, "{stack_events:?}");
+    assert!(
+        recovered[0].contains("released the stack lock it left (")
+            && recovered[0].contains("@pending-workspace-0 (pid ")
+            && recovered[0].contains("--clear-pending-creates")
+            && recovered[0]
+                .contains("creating urn:pulumi:pending::pending::gate:index:Resource::thing"),
+        "{}",
+        recovered[0]
+    );
+    let (pending, things) = state_of(state.path());
+    assert!(pending.is_empty(), "resolved: {pending:?}");
+    assert_eq!(things, 1, "one resource in the state");
+    let all = gate::update_states(&rc).await;
+    assert!(
+        all.iter().all(|(_, p, _, c)| p == "False" && c == "True"),
+        "none left running: {all:?}"
+    );
 }

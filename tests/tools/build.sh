@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Builds the upstream programs the tests run against, from their Go modules: kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubectl, the kubelet and kube-proxy of the real nodes
-# (tool `node`), etcd, Flux source-controller, the Pulumi CLI with its YAML language host,
-# grpcurl, PKO's agent, CoreDNS (the real nodes' cluster DNS) and kube-router (its firewall
+# (tool `node`), etcd, Flux source-controller, the Pulumi CLI with its YAML language host (and
+# a test provider of ours), grpcurl, PKO's agent, CoreDNS (the real nodes' cluster DNS) and kube-router (its firewall
 # controller enforces NetworkPolicy on the nodes), Helm (installs PKO's own chart with our
 # image) and gofakes3 (an S3-compatible server for Flux's Bucket source). Those are what the
 # tests use
 # (tests/README.md says which test needs which); the crictl wrapper is kept for debugging nodes
 # but built only when named, so a cold CI run does not pay for it.
 #
-# Each tool has a small wrapper module in tests/tools/<tool>/ (go.mod and go.sum only: the
-# replace lines upstream needs, and the pinned versions). No upstream source or binary is
+# Each tool has a small wrapper module in tests/tools/<tool>/ (go.mod and go.sum: the replace
+# lines upstream needs, and the pinned versions; a few hold a main package of ours too). No upstream source or binary is
 # committed. Binaries land in a cache keyed by tool and version, outside the repository:
 #
 #   ${E2E_TOOLS_DIR:-${XDG_CACHE_HOME:-~/.cache}/pulumi-flux-operator/tools}/<tool>-<version>/
@@ -215,7 +215,7 @@ wrapper_digest() {
   wrapper=$(wrapper_of "$tool")
   {
     if [ "$tool" = pko ]; then echo "$PKO_KEY"; else cat "$HERE/$wrapper/go.mod" "$HERE/$wrapper/go.sum"; fi
-    cat "$HERE/$wrapper"/*.go 2>/dev/null || true
+    cat "$HERE/$wrapper"/*.go "$HERE/$wrapper"/*/*.go 2>/dev/null || true
     declare -f "build_$tool"
   } | sha256sum | cut -c1-10
 }
@@ -290,6 +290,10 @@ build_pulumi() {
   GOFLAGS=-mod=mod GOBIN="$1" go install -trimpath \
     -ldflags "-s -w -X github.com/pulumi/pulumi-yaml/pkg/version.Version=$PULUMI_YAML_VERSION" \
     "github.com/pulumi/pulumi-yaml/cmd/pulumi-language-yaml@$PULUMI_YAML_VERSION"
+  # Ours (gate/main.go): a provider whose resources wait at a named pipe while created, so
+  # that a test can kill `pulumi up` in the middle of a provider operation. From this
+  # module's graph, so it costs only its own package.
+  go build -trimpath -ldflags "-s -w" -o "$1/pulumi-resource-gate" ./gate
 }
 
 # PKO's module is refused by the module proxy this project's machines use (403 for every

@@ -9,6 +9,7 @@ pub mod operation;
 pub mod process;
 pub mod project;
 pub mod pulumi;
+pub mod recovery;
 pub mod server;
 
 use std::net::SocketAddr;

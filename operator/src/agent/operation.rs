@@ -143,6 +143,8 @@ mod tests {
             policy_pack: vec![],
             refresh: Some(true),
             continue_on_error: Some(true),
+            // Not a flag: the agent acts on it before the `up` (recovery.rs).
+            pending_operations: Some(crate::proto::PendingOperationsPolicy::Refresh as i32),
         };
         let args = up(&r, "dev", &["-v=3".into()]);
         assert_eq!(

@@ -132,6 +132,8 @@ pub mod update_reason {
     pub const UPDATED: &str = "Updated";
     pub const UPDATE_CONFLICT: &str = "UpdateConflict";
     pub const INVALID_ACCESS_TOKEN: &str = "InvalidAccessToken";
+    /// Ours: `spec.pendingOperations: Fail` and the state lists pending operations.
+    pub const PENDING_OPERATIONS: &str = "PendingOperations";
 }
 
 /// Event reasons, as the troubleshooting guide names them.
@@ -150,6 +152,12 @@ pub mod event {
     /// Emitted after every successful update, whatever its type (PKO's name).
     pub const STACK_CREATED: &str = "StackCreated";
     pub const STACK_DESTROYED: &str = "StackDestroyed";
+    /// Not in PKO: an update cut off earlier left a lock or pending operations, and this one
+    /// dealt with them first (`spec.pendingOperations: Refresh`).
+    pub const INTERRUPTED_UPDATE_RECOVERED: &str = "InterruptedUpdateRecovered";
+    /// Not in PKO: an update refused to run over pending operations
+    /// (`spec.pendingOperations: Fail`); the message says how to resolve them.
+    pub const STACK_PENDING_OPERATIONS: &str = "StackPendingOperations";
     pub const WORKSPACE_DELETED: &str = "WorkspaceDeleted";
     // On Workspaces.
     pub const MIGRATED: &str = "Migrated";

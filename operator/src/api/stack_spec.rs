@@ -133,6 +133,14 @@ pub struct StackSpec {
     /// Only run previews (`pulumi preview`); never update or destroy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<bool>,
+    /// What an update does first when an earlier one was cut off (its workspace pod killed or
+    /// evicted mid-operation): `Refresh` (the default) resolves the operations it left pending
+    /// with `pulumi refresh --clear-pending-creates`; `Fail` runs nothing while operations are
+    /// pending, and says which and what to run. Either way a stack lock left by this Stack's
+    /// own workspace pod is released, and an `InterruptedUpdateRecovered` event says what was
+    /// done. Addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_operations: Option<crate::api::update::PendingOperations>,
     /// Service account of the workspace pod. It needs the `system:auth-delegator` role so the
     /// agent can authenticate the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -81,6 +81,34 @@ pub struct UpdateSpec {
     /// (destroy, refresh) Run the program to compute resource state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_program: Option<bool>,
+    /// (up) What to do first about an update that was cut off earlier (its pod killed or
+    /// evicted mid-operation): `Refresh` or `Fail`, as the Stack's field of that name. Unset:
+    /// as the CLI does (it warns about pending operations and goes on). Addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_operations: Option<PendingOperations>,
+}
+
+// What an `up` does about an update that was cut off earlier: the operations it left pending
+// in the stack's state, and the lock it left on a self-managed backend. (Not a doc comment:
+// the fields' own descriptions go into the CRDs.)
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PendingOperations {
+    /// Resolve pending operations with `pulumi refresh --clear-pending-creates` before the
+    /// `up`; an event says what was done.
+    #[default]
+    Refresh,
+    /// Run nothing while the state lists pending operations: the update fails, naming them and
+    /// the commands that resolve them.
+    Fail,
+}
+
+impl PendingOperations {
+    pub fn to_proto(self) -> crate::proto::PendingOperationsPolicy {
+        match self {
+            PendingOperations::Refresh => crate::proto::PendingOperationsPolicy::Refresh,
+            PendingOperations::Fail => crate::proto::PendingOperationsPolicy::Fail,
+        }
+    }
 }
 
 spec_or_default!(UpdateSpec);

@@ -18,7 +18,8 @@ use crate::agent::config::{self, Host};
 use crate::agent::operation::{self, Kind};
 use crate::agent::process::Children;
 use crate::agent::project::Project;
-use crate::agent::pulumi::{self, Output, Pulumi};
+use crate::agent::pulumi::{self, CliError, Output, Pulumi};
+use crate::agent::recovery;
 use crate::proto as pb;
 use crate::proto::automation_service_server::AutomationService;
 use replies::{
@@ -29,6 +30,14 @@ use slot::OneAtATime;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// What an operation does first about an update cut off earlier ([`recovery`]), and how it
+/// tells the caller what it did.
+struct Recover<T> {
+    policy: pb::PendingOperationsPolicy,
+    stack: String,
+    wrap: fn(pb::Recovery) -> T,
+}
+
 pub struct AgentServer {
     pulumi: Pulumi,
     project: Project,
@@ -37,8 +46,8 @@ pub struct AgentServer {
     /// The stack the calls work on, set by SelectStack (or `--stack`).
     stack: Mutex<Option<String>>,
     /// The operation running, if one is: one at a time, so that a retry never runs beside an
-    /// operation whose caller went away and which is still stopping (the self-managed
-    /// backends do not lock a stack).
+    /// operation whose caller went away and which is still stopping, and so that a lock taken
+    /// on this pod's hostname is known to be left by a process that is gone (recovery.rs).
     running: OneAtATime,
 }
 
@@ -221,6 +230,7 @@ impl AgentServer {
         kind: Kind,
         argv: Vec<String>,
         event: fn(prost_types::Struct) -> T,
+        recover: Option<Recover<T>>,
         finish: F,
     ) -> Result<BoxStream<T>, Status>
     where
@@ -231,7 +241,11 @@ impl AgentServer {
         let slot = self.running.claim(kind)?;
         let me = Arc::clone(self);
         Ok(spawn_stream(move |tx| async move {
-            let result = match me.operate(kind, argv, &tx, event).await {
+            let ran = match recover {
+                Some(r) => me.recover_and_operate(kind, argv, &tx, event, r).await,
+                None => me.operate(kind, argv, &tx, event).await,
+            };
+            let result = match ran {
                 Ok((out, seen)) => finish(me, out, seen).await,
                 Err(st) => Err(st),
             };
@@ -250,14 +264,14 @@ impl AgentServer {
         Ok(())
     }
 
-    /// Runs an operation, forwarding engine events into `tx` as `wrap(event)`.
-    async fn operate<T: Send + 'static>(
+    /// Runs an operation, forwarding engine events into `tx` as `wrap(event)`; the CLI's
+    /// own failure.
+    async fn operate_cli<T: Send + 'static>(
         &self,
-        kind: Kind,
         argv: Vec<String>,
         tx: &mpsc::Sender<Result<T, Status>>,
         wrap: fn(prost_types::Struct) -> T,
-    ) -> Result<(Output, Vec<Value>), Status> {
+    ) -> Result<(Output, Vec<Value>), CliError> {
         let (events_tx, mut events_rx) = mpsc::channel::<Value>(256);
         let out_tx = tx.clone();
         let forward = tokio::spawn(async move {
@@ -277,17 +291,151 @@ impl AgentServer {
         });
         let result = self.pulumi.run_operation(&argv, events_tx).await;
         let _ = forward.await;
-        result.map_err(|e| {
-            if self.children.is_stopping() {
-                Status::aborted(format!(
-                    "{} was interrupted because the workspace pod is shutting down; Pulumi \
-                     stopped it cleanly and saved the stack's state ({e})",
-                    kind.verb()
+        result
+    }
+
+    /// Runs an operation, forwarding engine events into `tx` as `wrap(event)`.
+    async fn operate<T: Send + 'static>(
+        &self,
+        kind: Kind,
+        argv: Vec<String>,
+        tx: &mpsc::Sender<Result<T, Status>>,
+        wrap: fn(prost_types::Struct) -> T,
+    ) -> Result<(Output, Vec<Value>), Status> {
+        self.operate_cli(argv, tx, wrap)
+            .await
+            .map_err(|e| self.failure(kind, &e))
+    }
+
+    fn failure(&self, kind: Kind, e: &CliError) -> Status {
+        if self.children.is_stopping() {
+            Status::aborted(format!(
+                "{} was interrupted because the workspace pod is shutting down; Pulumi \
+                 stopped it cleanly and saved the stack's state ({e})",
+                kind.verb()
+            ))
+        } else {
+            operation_failed(kind, e)
+        }
+    }
+
+    /// [`Self::operate`], after dealing with what an update cut off earlier left behind
+    /// ([`recovery`]): pending operations first, refused or resolved by a refresh as
+    /// `r.policy` says, then the stack's lock when the operation finds one this workspace
+    /// took (under either policy: that is always safe). What was done is sent to the caller
+    /// before the operation runs.
+    async fn recover_and_operate<T: Send + 'static>(
+        &self,
+        kind: Kind,
+        argv: Vec<String>,
+        tx: &mpsc::Sender<Result<T, Status>>,
+        wrap: fn(prost_types::Struct) -> T,
+        r: Recover<T>,
+    ) -> Result<(Output, Vec<Value>), Status> {
+        use pb::PendingOperationsPolicy as Policy;
+        if r.policy == Policy::Unspecified {
+            return self.operate(kind, argv, tx, wrap).await;
+        }
+        let export: recovery::Export = self
+            .pulumi
+            .run_json(&args(&["stack", "export", "--stack", &r.stack]))
+            .await
+            .map_err(|e| {
+                Status::unknown(format!(
+                    "cannot read the stack's state for pending operations: {e}"
                 ))
-            } else {
-                operation_failed(kind, &e)
-            }
-        })
+            })?;
+        let pending = export.pending();
+        if !pending.is_empty() && r.policy == Policy::Fail {
+            let message = recovery::refusal(&r.stack, &pending);
+            warn!(stack = %r.stack, pending = %recovery::describe(&pending), "refusing to run over pending operations");
+            return Err(pb::status_with_error_info(
+                tonic::Code::FailedPrecondition,
+                message.clone(),
+                &pb::PulumiErrorInfo {
+                    code: 409,
+                    reason: "PendingOperations".into(),
+                    message,
+                },
+            ));
+        }
+        if !pending.is_empty() {
+            let refresh = recovery::refresh_args(&r.stack, &self.pulumi.debug_args());
+            warn!(stack = %r.stack, pending = %recovery::describe(&pending), "an interrupted update left pending operations; refreshing to resolve them");
+            let mut released_locks = Vec::new();
+            let refreshed = match self.pulumi.run(&refresh).await {
+                Err(e) => match self.release_own_lock(&r.stack, &e).await? {
+                    Some(holders) => {
+                        released_locks = holders;
+                        self.pulumi.run(&refresh).await
+                    }
+                    None => Err(e),
+                },
+                done => done,
+            };
+            refreshed.map_err(|e| {
+                with_known_error(
+                    tonic::Code::Unknown,
+                    format!(
+                        "the refresh that resolves the pending operations of an interrupted \
+                         update ({}) failed: {e}",
+                        recovery::describe(&pending)
+                    ),
+                    &e,
+                )
+            })?;
+            let done = pb::Recovery {
+                released_locks,
+                pending_operations: pending,
+            };
+            let _ = tx.send(Ok((r.wrap)(done))).await;
+        }
+        match self.operate_cli(argv.clone(), tx, wrap).await {
+            Ok(done) => Ok(done),
+            Err(e) => match self.release_own_lock(&r.stack, &e).await? {
+                Some(released_locks) => {
+                    let done = pb::Recovery {
+                        released_locks,
+                        pending_operations: vec![],
+                    };
+                    let _ = tx.send(Ok((r.wrap)(done))).await;
+                    self.operate(kind, argv, tx, wrap).await
+                }
+                None => Err(self.failure(kind, &e)),
+            },
+        }
+    }
+
+    /// When `e` is the failure of a stack locked only by this pod's hostname (a process of an
+    /// earlier incarnation of the pod, or a CLI killed in it: the agent runs nothing else),
+    /// releases the lock (`pulumi cancel`) and returns the holders released; `None` when the
+    /// failure is not that.
+    async fn release_own_lock(
+        &self,
+        stack: &str,
+        e: &CliError,
+    ) -> Result<Option<Vec<String>>, Status> {
+        let Some(holders) = recovery::lock_holders(&e.full_text()) else {
+            return Ok(None);
+        };
+        let Some(me) = recovery::hostname() else {
+            return Ok(None);
+        };
+        if !recovery::all_ours(&holders, &me) {
+            return Ok(None);
+        }
+        let described: Vec<String> = holders.into_iter().map(|h| h.described).collect();
+        warn!(stack, locks = ?described, "releasing the lock an interrupted update of this workspace left");
+        self.pulumi
+            .run(&args(&["cancel", "--yes", "--stack", stack]))
+            .await
+            .map_err(|e| {
+                Status::unknown(format!(
+                    "cannot release the lock an interrupted update of this workspace left on \
+                     the stack: {e}"
+                ))
+            })?;
+        Ok(Some(described))
     }
 }
 
@@ -430,6 +578,7 @@ impl AutomationService for Arc<AgentServer> {
             Kind::Preview,
             argv,
             event,
+            None,
             move |me, out, seen| async move {
                 Ok(pb::PreviewStream {
                     response: Some(R::Result(pb::PreviewResult {
@@ -460,6 +609,7 @@ impl AutomationService for Arc<AgentServer> {
             Kind::Refresh,
             argv,
             event,
+            None,
             move |me, out, _| async move {
                 Ok(pb::RefreshStream {
                     response: Some(R::Result(pb::RefreshResult {
@@ -486,10 +636,18 @@ impl AutomationService for Arc<AgentServer> {
         let event = |e| pb::UpStream {
             response: Some(R::Event(e)),
         };
+        let recover = Recover {
+            policy: r.pending_operations(),
+            stack: stack.clone(),
+            wrap: |done| pb::UpStream {
+                response: Some(R::Recovery(done)),
+            },
+        };
         Ok(Response::new(self.stream(
             Kind::Up,
             argv,
             event,
+            Some(recover),
             move |me, out, _| async move {
                 let outputs = me.outputs(&stack).await?;
                 Ok(pb::UpStream {
@@ -523,6 +681,7 @@ impl AutomationService for Arc<AgentServer> {
             Kind::Destroy,
             argv,
             event,
+            None,
             move |me, out, _| async move {
                 let summary = me.last_summary(&stack).await;
                 let succeeded = summary

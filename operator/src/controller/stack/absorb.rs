@@ -82,6 +82,13 @@ pub fn absorb(
                 conflict_hint(stack),
             ));
         }
+        if conditions.reason(condition::FAILED) == Some(update_reason::PENDING_OPERATIONS) {
+            events.push((
+                EventType::Warning,
+                event::STACK_PENDING_OPERATIONS,
+                pending_hint(stack),
+            ));
+        }
         return Absorbed {
             last,
             outputs_secret: None,
@@ -112,6 +119,22 @@ fn conflict_hint(stack: &Stack) -> String {
          lock: kubectl exec -n {ns} {pod} -c pulumi -- pulumi cancel --yes --stack {stack}; \
          the next attempt then proceeds (or annotate the Stack with \
          pulumi.com/reconciliation-request to retry at once).",
+        ns = stack.namespace().unwrap_or_default(),
+        pod = format_args!("{}-workspace-0", stack.name_any()),
+        stack = stack.spec.0.stack,
+    )
+}
+
+/// How to resolve what an interrupted update left pending, when the Stack says not to do it
+/// for the user (`spec.pendingOperations: Fail`).
+fn pending_hint(stack: &Stack) -> String {
+    format!(
+        "An interrupted update left pending operations (the update's message names them). \
+         Check those resources with their provider, then resolve them: kubectl exec -n {ns} \
+         {pod} -c pulumi -- pulumi refresh --clear-pending-creates --yes --stack {stack} (if \
+         the stack is locked by that update, first: pulumi cancel --yes --stack {stack}); the \
+         next attempt then proceeds (annotate the Stack with pulumi.com/reconciliation-request \
+         to retry at once). Or set spec.pendingOperations: Refresh to have the operator do it.",
         ns = stack.namespace().unwrap_or_default(),
         pod = format_args!("{}-workspace-0", stack.name_any()),
         stack = stack.spec.0.stack,

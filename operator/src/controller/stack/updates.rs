@@ -69,6 +69,9 @@ pub fn desired_update(
             if let Some(r) = spec.refresh {
                 u["refresh"] = json!(r);
             }
+            if t == UpdateType::Up {
+                u["pendingOperations"] = json!(spec.pending_operations.unwrap_or_default());
+            }
         }
     }
     let mut doc = json!({
@@ -166,6 +169,7 @@ mod tests {
     use super::*;
     use crate::api::stack::StackSpecV1;
     use crate::api::stack_spec::{StackSpec, UpdateApplyConfiguration};
+    use crate::api::update::PendingOperations;
     use crate::api::workspace::WorkspaceSpec;
     use k8s_openapi::ByteString;
 
@@ -202,6 +206,11 @@ mod tests {
         assert_eq!(u.spec.target.as_deref(), Some(&["urn:a".to_string()][..]));
         assert_eq!(u.spec.refresh, Some(true));
         assert_eq!(u.spec.run_program, None, "runProgram is for destroy");
+        assert_eq!(
+            u.spec.pending_operations,
+            Some(PendingOperations::Refresh),
+            "the default, said on the Update"
+        );
         assert_eq!(u.spec.parallel, Some(2));
         assert_eq!(u.spec.ttl_after_completed.as_deref(), Some("1h"));
         assert_eq!(u.spec.message.as_deref(), Some("Initial stack update"));
@@ -231,6 +240,7 @@ mod tests {
         .expect("update");
         assert_eq!(u.spec.update_type, Some(UpdateType::Destroy));
         assert_eq!(u.spec.run_program, Some(true));
+        assert_eq!(u.spec.pending_operations, None, "only an up recovers");
         assert!(u.spec.target.is_none());
     }
 

@@ -87,7 +87,7 @@ macro_rules! run_result {
 /// broken connection, on the call or in the stream, says so ([`connection_lost`]).
 async fn drain<T>(
     call: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
-    result_of: impl Fn(T) -> Option<RunResult>,
+    mut result_of: impl FnMut(T) -> Option<RunResult>,
 ) -> Result<RunResult, tonic::Status> {
     let mut stream = call.map_err(connection_lost)?.into_inner();
     while let Some(msg) = stream.message().await.map_err(connection_lost)? {
@@ -127,10 +127,12 @@ fn connection_lost(st: tonic::Status) -> tonic::Status {
 }
 
 /// Runs the Update's operation through an agent (ours or PKO's: the interop test drives PKO's
-/// Go agent with it) and reads the stream to its result.
+/// Go agent with it) and reads the stream to its result. What the agent did first about an
+/// update cut off earlier goes into `recovered`, whatever the result.
 pub async fn run_operation(
     agent: &mut connect::AgentClient,
     u: &Update,
+    recovered: &mut Vec<pb::Recovery>,
 ) -> Result<RunResult, tonic::Status> {
     let s = &u.spec;
     let t = s.update_type.unwrap_or(UpdateType::Up);
@@ -163,9 +165,14 @@ pub async fn run_operation(
                 policy_pack: vec![],
                 refresh: s.refresh,
                 continue_on_error: s.continue_on_error,
+                pending_operations: s.pending_operations.map(|p| p.to_proto() as i32),
             };
             drain(agent.up(req).await, |m| match m.response {
                 Some(pb::up_stream::Response::Result(r)) => Some(run_result!(r, Some(r.outputs))),
+                Some(pb::up_stream::Response::Recovery(r)) => {
+                    recovered.push(r);
+                    None
+                }
                 _ => None,
             })
             .await
@@ -392,8 +399,12 @@ async fn execute(
     let kind = u.spec.update_type.unwrap_or(UpdateType::Up);
     info!(stack = %stack, kind = outcome::verbs(kind).1, "running the update");
     mark(ctx, u, ws, true).await;
-    let result = operate(&mut agent, u, &stack).await;
+    let mut recovered = Vec::new();
+    let result = operate(&mut agent, u, &stack, &mut recovered).await;
     mark(ctx, u, ws, false).await;
+    for r in &recovered {
+        announce_recovery(ctx, u, &stack, r).await;
+    }
     let succeeded = match result {
         Ok(r) => {
             let succeeded = draft.result(
@@ -422,6 +433,30 @@ async fn execute(
         .await;
     record(api, &name, &draft).await?;
     expire(u, ctx, api, &draft).await
+}
+
+/// Says on the Update, and on the Stack that made it, what was done about an update cut off
+/// earlier.
+async fn announce_recovery(ctx: &Context, u: &Update, stack: &str, r: &pb::Recovery) {
+    let note = outcome::recovery_note(stack, r);
+    warn!(stack, "{note}");
+    let reason = event::INTERRUPTED_UPDATE_RECOVERED;
+    ctx.events
+        .publish(u, EventType::Warning, reason, &note)
+        .await;
+    if let Some(owner) = u.owner_references().iter().find(|o| o.kind == "Stack") {
+        let regarding = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(owner.api_version.clone()),
+            kind: Some(owner.kind.clone()),
+            name: Some(owner.name.clone()),
+            namespace: u.namespace(),
+            uid: Some(owner.uid.clone()),
+            ..Default::default()
+        };
+        ctx.events
+            .publish_ref(regarding, EventType::Warning, reason, &note)
+            .await;
+    }
 }
 
 /// Saves the result of an operation that has run, held through an outage of the API server:
@@ -467,6 +502,7 @@ async fn operate(
     agent: &mut connect::AgentClient,
     u: &Update,
     stack: &str,
+    recovered: &mut Vec<pb::Recovery>,
 ) -> Result<RunResult, tonic::Status> {
     if u.spec.update_type == Some(UpdateType::Unsupported) {
         return Err(unsupported_type());
@@ -478,7 +514,7 @@ async fn operate(
             secrets_provider: None,
         })
         .await?;
-    run_operation(agent, u).await
+    run_operation(agent, u, recovered).await
 }
 
 /// Writes the outputs Secret (owned by the Update's owner, so it outlives the Update until

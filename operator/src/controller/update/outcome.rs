@@ -295,6 +295,42 @@ pub fn outputs_secret(
     }
 }
 
+/// The `InterruptedUpdateRecovered` event's message: what the agent did before this update
+/// about one cut off earlier ([`pb::Recovery`]).
+pub fn recovery_note(stack: &str, r: &pb::Recovery) -> String {
+    const SHOWN: usize = 5;
+    let mut did = Vec::new();
+    if !r.released_locks.is_empty() {
+        did.push(format!(
+            "released the stack lock it left ({})",
+            r.released_locks.join("; ")
+        ));
+    }
+    if !r.pending_operations.is_empty() {
+        let mut ops = r
+            .pending_operations
+            .iter()
+            .take(SHOWN)
+            .map(|o| format!("{} {}", o.r#type, o.urn))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if r.pending_operations.len() > SHOWN {
+            ops.push_str(&format!(" and {} more", r.pending_operations.len() - SHOWN));
+        }
+        did.push(format!(
+            "ran `pulumi refresh --clear-pending-creates` to resolve the {} operation(s) it \
+             left pending: {ops}. A resource whose creation was cut off may exist outside the \
+             stack's state; if this update creates it again, check its provider for a duplicate",
+            r.pending_operations.len()
+        ));
+    }
+    format!(
+        "An update of stack \"{stack}\" was cut off earlier (its workspace pod killed or \
+         evicted mid-operation); before this update the operator {}",
+        did.join(", and ")
+    )
+}
+
 /// The events' wording for an operation type.
 /// The Workspace event that tells how a run ended: `UpdateSucceeded` ("Updated stack
 /// \"dev\""), or `UpdateFailed` with the failure ("Failed to update stack \"dev\": ...").
@@ -533,5 +569,41 @@ mod tests {
             Some(reason::UNKNOWN)
         );
         assert_eq!(d.message.as_deref(), Some("up failed: boom"));
+    }
+
+    #[test]
+    fn a_recovery_note_names_the_lock_and_the_operations() {
+        let r = pb::Recovery {
+            released_locks: vec!["pulumi@app-workspace-0 (pid 41) at T".into()],
+            pending_operations: (0..6)
+                .map(|i| pb::PendingOperation {
+                    r#type: "creating".into(),
+                    urn: format!("urn:{i}"),
+                })
+                .collect(),
+        };
+        let note = recovery_note("dev", &r);
+        assert!(
+            note.starts_with("An update of stack \"dev\" was cut off earlier"),
+            "{note}"
+        );
+        assert!(
+            note.contains("released the stack lock it left (pulumi@app-workspace-0 (pid 41) at T)"),
+            "{note}"
+        );
+        assert!(
+            note.contains("resolve the 6 operation(s) it left pending: creating urn:0")
+                && note.contains("and 1 more")
+                && !note.contains("urn:5"),
+            "{note}"
+        );
+        let lock_only = recovery_note(
+            "dev",
+            &pb::Recovery {
+                released_locks: vec!["x@h (pid 1) at T".into()],
+                pending_operations: vec![],
+            },
+        );
+        assert!(!lock_only.contains("refresh"), "{lock_only}");
     }
 }

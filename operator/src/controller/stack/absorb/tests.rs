@@ -157,6 +157,28 @@ fn a_lock_conflict_also_says_how_to_remove_the_lock() {
 }
 
 #[test]
+fn pending_operations_refused_also_say_how_to_resolve_them() {
+    let u = update(
+        UpdateType::Up,
+        failed(update_reason::PENDING_OPERATIONS, "pending"),
+    );
+    let a = absorb(&stack(), None, &current("abc"), Some(&u), now());
+    assert_eq!(a.events.len(), 2, "{:?}", a.events);
+    let (t, r, hint) = &a.events[1];
+    assert_eq!(
+        (*t, *r),
+        (EventType::Warning, event::STACK_PENDING_OPERATIONS)
+    );
+    assert!(
+        hint.contains(
+            "kubectl exec -n team app-workspace-0 -c pulumi -- pulumi refresh \
+             --clear-pending-creates --yes --stack dev"
+        ) && hint.contains("spec.pendingOperations: Refresh"),
+        "{hint}"
+    );
+}
+
+#[test]
 fn an_update_deleted_before_it_ended_is_a_failure_that_names_it() {
     let a = absorb(&stack(), None, &current("abc"), None, now());
     assert_eq!(a.last.state.as_deref(), Some(FAILED));
