@@ -133,8 +133,8 @@ pub struct StackSpec {
     /// Only run previews (`pulumi preview`); never update or destroy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<bool>,
-    /// What an update does first when an earlier one was cut off (its workspace pod killed or
-    /// evicted mid-operation): `Refresh` (the default) resolves the operations it left pending
+    /// What an update (or the destroy of a deleted Stack) does first when an earlier one was
+    /// cut off (its workspace pod killed or evicted mid-operation): `Refresh` (the default) resolves the operations it left pending
     /// with `pulumi refresh --clear-pending-creates`; `Fail` runs nothing while operations are
     /// pending, and says which and what to run. Either way a stack lock left by this Stack's
     /// own workspace pod is released, and an `InterruptedUpdateRecovered` event says what was

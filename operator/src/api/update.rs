@@ -81,9 +81,10 @@ pub struct UpdateSpec {
     /// (destroy, refresh) Run the program to compute resource state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_program: Option<bool>,
-    /// (up) What to do first about an update that was cut off earlier (its pod killed or
-    /// evicted mid-operation): `Refresh` or `Fail`, as the Stack's field of that name. Unset:
-    /// as the CLI does (it warns about pending operations and goes on). Addition over PKO.
+    /// (up, destroy) What to do first about an update that was cut off earlier (its pod
+    /// killed or evicted mid-operation): `Refresh` or `Fail`, as the Stack's field of that
+    /// name. Unset: as the CLI does (it warns about pending operations and goes on). Addition
+    /// over PKO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_operations: Option<PendingOperations>,
 }

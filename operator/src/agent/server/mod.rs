@@ -677,11 +677,18 @@ impl AutomationService for Arc<AgentServer> {
         let event = |e| pb::DestroyStream {
             response: Some(R::Event(e)),
         };
+        let recover = Recover {
+            policy: r.pending_operations(),
+            stack: stack.clone(),
+            wrap: |done| pb::DestroyStream {
+                response: Some(R::Recovery(done)),
+            },
+        };
         Ok(Response::new(self.stream(
             Kind::Destroy,
             argv,
             event,
-            None,
+            Some(recover),
             move |me, out, _| async move {
                 let summary = me.last_summary(&stack).await;
                 let succeeded = summary

@@ -58,6 +58,7 @@ pub fn desired_update(
             if let Some(rp) = spec.run_program {
                 u["runProgram"] = json!(rp);
             }
+            u["pendingOperations"] = json!(spec.pending_operations.unwrap_or_default());
         }
         _ => {
             if let Some(targets) = spec.targets.as_ref().filter(|t| !t.is_empty()) {
@@ -240,7 +241,11 @@ mod tests {
         .expect("update");
         assert_eq!(u.spec.update_type, Some(UpdateType::Destroy));
         assert_eq!(u.spec.run_program, Some(true));
-        assert_eq!(u.spec.pending_operations, None, "only an up recovers");
+        assert_eq!(
+            u.spec.pending_operations,
+            Some(PendingOperations::Refresh),
+            "a destroy recovers too"
+        );
         assert!(u.spec.target.is_none());
     }
 

@@ -201,9 +201,14 @@ pub async fn run_operation(
                 continue_on_error: s.continue_on_error,
                 remove: s.remove,
                 run_program: s.run_program,
+                pending_operations: s.pending_operations.map(|p| p.to_proto() as i32),
             };
             drain(agent.destroy(req).await, |m| match m.response {
                 Some(pb::destroy_stream::Response::Result(r)) => Some(run_result!(r, None)),
+                Some(pb::destroy_stream::Response::Recovery(r)) => {
+                    recovered.push(r);
+                    None
+                }
                 _ => None,
             })
             .await
