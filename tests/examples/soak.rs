@@ -291,12 +291,17 @@ async fn main() {
     for i in 0..stacks {
         let name = stack_name(i);
         let spec = flux_ref(REPO, &format!("s{i}"));
+        let mut stack: Value = serde_json::from_str(&stack_yaml_with(
+            &name,
+            (rc.images.pulumi.as_str(), state.path()),
+            spec,
+        ))
+        .expect("Stack JSON");
+        // The default request (100m) fits 20 pods on this 2-core node, not 50.
+        stack["spec"]["workspaceTemplate"]["spec"]["resources"] =
+            json!({"requests": {"cpu": "10m", "memory": "64Mi"}});
         rc.cp
-            .apply_yaml(
-                &stack_yaml_with(&name, (rc.images.pulumi.as_str(), state.path()), spec),
-                "stack",
-                "default",
-            )
+            .apply_yaml(&stack.to_string(), "stack", "default")
             .await
             .expect("Stack");
     }

@@ -67,12 +67,14 @@ pub struct Holder {
     pub described: String,
 }
 
-/// The holders of the locks a failure names; `None` when it is not a lock failure.
+/// The holders of the locks a failure names, each once (the failure's text holds the CLI's
+/// message more than once: its summary and its stderr); `None` when it is not a lock failure.
 pub fn lock_holders(text: &str) -> Option<Vec<Holder>> {
     if !text.contains(LOCKED) {
         return None;
     }
-    let holders = text
+    let mut holders: Vec<Holder> = Vec::new();
+    let named = text
         .lines()
         .filter_map(|l| l.split_once(": created by ").map(|(_, who)| who.trim()))
         .filter_map(|who| {
@@ -82,8 +84,12 @@ pub fn lock_holders(text: &str) -> Option<Vec<Holder>> {
                 host: host.to_string(),
                 described: who.to_string(),
             })
-        })
-        .collect();
+        });
+    for h in named {
+        if !holders.contains(&h) {
+            holders.push(h);
+        }
+    }
     Some(holders)
 }
 
@@ -166,7 +172,9 @@ mod tests {
 
     #[test]
     fn lock_holders_are_read_from_the_cli_failure() {
-        let holders = lock_holders(LOCK_FAILURE).expect("a lock failure");
+        // As `CliError::full_text` gives it: the message in the summary and again in stderr.
+        let twice = format!("{LOCK_FAILURE}\n{LOCK_FAILURE}");
+        let holders = lock_holders(&twice).expect("a lock failure");
         assert_eq!(
             holders,
             vec![
