@@ -6,8 +6,8 @@
 //! (PKO#965), while a config key removed gets a fresh pod, since `config set-all` cannot take a
 //! key away. An operator that dies mid-update leaves no Update `Progressing`: the next one ends
 //! it `Aborted`, unmarks its pod, and the Stack's retry runs once (the program waits at a gate,
-//! a named pipe, so the update is surely cut off in its middle). A workspace pod killed while
-//! a provider creates a resource leaves the stack locked and the create pending: the next
+//! a named pipe, so the update is surely cut off in its middle). A workspace pod's processes
+//! killed while a provider creates a resource leave the stack locked and the create pending: the next
 //! update refuses to run over it (`pendingOperations: Fail`), or releases the lock and
 //! resolves it with a refresh (`Refresh`), saying so in an event.
 
@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use support::operator::{flux_ref, shared_state, stack_yaml_with};
 use support::real_node::{self, RealCluster};
-use support::{FluxFixture, events_for, gate};
+use support::{FluxFixture, events_for, fault, gate};
 
 async fn pod(rc: &RealCluster) -> Pod {
     gate::pod_of(rc, "wedge").await
@@ -298,28 +298,25 @@ async fn a_pod_killed_mid_create_leaves_a_pending_create_refused_then_resolved()
         .await
         .expect("Stack");
 
-    // The provider waits inside its create, which the engine has recorded as pending; the
-    // pod is killed there (no time to clean up, as an OOM kill or a node loss).
+    // The provider waits inside its create, which the engine has recorded as pending; every
+    // process of the pod's pulumi container (agent, CLI, provider) is killed there at once,
+    // as the OOM killer or a crashed node would: none cleans up. (Not a forced delete of the
+    // pod: the kubelet may then let the old pod run for its grace period, 600 s.) The kubelet
+    // restarts the container; the retries run in it.
     let first = gate::running(&rc).await;
     gate::wait_reader(&rc, "pending", Duration::from_secs(120)).await;
-    let killed = gate::pod_of(&rc, "pending").await.metadata.uid;
-    rc.kubectl(&[
-        "delete",
-        "pod",
-        "-n",
-        "default",
-        "pending-workspace-0",
-        "--grace-period=0",
-        "--force",
-    ])
-    .expect("kill the workspace pod");
+    let container = gate::pulumi_container(&rc, "pending").await;
+    assert!(
+        fault::kill_container(&container) >= 3,
+        "the agent, the CLI and the provider killed"
+    );
     let cut = gate::ended(&rc, &first, Duration::from_secs(120)).await;
     assert_eq!(cut.2, "Aborted", "{cut:?}");
     let (pending, _) = state_of(state.path());
     assert_eq!(pending.len(), 1, "the create left pending: {pending:?}");
     assert_eq!(pending[0]["type"], "creating", "{pending:?}");
 
-    // Fail: the retry, in a new pod, runs nothing and says what is pending and what to run.
+    // Fail: the retry runs nothing and says what is pending and what to run.
     let refused = support::wait_for(
         Duration::from_secs(240),
         "an update refused over the pending create",
@@ -362,9 +359,8 @@ async fn a_pod_killed_mid_create_leaves_a_pending_create_refused_then_resolved()
         1,
         "still pending: nothing ran"
     );
-    assert_ne!(gate::pod_of(&rc, "pending").await.metadata.uid, killed);
 
-    // Refresh: the next update releases the lock the killed pod left, resolves the create with
+    // Refresh: the next update releases the lock the killed CLI left, resolves the create with
     // a refresh, then creates the resource (through the gate again) and succeeds.
     let stacks: Api<kube::api::DynamicObject> =
         Api::namespaced_with(rc.cp.client(), "default", &support::stacks());

@@ -56,3 +56,25 @@ pub fn source_controller_replicas(rc: &RealCluster, n: u32) {
     ])
     .unwrap_or_else(|e| panic!("scale source-controller to {n}: {e}"));
 }
+
+/// Kills every process of a container at once (SIGKILL), as the OOM killer or a crashed node
+/// would: nothing in it gets to clean up. `container` as the pod's status gives it
+/// (`containerd://<id>`); its processes are those whose cgroup path names the id. Returns how
+/// many were killed.
+pub fn kill_container(container: &str) -> usize {
+    let id = container.rsplit("://").next().unwrap_or(container);
+    let mut killed = 0;
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = p.file_name().to_string_lossy().into_owned();
+        let Ok(pid) = pid.parse::<i32>() else {
+            continue;
+        };
+        let mine = std::fs::read_to_string(p.path().join("cgroup"))
+            .is_ok_and(|c| c.lines().any(|l| l.ends_with(id)));
+        // SAFETY: a plain kill(2) of a process found just now.
+        if mine && unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+            killed += 1;
+        }
+    }
+    killed
+}
