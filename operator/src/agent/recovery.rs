@@ -15,6 +15,7 @@
 
 use serde::Deserialize;
 
+use crate::agent::operation;
 use crate::proto as pb;
 
 /// What the CLI says when a self-managed backend's stack is locked.
@@ -106,21 +107,6 @@ pub fn hostname() -> Option<String> {
     (!h.is_empty()).then(|| h.to_string())
 }
 
-/// `creating urn:…, updating urn:…`, the first few of them.
-pub fn describe(ops: &[pb::PendingOperation]) -> String {
-    const SHOWN: usize = 5;
-    let mut s = ops
-        .iter()
-        .take(SHOWN)
-        .map(|o| format!("{} {}", o.r#type, o.urn))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if ops.len() > SHOWN {
-        s.push_str(&format!(" and {} more", ops.len() - SHOWN));
-    }
-    s
-}
-
 /// Why an `up` refuses to run under the `Fail` policy, and what resolves it.
 pub fn refusal(stack: &str, ops: &[pb::PendingOperation]) -> String {
     format!(
@@ -132,30 +118,15 @@ pub fn refusal(stack: &str, ops: &[pb::PendingOperation]) -> String {
          was created), and retry; or set spec.pendingOperations to Refresh to have that done \
          for you",
         n = ops.len(),
-        ops = describe(ops),
+        ops = pb::describe_pending(ops),
     )
 }
 
 /// The `refresh` that resolves pending operations: pending creates are dropped from the
 /// state (the CLI cannot tell whether they happened), the rest are read from their provider.
 pub fn refresh_args(stack: &str, debug: &[String]) -> Vec<String> {
-    let mut argv: Vec<String> = [
-        "refresh",
-        "--yes",
-        "--skip-preview",
-        "--clear-pending-creates",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    argv.extend(debug.iter().cloned());
-    argv.push("--exec-kind=auto.local".into());
-    argv.push(format!(
-        "--exec-agent={}",
-        crate::agent::operation::EXEC_AGENT
-    ));
-    argv.push("--stack".into());
-    argv.push(stack.to_string());
+    let mut argv = operation::refresh(&pb::RefreshRequest::default(), stack, debug);
+    argv.push("--clear-pending-creates".into());
     argv
 }
 
@@ -219,7 +190,7 @@ mod tests {
         .expect("export");
         let ops = export.pending();
         assert_eq!(
-            describe(&ops),
+            pb::describe_pending(&ops),
             "creating urn:pulumi:dev::p::gate:index:Resource::a, deleting \
              urn:pulumi:dev::p::gate:index:Resource::b"
         );

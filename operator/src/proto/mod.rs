@@ -23,6 +23,22 @@ pub struct RpcStatus {
 /// are `failed` and `in-progress`).
 pub const RESULT_SUCCEEDED: &str = "succeeded";
 
+/// `creating urn:…, updating urn:…`: the first few of an interrupted update's pending
+/// operations, as the agent's refusal and the operator's event both name them.
+pub fn describe_pending(ops: &[PendingOperation]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = ops
+        .iter()
+        .take(SHOWN)
+        .map(|o| format!("{} {}", o.r#type, o.urn))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ops.len() > SHOWN {
+        s.push_str(&format!(" and {} more", ops.len() - SHOWN));
+    }
+    s
+}
+
 /// The type URL grpc-go resolves `PulumiErrorInfo` by; package `agent` as in PKO.
 pub const PULUMI_ERROR_INFO_TYPE_URL: &str = "type.googleapis.com/agent.PulumiErrorInfo";
 

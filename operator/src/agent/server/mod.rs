@@ -38,6 +38,22 @@ struct Recover<T> {
     wrap: fn(pb::Recovery) -> T,
 }
 
+impl<T> Recover<T> {
+    /// Tells the caller what was done, before the operation runs.
+    async fn report(
+        &self,
+        tx: &mpsc::Sender<Result<T, Status>>,
+        released_locks: Vec<String>,
+        pending_operations: Vec<pb::PendingOperation>,
+    ) {
+        let done = pb::Recovery {
+            released_locks,
+            pending_operations,
+        };
+        let _ = tx.send(Ok((self.wrap)(done))).await;
+    }
+}
+
 pub struct AgentServer {
     pulumi: Pulumi,
     project: Project,
@@ -348,7 +364,7 @@ impl AgentServer {
         let pending = export.pending();
         if !pending.is_empty() && r.policy == Policy::Fail {
             let message = recovery::refusal(&r.stack, &pending);
-            warn!(stack = %r.stack, pending = %recovery::describe(&pending), "refusing to run over pending operations");
+            warn!(stack = %r.stack, pending = %pb::describe_pending(&pending), "refusing to run over pending operations");
             return Err(pb::status_with_error_info(
                 tonic::Code::FailedPrecondition,
                 message.clone(),
@@ -361,7 +377,7 @@ impl AgentServer {
         }
         if !pending.is_empty() {
             let refresh = recovery::refresh_args(&r.stack, &self.pulumi.debug_args());
-            warn!(stack = %r.stack, pending = %recovery::describe(&pending), "an interrupted update left pending operations; refreshing to resolve them");
+            warn!(stack = %r.stack, pending = %pb::describe_pending(&pending), "an interrupted update left pending operations; refreshing to resolve them");
             let mut released_locks = Vec::new();
             let refreshed = match self.pulumi.run(&refresh).await {
                 Err(e) => match self.release_own_lock(&r.stack, &e).await? {
@@ -379,26 +395,18 @@ impl AgentServer {
                     format!(
                         "the refresh that resolves the pending operations of an interrupted \
                          update ({}) failed: {e}",
-                        recovery::describe(&pending)
+                        pb::describe_pending(&pending)
                     ),
                     &e,
                 )
             })?;
-            let done = pb::Recovery {
-                released_locks,
-                pending_operations: pending,
-            };
-            let _ = tx.send(Ok((r.wrap)(done))).await;
+            r.report(tx, released_locks, pending).await;
         }
         match self.operate_cli(argv.clone(), tx, wrap).await {
             Ok(done) => Ok(done),
             Err(e) => match self.release_own_lock(&r.stack, &e).await? {
                 Some(released_locks) => {
-                    let done = pb::Recovery {
-                        released_locks,
-                        pending_operations: vec![],
-                    };
-                    let _ = tx.send(Ok((r.wrap)(done))).await;
+                    r.report(tx, released_locks, vec![]).await;
                     self.operate(kind, argv, tx, wrap).await
                 }
                 None => Err(self.failure(kind, &e)),

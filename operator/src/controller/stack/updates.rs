@@ -58,7 +58,6 @@ pub fn desired_update(
             if let Some(rp) = spec.run_program {
                 u["runProgram"] = json!(rp);
             }
-            u["pendingOperations"] = json!(spec.pending_operations.unwrap_or_default());
         }
         _ => {
             if let Some(targets) = spec.targets.as_ref().filter(|t| !t.is_empty()) {
@@ -70,10 +69,11 @@ pub fn desired_update(
             if let Some(r) = spec.refresh {
                 u["refresh"] = json!(r);
             }
-            if t == UpdateType::Up {
-                u["pendingOperations"] = json!(spec.pending_operations.unwrap_or_default());
-            }
         }
+    }
+    // The operations that recover from an update cut off earlier (the agent's recovery.rs).
+    if matches!(t, UpdateType::Up | UpdateType::Destroy) {
+        u["pendingOperations"] = json!(spec.pending_operations.unwrap_or_default());
     }
     let mut doc = json!({
         "metadata": {

@@ -298,7 +298,6 @@ pub fn outputs_secret(
 /// The `InterruptedUpdateRecovered` event's message: what the agent did before this update
 /// about one cut off earlier ([`pb::Recovery`]).
 pub fn recovery_note(stack: &str, r: &pb::Recovery) -> String {
-    const SHOWN: usize = 5;
     let mut did = Vec::new();
     if !r.released_locks.is_empty() {
         did.push(format!(
@@ -307,16 +306,7 @@ pub fn recovery_note(stack: &str, r: &pb::Recovery) -> String {
         ));
     }
     if !r.pending_operations.is_empty() {
-        let mut ops = r
-            .pending_operations
-            .iter()
-            .take(SHOWN)
-            .map(|o| format!("{} {}", o.r#type, o.urn))
-            .collect::<Vec<_>>()
-            .join(", ");
-        if r.pending_operations.len() > SHOWN {
-            ops.push_str(&format!(" and {} more", r.pending_operations.len() - SHOWN));
-        }
+        let ops = pb::describe_pending(&r.pending_operations);
         did.push(format!(
             "ran `pulumi refresh --clear-pending-creates` to resolve the {} operation(s) it \
              left pending: {ops}. A resource whose creation was cut off may exist outside the \
