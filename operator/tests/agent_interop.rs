@@ -155,7 +155,8 @@ async fn this_operator_drives_pkos_go_agent_through_an_update_and_a_destroy() {
         status: None,
     };
     let up = update("interop-up", UpdateType::Up);
-    let result = run_operation(&mut client, &up, &mut Vec::new())
+    let mut seen = operator::controller::update::Observed::default();
+    let result = run_operation(&mut client, &up, &mut seen)
         .await
         .unwrap_or_else(|st| {
             panic!(
@@ -171,6 +172,14 @@ async fn this_operator_drives_pkos_go_agent_through_an_update_and_a_destroy() {
         "2026-11-29T00:00:00Z",
     );
     assert!(succeeded, "{:?}", result.summary);
+    // The engine events PKO's agent streams are read as ours are: the stack resource created.
+    let changes = seen.changes.resources();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.resource_type == "pulumi:pulumi:Stack" && c.operation == "create"),
+        "{changes:?}"
+    );
     assert!(draft.conditions.is_true("Complete"));
     assert_eq!(draft.conditions.reason("Failed"), Some("UpdateSucceeded"));
     // PKO's agent reports the message JSON-quoted (ours does not); it is recorded as given.
@@ -196,7 +205,7 @@ async fn this_operator_drives_pkos_go_agent_through_an_update_and_a_destroy() {
     );
 
     let destroy = update("interop-destroy", UpdateType::Destroy);
-    let result = run_operation(&mut client, &destroy, &mut Vec::new())
+    let result = run_operation(&mut client, &destroy, &mut Default::default())
         .await
         .expect("destroy through PKO's agent");
     let mut draft = Draft::new(&destroy);

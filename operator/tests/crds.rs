@@ -118,6 +118,8 @@ fn stack_serves_v1_as_storage_and_v1alpha1_deprecated() {
             "Ready",
             "Reconciling",
             "Stalled",
+            // Ours: what the last drift check found (spec.driftDetection).
+            "Drifted",
             "Permalink",
             "Suspended"
         ]
@@ -520,8 +522,10 @@ fn whatever_pkos_crds_admit_ours_admit_and_our_types_read() {
 
 /// Our fields PKO lacks (README, "Installing the CRDs"): the Stack's `pulumiLogLevel`,
 /// Flux's `suspend` and `lastHandledReconcileAt` (with the request an update is for),
-/// `outputsSecretRef`, `pendingOperations` (Stack, Update and updateTemplate), and pinned SSH
-/// host keys (`knownHosts`) wherever git credentials are given.
+/// `outputsSecretRef`, `pendingOperations` (Stack, Update and updateTemplate), the Update's
+/// `previewOnly` and `changes`, drift detection (`driftDetection`, `status.drift`, the
+/// purpose of the update in flight), and pinned SSH host keys (`knownHosts`) wherever git
+/// credentials are given.
 fn our_addition(problem: &str) -> bool {
     problem.ends_with(": unknown field")
         && [
@@ -530,6 +534,15 @@ fn our_addition(problem: &str) -> bool {
             ".spec.outputsSecretRef:",
             ".spec.pendingOperations:",
             ".spec.updateTemplate.spec.pendingOperations:",
+            ".spec.previewOnly:",
+            ".spec.driftDetection:",
+            ".status.drift:",
+            ".status.currentUpdate.purpose:",
+            ".spec.updateTemplate.spec.previewOnly:",
+            ".status.changes:",
+            ".status.changesOmitted:",
+            ".spec.updateTemplate.status.changes:",
+            ".spec.updateTemplate.status.changesOmitted:",
             ".status.lastHandledReconcileAt:",
             ".status.currentUpdate.reconcileRequestedAt:",
             ".spec.gitAuth.sshAuth.knownHosts:",

@@ -182,6 +182,20 @@ impl Cluster {
         Ok(())
     }
 
+    /// The workspace image with the Pulumi Kubernetes provider installed
+    /// ([`images::pulumi_kubernetes_image`]), built and pushed to the cluster's registry
+    /// (again on each call): for programs that manage objects in this cluster.
+    pub fn pulumi_kubernetes_image(&self) -> Result<String, ClusterError> {
+        let buildah = Buildah::new(self.cp.dir())?;
+        Ok(images::pulumi_kubernetes_image(
+            &buildah,
+            &self.registry,
+            &tool_dir("pulumi", "pulumi")?,
+            &tool_dir("pulumi-kubernetes", "pulumi-resource-kubernetes")?,
+            &tools::pulumi_kubernetes_version()?,
+        )?)
+    }
+
     /// `kubectl <args>` against this cluster: stdout, or the failure with the nodes' logs.
     pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
         self.cp

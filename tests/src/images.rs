@@ -226,9 +226,54 @@ pub fn pulumi_image(
     registry: &Registry,
     pulumi_dir: &Path,
 ) -> Result<String, ImagesError> {
+    pulumi_image_with(buildah, registry, pulumi_dir, &[], "pulumi")
+}
+
+/// A provider plugin to install in a workspace image's plugin cache.
+pub struct Plugin<'a> {
+    /// `gate`, `kubernetes`: the binary is `pulumi-resource-<name>`.
+    pub name: &'a str,
+    /// The version programs pin (`options: version:`), without the `v`.
+    pub version: &'a str,
+    /// The directory holding the binary.
+    pub dir: &'a Path,
+}
+
+/// [`pulumi_image`] with the Pulumi Kubernetes provider (`pulumi-resource-kubernetes`, built
+/// by tests/tools/build.sh from its Go module) installed too, as image `pulumi-kubernetes`:
+/// for programs that manage objects in the test cluster. Its own image because the plugin is
+/// 170 MB, which tests that do not use it should not push and pull.
+pub fn pulumi_kubernetes_image(
+    buildah: &Buildah,
+    registry: &Registry,
+    pulumi_dir: &Path,
+    provider_dir: &Path,
+    version: &str,
+) -> Result<String, ImagesError> {
+    let kubernetes = Plugin {
+        name: "kubernetes",
+        version,
+        dir: provider_dir,
+    };
+    pulumi_image_with(
+        buildah,
+        registry,
+        pulumi_dir,
+        &[kubernetes],
+        "pulumi-kubernetes",
+    )
+}
+
+fn pulumi_image_with(
+    buildah: &Buildah,
+    registry: &Registry,
+    pulumi_dir: &Path,
+    extra: &[Plugin],
+    image: &str,
+) -> Result<String, ImagesError> {
     use std::os::unix::fs::PermissionsExt;
     let here = crate::control_plane::repo_root().join("tests/images/pulumi");
-    let context = buildah.context("pulumi")?;
+    let context = buildah.context(image)?;
     let root = context.join("rootfs");
     let io = |p: &Path| {
         let p = p.to_path_buf();
@@ -241,17 +286,23 @@ pub fn pulumi_image(
     for b in ["pulumi", "pulumi-language-yaml"] {
         copy(&pulumi_dir.join(b), &root.join("pulumi/bin").join(b))?;
     }
-    // The gate provider as an installed plugin (what `pulumi plugin install resource gate
-    // v0.1.0 -f ...` makes), so that `pulumi install` finds the version a program pins
-    // instead of downloading it.
+    // Providers as installed plugins (what `pulumi plugin install resource NAME VERSION -f
+    // ...` makes), so that `pulumi install` finds the version a program pins instead of
+    // downloading it.
     let plugins = context.join("home/.pulumi/plugins");
-    let gate = plugins.join("resource-gate-v0.1.0");
-    std::fs::create_dir_all(&gate).map_err(io(&gate))?;
-    copy(
-        &pulumi_dir.join("pulumi-resource-gate"),
-        &gate.join("pulumi-resource-gate"),
-    )?;
-    std::fs::write(plugins.join("resource-gate-v0.1.0.lock"), "").map_err(io(&plugins))?;
+    let gate = Plugin {
+        name: "gate",
+        version: "0.1.0",
+        dir: pulumi_dir,
+    };
+    for p in std::iter::once(&gate).chain(extra) {
+        let installed = plugins.join(format!("resource-{}-v{}", p.name, p.version));
+        std::fs::create_dir_all(&installed).map_err(io(&installed))?;
+        let binary = format!("pulumi-resource-{}", p.name);
+        copy(&p.dir.join(&binary), &installed.join(&binary))?;
+        let lock = plugins.join(format!("resource-{}-v{}.lock", p.name, p.version));
+        std::fs::write(&lock, "").map_err(io(&lock))?;
+    }
     busybox_into(&root)?;
     copy(
         Path::new(CA_BUNDLE),
@@ -270,7 +321,7 @@ pub fn pulumi_image(
         &here.join("Dockerfile"),
         None,
         &context,
-        "pulumi",
+        image,
         "e2e",
     )
 }

@@ -17,6 +17,8 @@ pub enum ToolsError {
     },
     #[error("cannot run tests/tools/build.sh")]
     Spawn(#[source] std::io::Error),
+    #[error("cannot read {0}")]
+    Read(PathBuf, #[source] std::io::Error),
     #[error("{0} was not built (looked in {1})")]
     Missing(String, String),
 }
@@ -51,6 +53,23 @@ pub fn dirs(tools: &[&str]) -> Result<Vec<PathBuf>, ToolsError> {
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
         .collect())
+}
+
+/// The version the Pulumi Kubernetes provider reports (`PULUMI_KUBERNETES_VERSION` in
+/// tests/tools/build.sh, which stamps it into the binary): what programs pin and the plugin
+/// cache names.
+pub fn pulumi_kubernetes_version() -> Result<String, ToolsError> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/build.sh");
+    let text = std::fs::read_to_string(&script).map_err(|e| ToolsError::Read(script.clone(), e))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("PULUMI_KUBERNETES_VERSION="))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| {
+            ToolsError::Read(
+                script.clone(),
+                std::io::Error::other("no PULUMI_KUBERNETES_VERSION= line"),
+            )
+        })
 }
 
 /// The path of one binary among `dirs`.

@@ -4,8 +4,9 @@
 # (tool `node`), etcd, Flux source-controller, the Pulumi CLI with its YAML language host (and
 # a test provider of ours), grpcurl, PKO's agent, CoreDNS (the real nodes' cluster DNS) and kube-router (its firewall
 # controller enforces NetworkPolicy on the nodes), Helm (installs PKO's own chart with our
-# image) and gofakes3 (an S3-compatible server for Flux's Bucket source). Those are what the
-# tests use
+# image), gofakes3 (an S3-compatible server for Flux's Bucket source) and the Pulumi Kubernetes
+# provider (programs that manage objects in the test cluster: drift detection). Those are what
+# the tests use
 # (tests/README.md says which test needs which); the crictl wrapper is kept for debugging nodes
 # but built only when named, so a cold CI run does not pay for it.
 #
@@ -63,8 +64,8 @@ PULUMI_KUBERNETES_VERSION=4.24.1-dev.20260115
 GO_DIGEST_PIN=github.com/opencontainers/go-digest@v1.0.1-0.20220411205349-bde1400a84be
 
 # What the tests use; the others are built only when named.
-ALL_TOOLS="k8s node etcd flux pulumi grpcurl pko coredns kube-router helm gofakes3 kustomize-controller"
-KNOWN_TOOLS="$ALL_TOOLS crictl pulumi-kubernetes"
+ALL_TOOLS="k8s node etcd flux pulumi grpcurl pko coredns kube-router helm gofakes3 kustomize-controller pulumi-kubernetes"
+KNOWN_TOOLS="$ALL_TOOLS crictl"
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${E2E_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pulumi-flux-operator/tools}
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly GOTOOLCHAIN=local

@@ -57,9 +57,14 @@ impl Flags {
 }
 
 fn head(kind: Kind, debug: &[String]) -> Flags {
+    head_as(kind, kind != Kind::Preview, debug)
+}
+
+/// The verb, then `--yes --skip-preview` for an operation that changes things (`changes`).
+fn head_as(kind: Kind, changes: bool, debug: &[String]) -> Flags {
     let mut f = Flags::default();
     f.0.push(kind.verb().to_string());
-    if kind != Kind::Preview {
+    if changes {
         f.0.push("--yes".into());
         f.0.push("--skip-preview".into());
     }
@@ -104,7 +109,11 @@ pub fn up(r: &UpRequest, stack: &str, debug: &[String]) -> Vec<String> {
 }
 
 pub fn refresh(r: &RefreshRequest, stack: &str, debug: &[String]) -> Vec<String> {
-    let mut f = head(Kind::Refresh, debug);
+    // A preview-only refresh is a preview: the CLI refuses `--skip-preview` with it, and
+    // there is nothing to say yes to.
+    let preview_only = r.preview_only == Some(true);
+    let mut f = head_as(Kind::Refresh, !preview_only, debug);
+    f.flag("preview-only", r.preview_only);
     f.parallel(r.parallel);
     f.value("message", r.message.as_deref());
     f.flag("expect-no-changes", r.expect_no_changes);
@@ -193,6 +202,22 @@ mod tests {
             ..Default::default()
         };
         assert!(refresh(&r, "s", &[]).contains(&"--run-program=false".to_string()));
+        let check = RefreshRequest {
+            preview_only: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            refresh(&check, "s", &[]),
+            [
+                "refresh",
+                "--exec-kind=auto.local",
+                &format!("--exec-agent={EXEC_AGENT}"),
+                "--preview-only",
+                "--stack",
+                "s"
+            ],
+            "the CLI refuses --skip-preview with --preview-only"
+        );
         assert!(
             !refresh(&r, "s", &[])
                 .iter()

@@ -18,6 +18,9 @@ pub mod label {
     /// at once, as [`RECONCILE_REQUEST`] does; `status.lastHandledReconcileAt` says when it has
     /// been handled.
     pub const FLUX_RECONCILE_REQUEST: &str = "reconcile.fluxcd.io/requestedAt";
+    /// Ours: annotation on a Stack; a new value runs a drift check at once
+    /// (`status.drift.lastHandledRequest` says when it has been handled).
+    pub const DRIFT_CHECK_REQUEST: &str = "pulumi.com/drift-check-request";
     /// On Workspaces and Updates made by the Stack controller.
     pub const PULUMI_COMPONENT: &str = "pulumi.com/component";
     pub const STACK_NAME: &str = "pulumi.com/stack-name";
@@ -72,6 +75,17 @@ pub mod condition {
     pub const PROGRESSING: &str = "Progressing";
     pub const FAILED: &str = "Failed";
     pub const COMPLETE: &str = "Complete";
+    /// Ours, on Stacks with `spec.driftDetection`: what the last drift check found.
+    pub const DRIFTED: &str = "Drifted";
+}
+
+/// Reasons of the Stack's `Drifted` condition (ours).
+pub mod drift_reason {
+    pub const DRIFT_DETECTED: &str = "DriftDetected";
+    pub const NO_DRIFT: &str = "NoDrift";
+    pub const CHECK_FAILED: &str = "DriftCheckFailed";
+    /// A remediation `up` succeeded; the next check confirms.
+    pub const REMEDIATED: &str = "DriftRemediated";
 }
 
 /// Condition reasons on Stacks.
@@ -159,6 +173,15 @@ pub mod event {
     /// (`spec.pendingOperations: Fail`); the message says how to resolve them.
     pub const STACK_PENDING_OPERATIONS: &str = "StackPendingOperations";
     pub const WORKSPACE_DELETED: &str = "WorkspaceDeleted";
+    /// Not in PKO: a drift check found resources that differ from the stack's state (Normal
+    /// in `detect` mode, Warning in `warn` and `remediate`); only when what differs changed.
+    pub const DRIFT_DETECTED: &str = "DriftDetected";
+    /// Not in PKO: a check found no drift after one that did.
+    pub const DRIFT_RESOLVED: &str = "DriftResolved";
+    /// Not in PKO: a drift check could not run to its end.
+    pub const DRIFT_CHECK_FAILED: &str = "DriftCheckFailed";
+    /// Not in PKO: the `up` started in `remediate` mode succeeded.
+    pub const DRIFT_REMEDIATED: &str = "DriftRemediated";
     // On Workspaces.
     pub const MIGRATED: &str = "Migrated";
     pub const CONNECTION_FAILURE: &str = "ConnectionFailure";

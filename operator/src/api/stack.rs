@@ -31,6 +31,7 @@ pub use super::workspace::ProjectInfo;
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reconciling","type":"string","jsonPath":".status.conditions[?(@.type==\"Reconciling\")].reason"}"#,
     printcolumn = r#"{"name":"Stalled","type":"string","jsonPath":".status.conditions[?(@.type==\"Stalled\")].reason"}"#,
+    printcolumn = r#"{"name":"Drifted","type":"string","jsonPath":".status.conditions[?(@.type==\"Drifted\")].status"}"#,
     printcolumn = r#"{"name":"Permalink","type":"string","jsonPath":".status.lastUpdate.permalink"}"#,
     printcolumn = r#"{"name":"Suspended","type":"boolean","jsonPath":".spec.suspend","priority":10}"#
 )]
@@ -76,6 +77,45 @@ pub struct StackStatus {
     /// over PKO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+    /// The last drift check (`spec.driftDetection`). Addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftStatus>,
+}
+
+/// What the last drift check found.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftStatus {
+    /// When the last check ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::date_time")]
+    pub last_check_time: Option<String>,
+    /// The source revision deployed when it ran (the last successful update's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The Update that ran it (a preview-only refresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<String>,
+    /// The resources that differ from the stack's state, and their paths (never values);
+    /// what `ignore` rules cover is left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Vec<crate::api::update::ResourceChange>>,
+    /// How many differing resources the check found beyond those listed (ignored ones not
+    /// counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub omitted: Option<i64>,
+    /// How many differences (resources or paths) `ignore` rules left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<i64>,
+    /// Why the check failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// (remediate) The `up` started to put the resources back, once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<String>,
+    /// The `pulumi.com/drift-check-request` value last handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_request: Option<String>,
 }
 
 /// The outcome of the last completed update.
@@ -183,6 +223,20 @@ pub struct CurrentStackUpdate {
     /// PKO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconcile_requested_at: Option<String>,
+    /// What the update is for, when it is not the program's: `driftCheck` (a preview-only
+    /// refresh whose result goes to `status.drift`) or `driftRemediation` (an `up` with
+    /// refresh after drift was found). Addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<UpdatePurpose>,
+}
+
+// What an update of a Stack is for beside deploying its program. (Not a doc comment: the
+// field's own description goes into the CRD.)
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum UpdatePurpose {
+    DriftCheck,
+    DriftRemediation,
 }
 
 /// `pulumi.com/v1alpha1`: served for old manifests, deprecated; same spec, smaller status.

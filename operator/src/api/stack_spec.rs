@@ -174,6 +174,74 @@ pub struct StackSpec {
     /// Addition over PKO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs_secret_ref: Option<OutputsSecretRef>,
+    /// Checks, on an interval or a cron schedule, whether the stack's resources still match
+    /// its state (a preview-only refresh, run as an Update: nothing is written), and reports,
+    /// warns about or remediates what differs. Addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_detection: Option<DriftDetection>,
+}
+
+/// When and how a Stack checks for drift: changes made to its resources outside Pulumi.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftDetection {
+    /// Time between checks, e.g. `30m` or `6h` (at least `5m`). Exactly one of `interval` and
+    /// `schedule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::duration")]
+    pub interval: Option<String>,
+    /// When to check, as a CronJob's schedule (five fields, UTC), e.g. `0 */6 * * *`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// `detect` (the default): record drift in `status.drift` and the `Drifted` condition,
+    /// with a Normal `DriftDetected` event; `warn`: the same with a Warning event;
+    /// `remediate`: the same, then an `up` with refresh puts the resources back as the program
+    /// declares them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<DriftMode>,
+    /// Differences not to report (nor remediate for): fields other controllers own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore: Option<Vec<DriftIgnore>>,
+}
+
+// What a Stack does about drift it finds. (Not a doc comment: the field's own description goes
+// into the CRD.)
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftMode {
+    #[default]
+    Detect,
+    Warn,
+    Remediate,
+}
+
+impl DriftMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DriftMode::Detect => "detect",
+            DriftMode::Warn => "warn",
+            DriftMode::Remediate => "remediate",
+        }
+    }
+}
+
+/// Differences a drift check does not report: those of the resources that match `urn` and
+/// `type`, at `paths` (or all of theirs).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftIgnore {
+    /// Resource URNs this rule covers, as a glob (`*` any run of characters, `?` one), e.g.
+    /// `*::kubernetes:apps/v1:Deployment::web`. Unset: every resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urn: Option<String>,
+    /// Resource types this rule covers, as a glob, e.g. `kubernetes:apps/v1:*`. Unset: every
+    /// type.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    pub resource_type: Option<String>,
+    /// Property paths to ignore, as Pulumi prints them (`spec.replicas`,
+    /// `metadata.annotations`); a path covers everything under it. Unset: the whole resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<String>>,
 }
 
 /// Where a Stack's outputs are written, and which.

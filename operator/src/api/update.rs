@@ -87,6 +87,12 @@ pub struct UpdateSpec {
     /// over PKO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_operations: Option<PendingOperations>,
+    /// (refresh) Only find what a refresh would change (`pulumi refresh --preview-only`):
+    /// the differences between the stack's state and its resources as they are, in
+    /// `status.changes`, with no state written. What a Stack's drift check runs. Addition
+    /// over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_only: Option<bool>,
 }
 
 // What an `up` does about an update that was cut off earlier: the operations it left pending
@@ -183,4 +189,30 @@ pub struct UpdateStatus {
     /// The project the operation ran on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_info: Option<ProjectInfo>,
+    /// What the operation changed, or (preview, preview-only refresh) would change, per
+    /// resource: URN, type, operation and the property paths that differ, never their values.
+    /// At most 100 resources; `changesOmitted` counts the rest. Addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Vec<ResourceChange>>,
+    /// How many changed resources `changes` leaves out. Addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes_omitted: Option<i64>,
+}
+
+/// One resource an operation changed or would change.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceChange {
+    /// The resource's URN.
+    pub urn: String,
+    /// The resource's type token, e.g. `kubernetes:core/v1:ConfigMap`.
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    /// As the engine names it: `create`, `update`, `delete`, `replace`, `import`, ... For a
+    /// refresh: `update` (the resource differs from the state) or `delete` (it is gone).
+    pub operation: String,
+    /// The property paths that differ, as Pulumi prints them (`data.color`,
+    /// `spec.template.spec.containers[0].image`); at most 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<String>>,
 }

@@ -2,6 +2,7 @@
 //! Stack (what users write: source, config, when to update) and Program (a program served as
 //! an artifact). Each reconciler reads, calls pure functions that decide, and applies.
 
+pub mod cron;
 pub mod duration;
 pub mod program;
 pub mod runtime;

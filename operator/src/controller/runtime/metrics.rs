@@ -298,6 +298,7 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     pub stacks_active: Gauge,
     pub stacks_failing: Family<StackLabels, Gauge>,
+    pub stacks_drifted: Family<StackLabels, Gauge>,
     pub programs_active: Gauge,
     pub reconciles: Family<ControllerLabel, Counter>,
     pub failures: Family<ErrorLabels, Counter>,
@@ -310,6 +311,7 @@ impl Default for Metrics {
         let mut registry = Registry::default();
         let stacks_active = Gauge::default();
         let stacks_failing = Family::<StackLabels, Gauge>::default();
+        let stacks_drifted = Family::<StackLabels, Gauge>::default();
         let programs_active = Gauge::default();
         let reconciles = Family::<ControllerLabel, Counter>::default();
         let failures = Family::<ErrorLabels, Counter>::default();
@@ -323,6 +325,11 @@ impl Default for Metrics {
             "stacks_failing",
             "1 when the Stack's last update failed",
             stacks_failing.clone(),
+        );
+        registry.register(
+            "stacks_drifted",
+            "1 when the Stack's last drift check found drift (Stacks with spec.driftDetection)",
+            stacks_drifted.clone(),
         );
         registry.register(
             "programs_active",
@@ -346,6 +353,7 @@ impl Default for Metrics {
             registry: Mutex::new(registry),
             stacks_active,
             stacks_failing,
+            stacks_drifted,
             programs_active,
             reconciles,
             failures,

@@ -3,6 +3,7 @@
 //! into status and events. Deletion runs `destroy` first when `destroyOnFinalize` is set.
 
 pub mod absorb;
+pub mod drift;
 #[cfg(test)]
 mod fixtures;
 pub mod flux;
@@ -36,7 +37,7 @@ use super::{Error, apply_status, update as update_ctl, workspace as workspace_ct
 use crate::api::names::{
     condition, event, field_manager, finalizer, label, stack_reason as reason,
 };
-use crate::api::stack::{CurrentStackUpdate, Stack, StackUpdateState};
+use crate::api::stack::{CurrentStackUpdate, Stack, StackUpdateState, UpdatePurpose};
 use crate::api::update::{Update, UpdateType};
 use crate::api::workspace::Workspace;
 use status::Draft;
@@ -212,6 +213,7 @@ impl Run<'_> {
                 self.draft.suspended();
                 Action::await_change()
             }
+            Stop::Checking { recheck } => Action::requeue(recheck),
         };
         self.save().await?;
         Ok(action)
@@ -339,6 +341,13 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Action, Halt> {
         &mut ws,
         run.ctx.default_service_account.as_deref(),
     );
+    let drift_cadence = drift::settings(run.stack)
+        .map_err(Stop::spec)?
+        .map(|(_, c)| c);
+    if drift_cadence.is_none() {
+        run.draft.drift = None;
+        run.draft.conditions.remove(condition::DRIFTED);
+    }
 
     let observed = sync::Observed {
         commit: &commit,
@@ -351,7 +360,26 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Action, Halt> {
             if !run.deleting {
                 outputs_secret::ensure(run).await?;
             }
-            return Ok(synced(run, polls_branch, now).await?);
+            let due = match (&drift_cadence, run.deleting) {
+                (Some(c), false) => drift::next(&run.current(), c, now),
+                _ => drift::Next::Idle,
+            };
+            let purpose = drift::purpose(&due);
+            match due {
+                drift::Next::Check(message) => {
+                    let applied = apply_workspace(run, &ws, purpose).await?;
+                    create_update(run, &applied, &message, &commit, now, purpose).await?;
+                    return Ok(Action::await_change());
+                }
+                drift::Next::Remediate(message) => {
+                    run.event(EventType::Normal, event::STACK_UPDATE_DETECTED, &message);
+                    let applied = apply_workspace(run, &ws, purpose).await?;
+                    create_update(run, &applied, &message, &commit, now, purpose).await?;
+                    return Ok(Action::await_change());
+                }
+                drift::Next::After(d) => return Ok(synced(run, polls_branch, now, Some(d)).await?),
+                drift::Next::Idle => return Ok(synced(run, polls_branch, now, None).await?),
+            }
         }
     };
     run.event(EventType::Normal, event::STACK_UPDATE_DETECTED, &message);
@@ -359,8 +387,8 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Action, Halt> {
     if !run.deleting {
         prerequisites(run, now).await?;
     }
-    let applied = apply_workspace(run, &ws).await?;
-    create_update(run, &applied, &message, &commit, now).await?;
+    let applied = apply_workspace(run, &ws, None).await?;
+    create_update(run, &applied, &message, &commit, now, None).await?;
     Ok(Action::await_change())
 }
 
@@ -381,6 +409,12 @@ async fn absorb_finished_update(run: &mut Run<'_>, now: jiff::Timestamp) -> Resu
     let uname = current.name.clone().unwrap_or_default();
     let found = updates.get_opt(&uname).await?;
     if found.as_ref().is_some_and(|u| !update_ctl::is_complete(u)) {
+        if current.purpose == Some(UpdatePurpose::DriftCheck) {
+            return Err(Stop::Checking {
+                recheck: UPDATE_RECHECK,
+            }
+            .into());
+        }
         return Err(Stop::Waiting {
             reason: reason::STACK_PROCESSING,
             message: "stack is being processed".into(),
@@ -388,18 +422,61 @@ async fn absorb_finished_update(run: &mut Run<'_>, now: jiff::Timestamp) -> Resu
         }
         .into());
     }
-    absorb(run, &current, found.as_ref(), now).await?;
+    match current.purpose {
+        Some(UpdatePurpose::DriftCheck) => {
+            let shown = run
+                .draft
+                .conditions
+                .get(condition::DRIFTED)
+                .map(|c| c.reason.clone());
+            let a = drift::absorb_check(
+                run.stack,
+                run.draft.drift.as_ref(),
+                shown.as_deref(),
+                &current,
+                found.as_ref(),
+                now,
+            );
+            absorb_drift(run, a);
+        }
+        Some(UpdatePurpose::DriftRemediation) => {
+            absorb(run, &current, found.as_ref(), now).await?;
+            if let Some(a) = drift::absorb_remediation(run.draft.drift.as_ref(), found.as_ref()) {
+                absorb_drift(run, a);
+            }
+        }
+        None => absorb(run, &current, found.as_ref(), now).await?,
+    }
     run.draft.current_update = None;
     run.save().await?;
     update_ctl::hold(&updates, &uname, false).await?;
     Ok(())
 }
 
-/// Applies the Workspace (before the status: the new source reaches the pod without waiting
-/// for a status write) and returns it once it is ready.
-async fn apply_workspace(run: &mut Run<'_>, ws: &Workspace) -> Result<Workspace, Halt> {
+/// What a drift check or remediation found or did, into the status, condition and events.
+fn absorb_drift(run: &mut Run<'_>, a: drift::Absorbed) {
+    let (status, why, message) = a.condition;
+    let g = run.stack.meta().generation;
     run.draft
-        .reconciling(reason::STACK_PROCESSING, "waiting for workspace readiness");
+        .conditions
+        .set(condition::DRIFTED, status, why, &message, g);
+    run.draft.drift = Some(a.drift);
+    run.events.extend(a.events);
+}
+
+/// Applies the Workspace (before the status: the new source reaches the pod without waiting
+/// for a status write) and returns it once it is ready. For a drift check the conditions stay
+/// as they are while the workspace comes up.
+async fn apply_workspace(
+    run: &mut Run<'_>,
+    ws: &Workspace,
+    purpose: Option<UpdatePurpose>,
+) -> Result<Workspace, Halt> {
+    let checking = purpose == Some(UpdatePurpose::DriftCheck);
+    if !checking {
+        run.draft
+            .reconciling(reason::STACK_PROCESSING, "waiting for workspace readiness");
+    }
     let workspaces: Api<Workspace> = Api::namespaced(run.ctx.client.clone(), &run.ns);
     let current = cache::cached(&run.ctx.workspaces, &run.ns, &run.name);
     let applied = match run
@@ -434,33 +511,63 @@ async fn apply_workspace(run: &mut Run<'_>, ws: &Workspace) -> Result<Workspace,
         .conditions
         .get(condition::STALLED)
         .map(|c| c.message.clone());
-    Err(workspace_gate::gate(&applied, run.stack, run.deleting, shown.as_deref()).into())
+    match workspace_gate::gate(&applied, run.stack, run.deleting, shown.as_deref()) {
+        workspace_gate::Gate::Waiting if checking => Err(Stop::Checking {
+            recheck: UPDATE_RECHECK,
+        }
+        .into()),
+        gate => Err(gate.into()),
+    }
 }
 
 /// Creates the Update and holds it (so it stays until its result is absorbed); the Stack
 /// records it as in flight first, so a crash in between leaves nothing unaccounted for.
+/// `purpose`: a drift check (a preview-only refresh; the conditions stay as they are) or a
+/// remediation (an `up` with refresh) instead of an update of the program.
 async fn create_update(
     run: &mut Run<'_>,
     applied: &Workspace,
     message: &str,
     commit: &str,
     now: jiff::Timestamp,
+    purpose: Option<UpdatePurpose>,
 ) -> Result<(), Halt> {
-    let kind = updates::kind(run.stack, run.deleting);
+    let kind = match purpose {
+        Some(UpdatePurpose::DriftCheck) => UpdateType::Refresh,
+        Some(UpdatePurpose::DriftRemediation) => UpdateType::Up,
+        None => updates::kind(run.stack, run.deleting),
+    };
     let uname = updates::name(run.stack, now);
     let mut update =
         updates::desired_update(run.stack, applied, kind, message, &uname).map_err(Stop::spec)?;
+    match purpose {
+        Some(UpdatePurpose::DriftCheck) => {
+            update.spec.preview_only = Some(true);
+            update.spec.refresh = None;
+            update.spec.ttl_after_completed = Some(drift::CHECK_TTL.into());
+        }
+        Some(UpdatePurpose::DriftRemediation) => {
+            update.spec.refresh = Some(true);
+            if let Some(d) = run.draft.drift.as_mut() {
+                d.remediation = Some(uname.clone());
+            }
+        }
+        None => {}
+    }
     update
         .labels_mut()
         .extend(run.ctx.scope.shard_labels(run.stack.labels()));
-    run.draft
-        .reconciling(reason::STACK_PROCESSING, "stack is being processed");
+    if purpose != Some(UpdatePurpose::DriftCheck) {
+        run.draft
+            .reconciling(reason::STACK_PROCESSING, "stack is being processed");
+    }
     run.draft.current_update = Some(CurrentStackUpdate {
         generation: run.stack.meta().generation,
         reconcile_request: sync::reconcile_request(run.stack),
         name: Some(uname.clone()),
         commit: Some(commit.to_string()),
         reconcile_requested_at: sync::flux_request(run.stack),
+        purpose,
     });
     run.save().await?;
     let update_api: Api<Update> = Api::namespaced(run.ctx.client.clone(), &run.ns);
@@ -525,6 +632,7 @@ async fn synced(
     run: &mut Run<'_>,
     polls_branch: bool,
     now: jiff::Timestamp,
+    drift_after: Option<Duration>,
 ) -> Result<Action, Error> {
     let last = run.draft.last_update.clone().unwrap_or_default();
     match sync::standing(&last, sync::max_backoff(run.stack), now) {
@@ -542,6 +650,7 @@ async fn synced(
             Ok(Action::requeue(wait))
         }
         sync::Settle::Idle { reclaim, requeue } => {
+            let requeue = requeue.into_iter().chain(drift_after).min();
             if reclaim {
                 let workspaces: Api<Workspace> = Api::namespaced(run.ctx.client.clone(), &run.ns);
                 if workspaces.get_opt(&run.name).await?.is_some() {

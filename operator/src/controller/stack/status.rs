@@ -17,6 +17,7 @@ pub struct Draft {
     pub observed_generation: Option<i64>,
     pub observed_reconcile_request: Option<String>,
     pub last_handled_reconcile_at: Option<String>,
+    pub drift: Option<crate::api::stack::DriftStatus>,
 }
 
 impl Draft {
@@ -31,6 +32,7 @@ impl Draft {
             observed_generation: stack.metadata.generation,
             observed_reconcile_request: super::sync::reconcile_request(stack),
             last_handled_reconcile_at: s.last_handled_reconcile_at,
+            drift: s.drift,
         }
     }
 
@@ -108,6 +110,7 @@ impl Draft {
             current_update: self.current_update.clone(),
             project_info: self.project_info.clone(),
             last_handled_reconcile_at: self.last_handled_reconcile_at.clone(),
+            drift: self.drift.clone(),
         }
     }
 

@@ -45,6 +45,10 @@ pub enum Stop {
     /// `spec.suspend`: Ready keeps its status with reason `Suspended`; looked at again when
     /// the Stack changes (resumed, deleted, asked to reconcile).
     Suspended,
+    /// A drift check runs, or waits for its workspace: it changes nothing deployed, so the
+    /// conditions stay as they are (a Stack does not turn un-Ready every interval); looked
+    /// at again when a watched object changes, or after `recheck`.
+    Checking { recheck: Duration },
 }
 
 impl Stop {

@@ -11,11 +11,12 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use super::{CONTROLLER, Context, forget_stack, reconcile, sync};
-use crate::api::names::label;
+use super::{CONTROLLER, Context, drift, forget_stack, reconcile, sync};
+use crate::api::names::{condition, label};
 use crate::api::program::Program;
 use crate::api::stack::{Stack, StackUpdateState};
 use crate::api::update::Update;
+use crate::controller::runtime::conditions::Conditions;
 use crate::controller::runtime::{self, Scope, cache, metrics};
 
 /// Reconcile on a new generation, a new reconcile request (ours or Flux's), or deletion.
@@ -24,6 +25,7 @@ fn stack_trigger(s: &Stack) -> Option<u64> {
         s.metadata.generation,
         sync::reconcile_request(s),
         sync::flux_request(s),
+        drift::request(s),
         s.metadata.deletion_timestamp.is_some(),
     ))
 }
@@ -136,7 +138,8 @@ pub async fn run(
     .await;
 }
 
-/// `stacks_active` and `stacks_failing` from the Stack cache, every few seconds.
+/// `stacks_active`, `stacks_failing` and `stacks_drifted` from the Stack cache, every few
+/// seconds.
 fn spawn_gauges(ctx: Arc<Context>, store: Store<Stack>) {
     tokio::spawn(async move {
         loop {
@@ -144,7 +147,21 @@ fn spawn_gauges(ctx: Arc<Context>, store: Store<Stack>) {
             let state = store.state();
             ctx.metrics.stacks_active.set(state.len() as i64);
             ctx.metrics.stacks_failing.clear();
+            ctx.metrics.stacks_drifted.clear();
             for s in state {
+                let labels = metrics::StackLabels {
+                    namespace: s.namespace().unwrap_or_default(),
+                    name: s.name_any(),
+                };
+                if s.spec.0.drift_detection.is_some() {
+                    let drifted =
+                        Conditions::from(s.status.as_ref().and_then(|st| st.conditions.as_ref()))
+                            .is_true(condition::DRIFTED);
+                    ctx.metrics
+                        .stacks_drifted
+                        .get_or_create(&labels)
+                        .set(i64::from(drifted));
+                }
                 let failing = s
                     .status
                     .as_ref()
@@ -152,10 +169,7 @@ fn spawn_gauges(ctx: Arc<Context>, store: Store<Stack>) {
                     .is_some_and(StackUpdateState::failed);
                 ctx.metrics
                     .stacks_failing
-                    .get_or_create(&metrics::StackLabels {
-                        namespace: s.namespace().unwrap_or_default(),
-                        name: s.name_any(),
-                    })
+                    .get_or_create(&labels)
                     .set(i64::from(failing));
             }
         }

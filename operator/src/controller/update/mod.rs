@@ -3,6 +3,7 @@
 //! reports it on the Workspace (`UpdateSucceeded`, `UpdateFailed`). Completed Updates are
 //! deleted after `ttlAfterCompleted`; a run cut off by an operator restart ends `Aborted`.
 
+pub mod changes;
 pub mod guard;
 pub mod outcome;
 pub mod plan;
@@ -126,13 +127,21 @@ fn connection_lost(st: tonic::Status) -> tonic::Status {
     ))
 }
 
+/// What an operation's stream told besides its result, kept whatever the result.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// What the agent did first about an update cut off earlier.
+    pub recovered: Vec<pb::Recovery>,
+    /// The resources changed, or (preview, preview-only refresh) to be changed.
+    pub changes: changes::Changes,
+}
+
 /// Runs the Update's operation through an agent (ours or PKO's: the interop test drives PKO's
-/// Go agent with it) and reads the stream to its result. What the agent did first about an
-/// update cut off earlier goes into `recovered`, whatever the result.
+/// Go agent with it) and reads the stream to its result, taking in what it says on the way.
 pub async fn run_operation(
     agent: &mut connect::AgentClient,
     u: &Update,
-    recovered: &mut Vec<pb::Recovery>,
+    seen: &mut Observed,
 ) -> Result<RunResult, tonic::Status> {
     let s = &u.spec;
     let t = s.update_type.unwrap_or(UpdateType::Up);
@@ -149,6 +158,10 @@ pub async fn run_operation(
                 refresh: s.refresh,
             };
             drain(agent.preview(req).await, |m| match m.response {
+                Some(pb::preview_stream::Response::Event(e)) => {
+                    seen.changes.observe(&e);
+                    None
+                }
                 Some(pb::preview_stream::Response::Result(r)) => Some(run_result!(r, None)),
                 _ => None,
             })
@@ -168,9 +181,13 @@ pub async fn run_operation(
                 pending_operations: s.pending_operations.map(|p| p.to_proto() as i32),
             };
             drain(agent.up(req).await, |m| match m.response {
+                Some(pb::up_stream::Response::Event(e)) => {
+                    seen.changes.observe(&e);
+                    None
+                }
                 Some(pb::up_stream::Response::Result(r)) => Some(run_result!(r, Some(r.outputs))),
                 Some(pb::up_stream::Response::Recovery(r)) => {
-                    recovered.push(r);
+                    seen.recovered.push(r);
                     None
                 }
                 _ => None,
@@ -184,8 +201,13 @@ pub async fn run_operation(
                 expect_no_changes: s.expect_no_changes,
                 target: s.target.clone().unwrap_or_default(),
                 run_program: s.run_program,
+                preview_only: s.preview_only,
             };
             drain(agent.refresh(req).await, |m| match m.response {
+                Some(pb::refresh_stream::Response::Event(e)) => {
+                    seen.changes.observe(&e);
+                    None
+                }
                 Some(pb::refresh_stream::Response::Result(r)) => Some(run_result!(r, None)),
                 _ => None,
             })
@@ -204,9 +226,13 @@ pub async fn run_operation(
                 pending_operations: s.pending_operations.map(|p| p.to_proto() as i32),
             };
             drain(agent.destroy(req).await, |m| match m.response {
+                Some(pb::destroy_stream::Response::Event(e)) => {
+                    seen.changes.observe(&e);
+                    None
+                }
                 Some(pb::destroy_stream::Response::Result(r)) => Some(run_result!(r, None)),
                 Some(pb::destroy_stream::Response::Recovery(r)) => {
-                    recovered.push(r);
+                    seen.recovered.push(r);
                     None
                 }
                 _ => None,
@@ -404,12 +430,13 @@ async fn execute(
     let kind = u.spec.update_type.unwrap_or(UpdateType::Up);
     info!(stack = %stack, kind = outcome::verbs(kind).1, "running the update");
     mark(ctx, u, ws, true).await;
-    let mut recovered = Vec::new();
-    let result = operate(&mut agent, u, &stack, &mut recovered).await;
+    let mut seen = Observed::default();
+    let result = operate(&mut agent, u, &stack, &mut seen).await;
     mark(ctx, u, ws, false).await;
-    for r in &recovered {
+    for r in &seen.recovered {
         announce_recovery(ctx, u, &stack, r).await;
     }
+    draft.changes(&seen.changes);
     let succeeded = match result {
         Ok(r) => {
             let succeeded = draft.result(
@@ -507,7 +534,7 @@ async fn operate(
     agent: &mut connect::AgentClient,
     u: &Update,
     stack: &str,
-    recovered: &mut Vec<pb::Recovery>,
+    seen: &mut Observed,
 ) -> Result<RunResult, tonic::Status> {
     if u.spec.update_type == Some(UpdateType::Unsupported) {
         return Err(unsupported_type());
@@ -519,7 +546,7 @@ async fn operate(
             secrets_provider: None,
         })
         .await?;
-    run_operation(agent, u, recovered).await
+    run_operation(agent, u, seen).await
 }
 
 /// Writes the outputs Secret (owned by the Update's owner, so it outlives the Update until

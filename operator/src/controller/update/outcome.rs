@@ -25,6 +25,8 @@ pub struct Draft {
     pub message: Option<String>,
     pub outputs: Option<String>,
     pub project_info: Option<ProjectInfo>,
+    pub changes: Option<Vec<crate::api::update::ResourceChange>>,
+    pub changes_omitted: Option<i64>,
     pub generation: Option<i64>,
 }
 
@@ -39,6 +41,8 @@ impl Draft {
             message: s.message,
             outputs: s.outputs,
             project_info: s.project_info,
+            changes: s.changes,
+            changes_omitted: s.changes_omitted,
             generation: u.metadata.generation,
         }
     }
@@ -69,6 +73,15 @@ impl Draft {
         if self.end_time.is_none() {
             self.end_time = Some(crate::controller::now_rfc3339());
         }
+    }
+
+    /// What the run changed or would change (whatever its end: a failed `up` may have changed
+    /// some); replaces what an earlier run of this Update recorded.
+    pub fn changes(&mut self, c: &super::changes::Changes) {
+        let resources = c.resources();
+        self.changes = (!resources.is_empty()).then_some(resources);
+        self.changes_omitted =
+            (c.omitted() > 0).then(|| i64::try_from(c.omitted()).unwrap_or(i64::MAX));
     }
 
     /// The run returned a result: complete, failed only if its summary says so.
@@ -159,6 +172,8 @@ impl Draft {
                 "outputs": self.outputs,
                 "conditions": self.conditions.0,
                 "projectInfo": self.project_info,
+                "changes": self.changes,
+                "changesOmitted": self.changes_omitted,
             },
         })
     }

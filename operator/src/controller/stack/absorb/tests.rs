@@ -16,6 +16,7 @@ fn current(commit: &str) -> CurrentStackUpdate {
         name: Some("app-1a".into()),
         commit: Some(commit.into()),
         reconcile_requested_at: None,
+        purpose: None,
     }
 }
 
