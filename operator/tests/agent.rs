@@ -704,3 +704,100 @@ async fn a_caller_gone_silent_is_dropped_its_update_interrupted_and_none_runs_be
     }
     running.abort();
 }
+
+/// A program whose one resource takes its value from config: what the plan fixes.
+const PLANNED: &str = "name: planned
+runtime: yaml
+config:
+  value:
+    type: string
+resources:
+  thing:
+    type: gate:index:Resource
+    properties:
+      value: ${value}
+outputs:
+  value: ${thing.value}
+";
+
+#[tokio::test]
+async fn a_saved_plan_constrains_the_up_and_a_deviation_fails_with_the_clis_reason() {
+    let agent = Agent::start(Options {
+        program: PLANNED,
+        ..Default::default()
+    });
+    let mut c = agent.client().await;
+    c.select_stack(pb::SelectStackRequest {
+        stack_name: "dev".into(),
+        create: Some(true),
+        secrets_provider: None,
+    })
+    .await
+    .expect("stack");
+    let set = |v: &str| pb::SetAllConfigRequest {
+        config: vec![literal("value", json!(v), false)],
+    };
+    c.set_all_config(set("one")).await.expect("config");
+    let mut stream = c
+        .preview(pb::PreviewRequest {
+            save_plan: Some(true),
+            ..Default::default()
+        })
+        .await
+        .expect("preview")
+        .into_inner();
+    let mut plan = None;
+    while let Some(m) = stream.message().await.expect("stream") {
+        if let Some(pb::preview_stream::Response::Result(r)) = m.response {
+            plan = r.plan;
+        }
+    }
+    let plan = plan.expect("the preview returns its plan");
+    let text = String::from_utf8_lossy(&plan);
+    assert!(
+        text.contains("resourcePlans")
+            && text.contains("urn:pulumi:dev::planned::gate:index:Resource::thing"),
+        "{text}"
+    );
+    // The agent's TMPDIR is the test's own.
+    let leftover = std::fs::read_dir(agent.dir.path().join("tmp"))
+        .expect("the agent's tmp")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("pulumi-agent-plan-")
+        })
+        .count();
+    assert_eq!(leftover, 0, "the plan's file is removed once returned");
+
+    // The world changes between the plan and its approval: the up refuses to deviate.
+    c.set_all_config(set("two")).await.expect("config");
+    let (_, result) = up(
+        &mut c,
+        pb::UpRequest {
+            plan: Some(plan.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let st = result.expect_err("a deviation from the plan fails the up");
+    assert!(
+        st.message().contains("violates plan") && st.message().contains("thing"),
+        "{}",
+        st.message()
+    );
+
+    // As planned: applied.
+    c.set_all_config(set("one")).await.expect("config");
+    let (_, result) = up(
+        &mut c,
+        pb::UpRequest {
+            plan: Some(plan),
+            ..Default::default()
+        },
+    )
+    .await;
+    let r = result.expect("the planned up");
+    assert_eq!(output(&r, "value"), (json!("one"), false));
+}

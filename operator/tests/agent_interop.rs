@@ -156,7 +156,7 @@ async fn this_operator_drives_pkos_go_agent_through_an_update_and_a_destroy() {
     };
     let up = update("interop-up", UpdateType::Up);
     let mut seen = operator::controller::update::Observed::default();
-    let result = run_operation(&mut client, &up, &mut seen)
+    let result = run_operation(&mut client, &up, None, &mut seen)
         .await
         .unwrap_or_else(|st| {
             panic!(
@@ -205,7 +205,7 @@ async fn this_operator_drives_pkos_go_agent_through_an_update_and_a_destroy() {
     );
 
     let destroy = update("interop-destroy", UpdateType::Destroy);
-    let result = run_operation(&mut client, &destroy, &mut Default::default())
+    let result = run_operation(&mut client, &destroy, None, &mut Default::default())
         .await
         .expect("destroy through PKO's agent");
     let mut draft = Draft::new(&destroy);

@@ -523,7 +523,7 @@ fn whatever_pkos_crds_admit_ours_admit_and_our_types_read() {
 /// Our fields PKO lacks (README, "Installing the CRDs"): the Stack's `pulumiLogLevel`,
 /// Flux's `suspend` and `lastHandledReconcileAt` (with the request an update is for),
 /// `outputsSecretRef`, `pendingOperations` (Stack, Update and updateTemplate), the Update's
-/// `previewOnly` and `changes`, drift detection (`driftDetection`, `status.drift`, the
+/// `previewOnly`, `changes`, `savePlan` and `plan`, drift detection (`driftDetection`, `status.drift`, the
 /// purpose of the update in flight), and pinned SSH host keys (`knownHosts`) wherever git
 /// credentials are given.
 fn our_addition(problem: &str) -> bool {
@@ -535,6 +535,12 @@ fn our_addition(problem: &str) -> bool {
             ".spec.pendingOperations:",
             ".spec.updateTemplate.spec.pendingOperations:",
             ".spec.previewOnly:",
+            ".spec.savePlan:",
+            ".spec.plan:",
+            ".status.plan:",
+            ".spec.updateTemplate.spec.savePlan:",
+            ".spec.updateTemplate.spec.plan:",
+            ".spec.updateTemplate.status.plan:",
             ".spec.driftDetection:",
             ".status.drift:",
             ".status.currentUpdate.purpose:",

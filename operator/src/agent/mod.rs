@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod envfile;
 pub mod operation;
+pub mod plan;
 pub mod process;
 pub mod project;
 pub mod pulumi;

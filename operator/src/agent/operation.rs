@@ -154,6 +154,8 @@ mod tests {
             continue_on_error: Some(true),
             // Not a flag: the agent acts on it before the `up` (recovery.rs).
             pending_operations: Some(crate::proto::PendingOperationsPolicy::Refresh as i32),
+            // Not a flag here either: the server writes it to a file (plan.rs).
+            plan: None,
         };
         let args = up(&r, "dev", &["-v=3".into()]);
         assert_eq!(

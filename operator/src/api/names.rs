@@ -148,6 +148,8 @@ pub mod update_reason {
     pub const INVALID_ACCESS_TOKEN: &str = "InvalidAccessToken";
     /// Ours: `spec.pendingOperations: Fail` and the state lists pending operations.
     pub const PENDING_OPERATIONS: &str = "PendingOperations";
+    /// Ours: `spec.plan` names a plan that is not there, or not the plan it says.
+    pub const PLAN_UNAVAILABLE: &str = "PlanUnavailable";
 }
 
 /// Event reasons, as the troubleshooting guide names them.

@@ -93,6 +93,25 @@ pub struct UpdateSpec {
     /// over PKO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_only: Option<bool>,
+    /// (preview) Save the operations the preview proposes as an update plan (`pulumi preview
+    /// --save-plan`), in a Secret the Update owns, named in `status.plan`. Addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_plan: Option<bool>,
+    /// (up) Do exactly what this saved plan proposed (`pulumi up --plan`): a resource that
+    /// would deviate from it fails the update, with the CLI's reason. Refused without running
+    /// when the Secret is gone or holds another plan than `id`. Addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanRef>,
+}
+
+/// An update plan saved by a preview.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanRef {
+    /// The plan's identity: the first 16 hex digits of the SHA-256 of its file.
+    pub id: String,
+    /// The Secret holding it (key `plan.json`), in the Update's namespace.
+    pub secret_name: String,
 }
 
 // What an `up` does about an update that was cut off earlier: the operations it left pending
@@ -197,6 +216,9 @@ pub struct UpdateStatus {
     /// How many changed resources `changes` leaves out. Addition over PKO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changes_omitted: Option<i64>,
+    /// (preview with `savePlan`) The plan saved. Addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanRef>,
 }
 
 /// One resource an operation changed or would change.

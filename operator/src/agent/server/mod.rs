@@ -13,6 +13,8 @@ use tokio::sync::{Mutex, mpsc};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use super::plan::PlanFile;
+
 use crate::agent::auth::Authenticator;
 use crate::agent::config::{self, Host};
 use crate::agent::operation::{self, Kind};
@@ -577,7 +579,15 @@ impl AutomationService for Arc<AgentServer> {
     ) -> Result<Response<Self::PreviewStream>, Status> {
         use pb::preview_stream::Response as R;
         let (stack, r) = self.start_operation(request).await?;
-        let argv = operation::preview(&r, &stack, &self.pulumi.debug_args());
+        let mut argv = operation::preview(&r, &stack, &self.pulumi.debug_args());
+        let plan_file = match r.save_plan {
+            Some(true) => {
+                let f = PlanFile::for_preview().map_err(|e| Status::internal(e.to_string()))?;
+                f.flag(&mut argv, "save-plan");
+                Some(f)
+            }
+            _ => None,
+        };
         let started = now();
         let event = |e| pb::PreviewStream {
             response: Some(R::Event(e)),
@@ -588,6 +598,10 @@ impl AutomationService for Arc<AgentServer> {
             event,
             None,
             move |me, out, seen| async move {
+                let plan = plan_file
+                    .map(|f| f.read())
+                    .transpose()
+                    .map_err(|e| Status::resource_exhausted(format!("preview failed: {e}")))?;
                 Ok(pb::PreviewStream {
                     response: Some(R::Result(pb::PreviewResult {
                         summary: Some(preview_summary(started, &seen, r.message)),
@@ -595,6 +609,7 @@ impl AutomationService for Arc<AgentServer> {
                         project_info: Some(me.project_info()),
                         stdout: out.stdout,
                         stderr: out.stderr,
+                        plan,
                     })),
                 })
             },
@@ -640,7 +655,16 @@ impl AutomationService for Arc<AgentServer> {
     ) -> Result<Response<Self::UpStream>, Status> {
         use pb::up_stream::Response as R;
         let (stack, r) = self.start_operation(request).await?;
-        let argv = operation::up(&r, &stack, &self.pulumi.debug_args());
+        let mut argv = operation::up(&r, &stack, &self.pulumi.debug_args());
+        // Held until the `up` is done with it.
+        let plan_file = match r.plan.as_deref() {
+            Some(plan) => {
+                let f = PlanFile::holding(plan).map_err(|e| Status::internal(e.to_string()))?;
+                f.flag(&mut argv, "plan");
+                Some(f)
+            }
+            None => None,
+        };
         let event = |e| pb::UpStream {
             response: Some(R::Event(e)),
         };
@@ -657,6 +681,7 @@ impl AutomationService for Arc<AgentServer> {
             event,
             Some(recover),
             move |me, out, _| async move {
+                drop(plan_file);
                 let outputs = me.outputs(&stack).await?;
                 Ok(pb::UpStream {
                     response: Some(R::Result(pb::UpResult {

@@ -69,17 +69,23 @@ pub struct RunResult {
     pub permalink: Option<String>,
     pub project: Option<pb::ProjectInfo>,
     pub outputs: Option<std::collections::HashMap<String, pb::OutputValue>>,
+    /// The plan a preview saved (`savePlan`).
+    pub plan: Option<Vec<u8>>,
 }
 
 /// A [`RunResult`] from any of the four operations' result messages (they share these
-/// fields; only `up` has outputs).
+/// fields; only `up` has outputs, only a preview a plan).
 macro_rules! run_result {
     ($r:ident, $outputs:expr) => {
+        run_result!($r, $outputs, None)
+    };
+    ($r:ident, $outputs:expr, $plan:expr) => {
         RunResult {
             summary: $r.summary,
             permalink: $r.permalink,
             project: $r.project_info,
             outputs: $outputs,
+            plan: $plan,
         }
     };
 }
@@ -141,6 +147,7 @@ pub struct Observed {
 pub async fn run_operation(
     agent: &mut connect::AgentClient,
     u: &Update,
+    plan: Option<Vec<u8>>,
     seen: &mut Observed,
 ) -> Result<RunResult, tonic::Status> {
     let s = &u.spec;
@@ -156,13 +163,17 @@ pub async fn run_operation(
                 target_dependents: s.target_dependents,
                 policy_pack: vec![],
                 refresh: s.refresh,
+                save_plan: s.save_plan,
             };
             drain(agent.preview(req).await, |m| match m.response {
                 Some(pb::preview_stream::Response::Event(e)) => {
                     seen.changes.observe(&e);
                     None
                 }
-                Some(pb::preview_stream::Response::Result(r)) => Some(run_result!(r, None)),
+                Some(pb::preview_stream::Response::Result(r)) => {
+                    let plan = r.plan.clone();
+                    Some(run_result!(r, None, plan))
+                }
                 _ => None,
             })
             .await
@@ -179,6 +190,7 @@ pub async fn run_operation(
                 refresh: s.refresh,
                 continue_on_error: s.continue_on_error,
                 pending_operations: s.pending_operations.map(|p| p.to_proto() as i32),
+                plan,
             };
             drain(agent.up(req).await, |m| match m.response {
                 Some(pb::up_stream::Response::Event(e)) => {
@@ -423,6 +435,7 @@ async fn execute(
     let started = super::now_rfc3339();
     draft.start_time = Some(started.clone());
     draft.end_time = None;
+    draft.plan = None;
     draft.progressing();
     save(api, &name, &draft).await?;
 
@@ -430,8 +443,24 @@ async fn execute(
     let kind = u.spec.update_type.unwrap_or(UpdateType::Up);
     info!(stack = %stack, kind = outcome::verbs(kind).1, "running the update");
     mark(ctx, u, ws, true).await;
+    let plan = match &u.spec.plan {
+        Some(want) if kind == UpdateType::Up => {
+            let secrets: Api<Secret> =
+                Api::namespaced(ctx.client.clone(), &u.namespace().unwrap_or_default());
+            match outcome::plan_from(secrets.get_opt(&want.secret_name).await?.as_ref(), want) {
+                Ok(p) => Some(p),
+                Err(why) => {
+                    draft.failed(reason::PLAN_UNAVAILABLE, &why);
+                    warn!(error = %why, "the update's plan cannot be used");
+                    record(api, &name, &draft).await?;
+                    return expire(u, ctx, api, &draft).await;
+                }
+            }
+        }
+        _ => None,
+    };
     let mut seen = Observed::default();
-    let result = operate(&mut agent, u, &stack, &mut seen).await;
+    let result = operate(&mut agent, u, &stack, plan, &mut seen).await;
     mark(ctx, u, ws, false).await;
     for r in &seen.recovered {
         announce_recovery(ctx, u, &stack, r).await;
@@ -449,6 +478,9 @@ async fn execute(
                 && write_outputs(ctx, u, &outputs).await?
             {
                 draft.outputs = Some(outcome::outputs_secret_name(&name));
+            }
+            if let Some(plan) = r.plan {
+                draft.plan = Some(write_plan(ctx, u, &plan).await?);
             }
             succeeded
         }
@@ -534,6 +566,7 @@ async fn operate(
     agent: &mut connect::AgentClient,
     u: &Update,
     stack: &str,
+    plan: Option<Vec<u8>>,
     seen: &mut Observed,
 ) -> Result<RunResult, tonic::Status> {
     if u.spec.update_type == Some(UpdateType::Unsupported) {
@@ -546,7 +579,30 @@ async fn operate(
             secrets_provider: None,
         })
         .await?;
-    run_operation(agent, u, seen).await
+    run_operation(agent, u, plan, seen).await
+}
+
+/// Writes the Secret holding the plan a preview saved; returns where it is.
+async fn write_plan(
+    ctx: &Context,
+    u: &Update,
+    plan: &[u8],
+) -> Result<crate::api::update::PlanRef, Error> {
+    let secret = outcome::plan_secret(u, plan);
+    let secrets: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &u.namespace().unwrap_or_default());
+    let params = PostParams::default();
+    let create = || secrets.create(&params, &secret);
+    match outage::until_written("the plan Secret", outage::PATIENCE, create).await {
+        Ok(_) => {}
+        // Already written: this is a retry of the same result.
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(crate::api::update::PlanRef {
+        id: outcome::plan_id(plan),
+        secret_name: outcome::plan_secret_name(&u.name_any()),
+    })
 }
 
 /// Writes the outputs Secret (owned by the Update's owner, so it outlives the Update until

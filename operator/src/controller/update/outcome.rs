@@ -27,6 +27,7 @@ pub struct Draft {
     pub project_info: Option<ProjectInfo>,
     pub changes: Option<Vec<crate::api::update::ResourceChange>>,
     pub changes_omitted: Option<i64>,
+    pub plan: Option<crate::api::update::PlanRef>,
     pub generation: Option<i64>,
 }
 
@@ -43,6 +44,7 @@ impl Draft {
             project_info: s.project_info,
             changes: s.changes,
             changes_omitted: s.changes_omitted,
+            plan: s.plan,
             generation: u.metadata.generation,
         }
     }
@@ -174,6 +176,7 @@ impl Draft {
                 "projectInfo": self.project_info,
                 "changes": self.changes,
                 "changesOmitted": self.changes_omitted,
+                "plan": self.plan,
             },
         })
     }
@@ -250,6 +253,86 @@ pub fn secret_keys<'a>(names: impl IntoIterator<Item = &'a str>) -> BTreeMap<Str
         keys.insert(name.to_string(), key);
     }
     keys
+}
+
+/// Key of the plan file in a plan Secret.
+pub const PLAN_KEY: &str = "plan.json";
+
+/// A plan's identity: the first 16 hex digits of its SHA-256 (what an approval names).
+pub fn plan_id(plan: &[u8]) -> String {
+    let digest = sha2::Sha256::digest(plan);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn plan_secret_name(update: &str) -> String {
+    format!("{update}-plan")
+}
+
+/// The immutable Secret holding a preview's plan, owned by the Update (it goes with it: a
+/// plan is applied soon after it is approved, or made again).
+pub fn plan_secret(u: &Update, plan: &[u8]) -> Secret {
+    let name = u.metadata.name.clone().unwrap_or_default();
+    let owner = OwnerReference {
+        api_version: "auto.pulumi.com/v1alpha1".into(),
+        kind: "Update".into(),
+        name: name.clone(),
+        uid: u.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    };
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(plan_secret_name(&name)),
+            namespace: u.metadata.namespace.clone(),
+            labels: Some(BTreeMap::from([
+                (
+                    label::AUTO_COMPONENT.to_string(),
+                    label::COMPONENT_UPDATE.to_string(),
+                ),
+                (label::UPDATE_NAME.to_string(), name),
+            ])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        immutable: Some(true),
+        data: Some(BTreeMap::from([(
+            PLAN_KEY.to_string(),
+            ByteString(plan.to_vec()),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// The plan in a plan Secret, if it is the one `id` names: why not, otherwise.
+pub fn plan_from(
+    secret: Option<&Secret>,
+    want: &crate::api::update::PlanRef,
+) -> Result<Vec<u8>, String> {
+    let Some(secret) = secret else {
+        return Err(format!(
+            "the plan's Secret {} is gone (a plan goes with the preview that made it); make a              new plan: nothing was run",
+            want.secret_name
+        ));
+    };
+    let plan = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(PLAN_KEY))
+        .map(|b| b.0.clone())
+        .ok_or_else(|| {
+            format!(
+                "Secret {} holds no {PLAN_KEY}: nothing was run",
+                want.secret_name
+            )
+        })?;
+    let id = plan_id(&plan);
+    if id != want.id {
+        return Err(format!(
+            "Secret {} holds plan {id}, not the plan {} this update is to apply: nothing was run",
+            want.secret_name, want.id
+        ));
+    }
+    Ok(plan)
 }
 
 pub fn outputs_secret_name(update: &str) -> String {
@@ -610,5 +693,39 @@ mod tests {
             },
         );
         assert!(!lock_only.contains("refresh"), "{lock_only}");
+    }
+
+    #[test]
+    fn a_plan_is_used_only_as_saved_and_never_when_gone_or_another() {
+        let mut u = Update::new("app-plan", Default::default());
+        u.metadata.namespace = Some("team".into());
+        u.metadata.uid = Some("u-1".into());
+        let plan = br#"{"manifest":{"time":"t"},"resourcePlans":{}}"#;
+        let secret = plan_secret(&u, plan);
+        assert_eq!(secret.metadata.name.as_deref(), Some("app-plan-plan"));
+        assert_eq!(secret.immutable, Some(true));
+        let owner = &secret.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("Update", "u-1"));
+        let id = plan_id(plan);
+        assert_eq!(id.len(), 16);
+        let want = crate::api::update::PlanRef {
+            id: id.clone(),
+            secret_name: "app-plan-plan".into(),
+        };
+        assert_eq!(plan_from(Some(&secret), &want).as_deref(), Ok(&plan[..]));
+        let other = crate::api::update::PlanRef {
+            id: "0123456789abcdef".into(),
+            ..want.clone()
+        };
+        let e = plan_from(Some(&secret), &other).expect_err("another plan");
+        assert!(
+            e.contains(&format!("holds plan {id}, not the plan 0123456789abcdef")),
+            "{e}"
+        );
+        let e = plan_from(None, &want).expect_err("gone");
+        assert!(
+            e.contains("is gone") && e.contains("nothing was run"),
+            "{e}"
+        );
     }
 }
