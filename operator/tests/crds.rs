@@ -118,8 +118,10 @@ fn stack_serves_v1_as_storage_and_v1alpha1_deprecated() {
             "Ready",
             "Reconciling",
             "Stalled",
-            // Ours: what the last drift check found (spec.driftDetection).
+            // Ours: what the last drift check found (spec.driftDetection), and the plan
+            // awaiting approval (spec.approval).
             "Drifted",
+            "Awaiting Approval",
             "Permalink",
             "Suspended"
         ]
@@ -524,7 +526,8 @@ fn whatever_pkos_crds_admit_ours_admit_and_our_types_read() {
 /// Flux's `suspend` and `lastHandledReconcileAt` (with the request an update is for),
 /// `outputsSecretRef`, `pendingOperations` (Stack, Update and updateTemplate), the Update's
 /// `previewOnly`, `changes`, `savePlan` and `plan`, drift detection (`driftDetection`, `status.drift`, the
-/// purpose of the update in flight), and pinned SSH host keys (`knownHosts`) wherever git
+/// purpose of the update in flight), the approval gate (`approval`, `status.pendingPlan`,
+/// `status.appliedPlan`), and pinned SSH host keys (`knownHosts`) wherever git
 /// credentials are given.
 fn our_addition(problem: &str) -> bool {
     problem.ends_with(": unknown field")
@@ -542,6 +545,9 @@ fn our_addition(problem: &str) -> bool {
             ".spec.updateTemplate.spec.plan:",
             ".spec.updateTemplate.status.plan:",
             ".spec.driftDetection:",
+            ".spec.approval:",
+            ".status.pendingPlan:",
+            ".status.appliedPlan:",
             ".status.drift:",
             ".status.currentUpdate.purpose:",
             ".spec.updateTemplate.spec.previewOnly:",

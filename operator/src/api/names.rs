@@ -21,6 +21,8 @@ pub mod label {
     /// Ours: annotation on a Stack; a new value runs a drift check at once
     /// (`status.drift.lastHandledRequest` says when it has been handled).
     pub const DRIFT_CHECK_REQUEST: &str = "pulumi.com/drift-check-request";
+    /// Ours: annotation on a Stack with `spec.approval`: the id of the plan to apply.
+    pub const APPROVE: &str = "pulumi.com/approve";
     /// On Workspaces and Updates made by the Stack controller.
     pub const PULUMI_COMPONENT: &str = "pulumi.com/component";
     pub const STACK_NAME: &str = "pulumi.com/stack-name";
@@ -77,6 +79,8 @@ pub mod condition {
     pub const COMPLETE: &str = "Complete";
     /// Ours, on Stacks with `spec.driftDetection`: what the last drift check found.
     pub const DRIFTED: &str = "Drifted";
+    /// Ours, on Stacks with `spec.approval`: a plan waits for approval.
+    pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
 }
 
 /// Reasons of the Stack's `Drifted` condition (ours).
@@ -109,6 +113,10 @@ pub mod stack_reason {
     /// Ours: `spec.outputsSecretRef` cannot be written (an output that is not a valid Secret
     /// key or that the stack lacks, or a Secret of that name that is not the Stack's).
     pub const OUTPUTS_SECRET_INVALID: &str = "OutputsSecretInvalid";
+    /// Ours: a plan waits for approval (`spec.approval`).
+    pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
+    /// Ours: the plan awaiting approval is being made.
+    pub const PLANNING: &str = "Planning";
 }
 
 /// Condition reasons on Workspaces.
@@ -184,6 +192,11 @@ pub mod event {
     pub const DRIFT_CHECK_FAILED: &str = "DriftCheckFailed";
     /// Not in PKO: the `up` started in `remediate` mode succeeded.
     pub const DRIFT_REMEDIATED: &str = "DriftRemediated";
+    /// Not in PKO: a plan awaits approval; the message is the command that approves it.
+    pub const PLAN_READY: &str = "PlanReady";
+    /// Not in PKO: an approval names a plan other than the one awaiting approval (a stale
+    /// one, or a typo); nothing was applied.
+    pub const APPROVAL_REFUSED: &str = "ApprovalRefused";
     // On Workspaces.
     pub const MIGRATED: &str = "Migrated";
     pub const CONNECTION_FAILURE: &str = "ConnectionFailure";

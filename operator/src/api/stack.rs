@@ -32,6 +32,7 @@ pub use super::workspace::ProjectInfo;
     printcolumn = r#"{"name":"Reconciling","type":"string","jsonPath":".status.conditions[?(@.type==\"Reconciling\")].reason"}"#,
     printcolumn = r#"{"name":"Stalled","type":"string","jsonPath":".status.conditions[?(@.type==\"Stalled\")].reason"}"#,
     printcolumn = r#"{"name":"Drifted","type":"string","jsonPath":".status.conditions[?(@.type==\"Drifted\")].status"}"#,
+    printcolumn = r#"{"name":"Awaiting Approval","type":"string","jsonPath":".status.pendingPlan.id"}"#,
     printcolumn = r#"{"name":"Permalink","type":"string","jsonPath":".status.lastUpdate.permalink"}"#,
     printcolumn = r#"{"name":"Suspended","type":"boolean","jsonPath":".spec.suspend","priority":10}"#
 )]
@@ -80,6 +81,59 @@ pub struct StackStatus {
     /// The last drift check (`spec.driftDetection`). Addition over PKO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftStatus>,
+    /// The update plan awaiting approval (`spec.approval`). Addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_plan: Option<PendingPlan>,
+    /// The id of the last plan applied on approval. Addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_plan: Option<String>,
+}
+
+/// An update plan awaiting approval: what applying it would do.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingPlan {
+    /// What to approve: `kubectl annotate stack NAME pulumi.com/approve=<id>`. The first 16
+    /// hex digits of the plan's SHA-256.
+    pub id: String,
+    /// The Secret holding the plan (owned by the preview that made it).
+    pub secret_name: String,
+    /// The preview Update that made it.
+    pub update: String,
+    /// The source revision it was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The Stack generation it was made for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// The `pulumi.com/reconciliation-request` it was made for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile_request: Option<String>,
+    /// When it was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::date_time")]
+    pub time: Option<String>,
+    /// How many resources it creates.
+    #[serde(default)]
+    pub creates: i64,
+    /// How many resources it updates in place.
+    #[serde(default)]
+    pub updates: i64,
+    /// How many resources it deletes.
+    #[serde(default)]
+    pub deletes: i64,
+    /// How many resources it replaces.
+    #[serde(default)]
+    pub replaces: i64,
+    /// The resources it changes (at most 100) and the property paths (never values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Vec<crate::api::update::ResourceChange>>,
+    /// How many changed resources `resources` leaves out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources_omitted: Option<i64>,
+    /// An approval naming another plan, already answered with an `ApprovalRefused` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_approval: Option<String>,
 }
 
 /// What the last drift check found.
@@ -223,9 +277,10 @@ pub struct CurrentStackUpdate {
     /// PKO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconcile_requested_at: Option<String>,
-    /// What the update is for, when it is not the program's: `driftCheck` (a preview-only
-    /// refresh whose result goes to `status.drift`) or `driftRemediation` (an `up` with
-    /// refresh after drift was found). Addition over PKO.
+    /// What the update is for, when it is not a plain update of the program: `driftCheck` (a
+    /// preview-only refresh whose result goes to `status.drift`), `driftRemediation` (an `up`
+    /// with refresh after drift was found), `plan` (a preview saving the plan that awaits
+    /// approval) or `approvedPlan` (the `up` of the approved plan). Addition over PKO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<UpdatePurpose>,
 }
@@ -237,6 +292,10 @@ pub struct CurrentStackUpdate {
 pub enum UpdatePurpose {
     DriftCheck,
     DriftRemediation,
+    /// A preview saving the plan that awaits approval (`spec.approval`).
+    Plan,
+    /// The `up` of an approved plan.
+    ApprovedPlan,
 }
 
 /// `pulumi.com/v1alpha1`: served for old manifests, deprecated; same spec, smaller status.

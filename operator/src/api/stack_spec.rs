@@ -179,6 +179,22 @@ pub struct StackSpec {
     /// warns about or remediates what differs. Addition over PKO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_detection: Option<DriftDetection>,
+    /// Changes wait for approval: each new revision or spec change is first previewed into an
+    /// update plan (`status.pendingPlan`), and only the plan approved by its id
+    /// (`kubectl annotate stack NAME pulumi.com/approve=<id>`) is applied, exactly
+    /// (`pulumi up --plan`). Not for `preview: true` Stacks, nor for the destroy of a deleted
+    /// Stack. Addition over PKO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+}
+
+/// Whether a Stack's changes wait for approval.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// Every update waits for its plan to be approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
 }
 
 /// When and how a Stack checks for drift: changes made to its resources outside Pulumi.

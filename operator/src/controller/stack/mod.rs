@@ -3,6 +3,7 @@
 //! into status and events. Deletion runs `destroy` first when `destroyOnFinalize` is set.
 
 pub mod absorb;
+pub mod approval;
 pub mod drift;
 #[cfg(test)]
 mod fixtures;
@@ -30,6 +31,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::runtime::conditions::Conditions;
 use super::runtime::events::{EventType, Recorder};
 use super::runtime::metrics::Metrics;
 use super::runtime::{Scope, cache};
@@ -348,6 +350,11 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Action, Halt> {
         run.draft.drift = None;
         run.draft.conditions.remove(condition::DRIFTED);
     }
+    let gated = approval::required(run.stack, run.deleting);
+    if !gated {
+        run.draft.pending_plan = None;
+        run.draft.conditions.remove(condition::AWAITING_APPROVAL);
+    }
 
     let observed = sync::Observed {
         commit: &commit,
@@ -382,6 +389,9 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Action, Halt> {
             }
         }
     };
+    if gated {
+        return gate_update(run, &ws, &message, &commit, now).await;
+    }
     run.event(EventType::Normal, event::STACK_UPDATE_DETECTED, &message);
 
     if !run.deleting {
@@ -389,6 +399,47 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Action, Halt> {
     }
     let applied = apply_workspace(run, &ws, None).await?;
     create_update(run, &applied, &message, &commit, now, None).await?;
+    Ok(Action::await_change())
+}
+
+/// An update that is due under `spec.approval`: make its plan, wait for its approval, or
+/// apply the approved plan ([`approval::step`]).
+async fn gate_update(
+    run: &mut Run<'_>,
+    ws: &Workspace,
+    message: &str,
+    commit: &str,
+    now: jiff::Timestamp,
+) -> Result<Action, Halt> {
+    let (purpose, message) = match approval::step(&run.current(), commit) {
+        approval::Step::Wait { plan, refused } => {
+            if let Some(value) = refused {
+                let (t, r, note) = approval::refusal(run.stack, &value, &plan);
+                run.event(t, r, &note);
+                if let Some(p) = run.draft.pending_plan.as_mut() {
+                    p.refused_approval = Some(value);
+                }
+            }
+            return Err(Stop::Waiting {
+                reason: reason::AWAITING_APPROVAL,
+                message: approval::describe(run.stack, &plan),
+                recheck: None,
+            }
+            .into());
+        }
+        approval::Step::Plan => (
+            UpdatePurpose::Plan,
+            format!("{message}; planning: the plan waits for approval"),
+        ),
+        approval::Step::Apply(plan) => (
+            UpdatePurpose::ApprovedPlan,
+            format!("{message}; applying the approved plan {}", plan.id),
+        ),
+    };
+    run.event(EventType::Normal, event::STACK_UPDATE_DETECTED, &message);
+    prerequisites(run, now).await?;
+    let applied = apply_workspace(run, ws, Some(purpose)).await?;
+    create_update(run, &applied, &message, commit, now, Some(purpose)).await?;
     Ok(Action::await_change())
 }
 
@@ -445,12 +496,71 @@ async fn absorb_finished_update(run: &mut Run<'_>, now: jiff::Timestamp) -> Resu
                 absorb_drift(run, a);
             }
         }
+        Some(UpdatePurpose::Plan) => absorb_plan(run, &current, found.as_ref(), now).await?,
+        Some(UpdatePurpose::ApprovedPlan) => {
+            absorb(run, &current, found.as_ref(), now).await?;
+            // A plan is applied once, whatever the end: a failed one is made again.
+            let applied = run.draft.pending_plan.take();
+            if run
+                .draft
+                .last_update
+                .as_ref()
+                .is_some_and(StackUpdateState::succeeded)
+            {
+                run.draft.applied_plan = applied.map(|p| p.id);
+            }
+            run.draft.conditions.remove(condition::AWAITING_APPROVAL);
+        }
         None => absorb(run, &current, found.as_ref(), now).await?,
     }
     run.draft.current_update = None;
     run.save().await?;
     update_ctl::hold(&updates, &uname, false).await?;
     Ok(())
+}
+
+/// A finished planning preview: its plan awaits approval (`PlanReady`); a preview that failed,
+/// or saved no plan, is recorded as a failed update (and retried with the back-off).
+async fn absorb_plan(
+    run: &mut Run<'_>,
+    current: &CurrentStackUpdate,
+    u: Option<&Update>,
+    now: jiff::Timestamp,
+) -> Result<(), Error> {
+    if let Some(plan) = approval::absorb_plan(current, u, now) {
+        let note = approval::describe(run.stack, &plan);
+        let g = run.stack.meta().generation;
+        run.draft.conditions.set(
+            condition::AWAITING_APPROVAL,
+            "True",
+            event::PLAN_READY,
+            &note,
+            g,
+        );
+        run.event(EventType::Normal, event::PLAN_READY, &note);
+        run.draft.pending_plan = Some(plan);
+        return Ok(());
+    }
+    let mut failed = u.cloned();
+    if let Some(u) = failed.as_mut() {
+        let status = u.status.get_or_insert_with(Default::default);
+        let mut conditions = Conditions::from(status.conditions.as_ref());
+        if !conditions.is_true(condition::FAILED) {
+            conditions.set(
+                condition::FAILED,
+                "True",
+                crate::api::names::update_reason::UPDATE_FAILED,
+                "",
+                u.metadata.generation,
+            );
+            status.conditions = Some(conditions.0);
+            status.message = Some(
+                "the preview saved no update plan (is the workspace's agent this operator's?                  PKO's agent does not save plans), so there is nothing to approve"
+                    .into(),
+            );
+        }
+    }
+    absorb(run, current, failed.as_ref(), now).await
 }
 
 /// What a drift check or remediation found or did, into the status, condition and events.
@@ -534,13 +644,27 @@ async fn create_update(
 ) -> Result<(), Halt> {
     let kind = match purpose {
         Some(UpdatePurpose::DriftCheck) => UpdateType::Refresh,
-        Some(UpdatePurpose::DriftRemediation) => UpdateType::Up,
+        Some(UpdatePurpose::Plan) => UpdateType::Preview,
+        Some(UpdatePurpose::DriftRemediation | UpdatePurpose::ApprovedPlan) => UpdateType::Up,
         None => updates::kind(run.stack, run.deleting),
     };
     let uname = updates::name(run.stack, now);
     let mut update =
         updates::desired_update(run.stack, applied, kind, message, &uname).map_err(Stop::spec)?;
     match purpose {
+        Some(UpdatePurpose::Plan) => {
+            update.spec.save_plan = Some(true);
+            update.spec.ttl_after_completed = Some(approval::PLAN_TTL.into());
+        }
+        Some(UpdatePurpose::ApprovedPlan) => {
+            let Some(p) = run.draft.pending_plan.as_ref() else {
+                return Err(Stop::spec("no plan awaits approval").into());
+            };
+            update.spec.plan = Some(crate::api::update::PlanRef {
+                id: p.id.clone(),
+                secret_name: p.secret_name.clone(),
+            });
+        }
         Some(UpdatePurpose::DriftCheck) => {
             update.spec.preview_only = Some(true);
             update.spec.refresh = None;

@@ -18,6 +18,8 @@ pub struct Draft {
     pub observed_reconcile_request: Option<String>,
     pub last_handled_reconcile_at: Option<String>,
     pub drift: Option<crate::api::stack::DriftStatus>,
+    pub pending_plan: Option<crate::api::stack::PendingPlan>,
+    pub applied_plan: Option<String>,
 }
 
 impl Draft {
@@ -33,6 +35,8 @@ impl Draft {
             observed_reconcile_request: super::sync::reconcile_request(stack),
             last_handled_reconcile_at: s.last_handled_reconcile_at,
             drift: s.drift,
+            pending_plan: s.pending_plan,
+            applied_plan: s.applied_plan,
         }
     }
 
@@ -111,6 +115,8 @@ impl Draft {
             project_info: self.project_info.clone(),
             last_handled_reconcile_at: self.last_handled_reconcile_at.clone(),
             drift: self.drift.clone(),
+            pending_plan: self.pending_plan.clone(),
+            applied_plan: self.applied_plan.clone(),
         }
     }
 

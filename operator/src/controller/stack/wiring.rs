@@ -11,7 +11,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use super::{CONTROLLER, Context, drift, forget_stack, reconcile, sync};
+use super::{CONTROLLER, Context, approval, drift, forget_stack, reconcile, sync};
 use crate::api::names::{condition, label};
 use crate::api::program::Program;
 use crate::api::stack::{Stack, StackUpdateState};
@@ -26,6 +26,7 @@ fn stack_trigger(s: &Stack) -> Option<u64> {
         sync::reconcile_request(s),
         sync::flux_request(s),
         drift::request(s),
+        approval::request(s),
         s.metadata.deletion_timestamp.is_some(),
     ))
 }
