@@ -10,6 +10,7 @@ pub mod plan;
 mod wiring;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -314,8 +315,32 @@ async fn absorbing_stack(ctx: &Context, u: &Update) -> Result<Option<Stack>, Err
 }
 
 async fn save(api: &Api<Update>, name: &str, draft: &Draft) -> Result<(), Error> {
-    apply_status(api, name, field_manager::UPDATE_STATUS, draft.body()).await?;
+    write_status(api, name, draft).await?;
     Ok(())
+}
+
+/// Whether the Update CRD takes our status fields. A PKO user who switches keeps PKO's CRDs
+/// (its chart's, or its quickstart's), which do not declare them, and server-side apply
+/// refuses a field the schema does not declare ("field not declared in schema"); then they
+/// are left out, from that write on, until the operator restarts.
+static STATUS_ADDITIONS: AtomicBool = AtomicBool::new(true);
+
+fn undeclared(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.message.contains("field not declared in schema"))
+}
+
+/// Applies the Update's status: with our fields while the CRD takes them.
+async fn write_status(api: &Api<Update>, name: &str, draft: &Draft) -> Result<Update, kube::Error> {
+    if STATUS_ADDITIONS.load(Ordering::Relaxed) {
+        match apply_status(api, name, field_manager::UPDATE_STATUS, draft.body(true)).await {
+            Err(e) if undeclared(&e) => {
+                STATUS_ADDITIONS.store(false, Ordering::Relaxed);
+                warn!(error = %e, "the Update CRD lacks this operator's status fields (PKO's CRDs?); writing PKO's fields only: install config/crd for status.changes and update plans");
+            }
+            other => return other,
+        }
+    }
+    apply_status(api, name, field_manager::UPDATE_STATUS, draft.body(false)).await
 }
 
 pub async fn reconcile(u: Arc<Update>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -527,7 +552,7 @@ async fn announce_recovery(ctx: &Context, u: &Update, stack: &str, r: &pb::Recov
 /// lost, the Update would end `Aborted` and the Stack run the same revision again.
 async fn record(api: &Api<Update>, name: &str, draft: &Draft) -> Result<(), Error> {
     outage::until_written("the Update's result", outage::PATIENCE, || {
-        apply_status(api, name, field_manager::UPDATE_STATUS, draft.body())
+        write_status(api, name, draft)
     })
     .await?;
     Ok(())

@@ -161,8 +161,10 @@ impl Draft {
         self.set(condition::FAILED, TRUE, &why, "");
     }
 
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({
+    /// The status apply; `additions`: with our fields (`changes`, `changesOmitted`, `plan`),
+    /// which PKO's CRDs do not declare.
+    pub fn body(&self, additions: bool) -> serde_json::Value {
+        let mut body = serde_json::json!({
             "apiVersion": "auto.pulumi.com/v1alpha1",
             "kind": "Update",
             "status": {
@@ -174,11 +176,14 @@ impl Draft {
                 "outputs": self.outputs,
                 "conditions": self.conditions.0,
                 "projectInfo": self.project_info,
-                "changes": self.changes,
-                "changesOmitted": self.changes_omitted,
-                "plan": self.plan,
             },
-        })
+        });
+        if additions {
+            body["status"]["changes"] = serde_json::json!(self.changes);
+            body["status"]["changesOmitted"] = serde_json::json!(self.changes_omitted);
+            body["status"]["plan"] = serde_json::json!(self.plan);
+        }
+        body
     }
 }
 
