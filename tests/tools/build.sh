@@ -149,8 +149,12 @@ update_pulumi-kubernetes() {
 # Copies the provider's schema and Terraform mapping from its module into the current (the
 # wrapper's) directory, where main.go embeds them.
 provider_json() {
-  local src
-  src=$(go list -m -f '{{.Dir}}' github.com/pulumi/pulumi-kubernetes/provider/v4)
+  local module=github.com/pulumi/pulumi-kubernetes/provider/v4 src
+  # `go list -m` names the module's directory only once it is in the module cache, which on a
+  # fresh machine it is not until something downloads it.
+  go mod download "$module"
+  src=$(go list -m -f '{{.Dir}}' "$module")
+  [ -n "$src" ] || { log "pulumi-kubernetes: $module is not in the module cache"; return 1; }
   cp "$src/cmd/pulumi-resource-kubernetes/schema.json" \
     "$src/cmd/pulumi-resource-kubernetes/terraform-mapping.json" .
   chmod u+w schema.json terraform-mapping.json
