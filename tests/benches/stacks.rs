@@ -1,6 +1,7 @@
 //! Many Stacks on one Flux source, on the local control plane, without running the pods: the
-//! operator's peak memory, how long until every Workspace and StatefulSet exists, and how long
-//! a new artifact revision takes to reach each StatefulSet's pod template.
+//! operator's peak memory and CPU, its own API requests, how long until every Workspace and
+//! StatefulSet exists, and how long a new artifact revision takes to reach each StatefulSet's
+//! pod template.
 //!
 //! `bash tests/bench/stacks.sh` (it builds the release binaries first); `STACKS=N` changes the
 //! count (500 by default). The GitRepository's status is written by this program, not by
@@ -12,6 +13,11 @@
 //! server's CPU, not the operator, sets both figures; the output shows the cores each process
 //! used and the writes per Stack by kind. `PPROF=file` saves an API server CPU profile of the
 //! revision (`go tool pprof`), `DUMP=dir` one Workspace and StatefulSet as stored.
+//!
+//! `PKO_MANAGER=path` (`tests/bench/stacks.sh --vs pko` sets it) then does the same with PKO's
+//! own manager on a fresh control plane of the same shape, installed from PKO's quickstart
+//! manifest, and prints each figure's ratio ours/PKO against issue 22's targets. Each
+//! operator's requests are counted from the API server's audit log, by its service account.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -280,18 +286,208 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let n: usize = std::env::var("STACKS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(500);
-    let cp = ControlPlane::start().await.expect("control plane starts");
-    cp.install_flux_crds().await.expect("flux CRDs");
-    let kubeconfig = op_support::install(&cp).await;
+/// The targets of issue 22, as ratios ours / PKO (at most).
+const VS_RSS: f64 = 0.25;
+const VS_CPU: f64 = 0.5;
+const VS_REQUESTS: f64 = 0.5;
+const VS_LATENCY: f64 = 0.7;
 
-    let repos: Api<DynamicObject> =
-        Api::namespaced_with(cp.client(), "default", &git_repositories());
+/// The user both operators authenticate as (`support::operator::operator_kubeconfig`).
+const OPERATOR_USER: &str = "system:serviceaccount:pulumi-kubernetes-operator:controller-manager";
+
+/// Which operator a run measures.
+enum Contender {
+    Ours,
+    /// PKO's manager binary (tool `pko-manager`).
+    Pko(std::path::PathBuf),
+}
+
+impl Contender {
+    fn name(&self) -> &'static str {
+        match self {
+            Contender::Ours => "ours",
+            Contender::Pko(_) => "PKO",
+        }
+    }
+}
+
+/// A running operator; stopped when dropped.
+enum Running {
+    Ours(op_support::Operator),
+    Pko(e2e::process::Process),
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        match self {
+            Running::Ours(op) => op.process.pid(),
+            Running::Pko(p) => p.pid(),
+        }
+    }
+}
+
+/// The requests one user made between two moments, from the audit log (leases left out:
+/// leader election renews them on a timer, whatever the Stacks do).
+#[derive(Default)]
+struct Own {
+    reads: f64,
+    writes: f64,
+    by_kind: BTreeMap<(String, String), f64>,
+}
+
+impl Own {
+    fn total(&self) -> f64 {
+        self.reads + self.writes
+    }
+
+    fn print(&self, what: &str, n: usize) {
+        let n = n as f64;
+        let kinds: Vec<String> = self
+            .by_kind
+            .iter()
+            .filter(|((verb, _), _)| !is_read(verb))
+            .map(|((verb, res), c)| format!("{verb} {res} {:.2}", c / n))
+            .collect();
+        println!(
+            "  its requests per Stack, {what}: {:.2} ({:.2} writes, {:.2} reads); writes: {}",
+            self.total() / n,
+            self.writes / n,
+            self.reads / n,
+            kinds.join(", ")
+        );
+    }
+}
+
+/// Reads the audit log: `user`'s requests received in `[from, to)`. A watch is counted when it
+/// ends (the log records a request once answered), so long watches still open are not.
+fn own_requests(
+    log: &std::path::Path,
+    user: &str,
+    from: jiff::Timestamp,
+    to: jiff::Timestamp,
+) -> Own {
+    let text = std::fs::read_to_string(log)
+        .unwrap_or_else(|e| panic!("the audit log {}: {e}", log.display()));
+    let mut own = Own::default();
+    for line in text.lines() {
+        let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if ev["user"]["username"] != user || ev["objectRef"]["resource"] == "leases" {
+            continue;
+        }
+        let at = ev["requestReceivedTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        if !at.is_some_and(|at| at >= from && at < to) {
+            continue;
+        }
+        let verb = ev["verb"].as_str().unwrap_or("").to_uppercase();
+        let resource = ev["objectRef"]["resource"].as_str().unwrap_or("-");
+        let resource = match ev["objectRef"]["subresource"].as_str() {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource.to_string(),
+        };
+        if is_read(&verb) {
+            own.reads += 1.0;
+        } else {
+            own.writes += 1.0;
+        }
+        *own.by_kind.entry((verb, resource)).or_insert(0.0) += 1.0;
+    }
+    own
+}
+
+/// What one run measured.
+struct Figures {
+    name: &'static str,
+    created: Duration,
+    all_exist: Duration,
+    /// New revision → StatefulSet, sorted.
+    lat: Vec<Duration>,
+    /// New revision → Workspace, sorted.
+    ws_lat: Vec<Duration>,
+    idle_rss: f64,
+    rss: f64,
+    /// The operator's CPU seconds from its start until every StatefulSet carried the second
+    /// revision, and the part of it the revision took.
+    cpu: f64,
+    cpu_revision: f64,
+    /// Its own requests: from its start until every StatefulSet carried the second revision,
+    /// then the revision alone.
+    own: Own,
+    own_revision: Own,
+    before: Sample,
+    after: Sample,
+}
+
+impl Figures {
+    fn print(&self, n: usize, processes: &[(&str, u32)]) {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!("== {} ({n} Stacks)", self.name);
+        println!(
+            "create requests                     {:.1} s",
+            self.created.as_secs_f64()
+        );
+        println!(
+            "all Workspaces + StatefulSets exist {:.1} s after the first create",
+            self.all_exist.as_secs_f64()
+        );
+        println!(
+            "new revision -> StatefulSet  p50    {:.0} ms   (target {TARGET_P50_MS:.0} ms, ratio {:.2})",
+            ms(self.p50()),
+            ms(self.p50()) / TARGET_P50_MS
+        );
+        println!(
+            "new revision -> StatefulSet  p99    {:.0} ms",
+            ms(self.p99())
+        );
+        println!(
+            "new revision -> StatefulSet  last   {:.0} ms",
+            ms(self.lat[self.lat.len() - 1])
+        );
+        println!(
+            "new revision -> Workspace    p10/p50/p99 {:.0}/{:.0}/{:.0} ms; StatefulSet p10 {:.0} ms",
+            ms(percentile(&self.ws_lat, 0.10)),
+            ms(percentile(&self.ws_lat, 0.50)),
+            ms(percentile(&self.ws_lat, 0.99)),
+            ms(percentile(&self.lat, 0.10)),
+        );
+        println!(
+            "operator CPU                        {:.1} s ({:.1} s of it for the revision)",
+            self.cpu, self.cpu_revision
+        );
+        println!(
+            "operator peak RSS                   {:.1} MiB (target {TARGET_RSS_MIB:.0} MiB, ratio {:.2}; {:.1} MiB before the Stacks)",
+            self.rss,
+            self.rss / TARGET_RSS_MIB,
+            self.idle_rss
+        );
+        self.own.print("whole run", n);
+        self.own_revision.print("the revision", n);
+        println!("the revision (all clients, until the last StatefulSet):");
+        breakdown(&self.before, &self.after, n, processes);
+    }
+
+    fn p50(&self) -> Duration {
+        percentile(&self.lat, 0.50)
+    }
+
+    fn p99(&self) -> Duration {
+        percentile(&self.lat, 0.99)
+    }
+}
+
+/// A control plane with an audit log, Flux's CRDs and the bench's GitRepository at its first
+/// artifact.
+async fn control_plane() -> ControlPlane {
+    let cp = ControlPlane::start_with(e2e::control_plane::Options {
+        audit: true,
+        ..Default::default()
+    })
+    .await
+    .expect("control plane starts");
+    cp.install_flux_crds().await.expect("flux CRDs");
     cp.apply_yaml(
         "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {name: bench}\n\
          spec: {url: 'http://git.invalid/bench.git', interval: 1h, ref: {branch: main}}\n",
@@ -300,7 +496,7 @@ async fn main() {
     )
     .await
     .expect("GitRepository");
-    repos
+    bench_repository(&cp)
         .patch_status(
             "bench",
             &PatchParams::default(),
@@ -308,18 +504,82 @@ async fn main() {
         )
         .await
         .expect("first artifact");
+    cp
+}
 
-    let op = op_support::start(&cp, &kubeconfig, &[]).await;
-    let pid = op.process.pid();
-    let mut processes: Vec<(&str, u32)> = cp.pids().to_vec();
-    processes.push(("operator", pid));
-    processes.push(("this bench", std::process::id()));
-    let idle_rss = peak_rss_mib(pid);
+fn bench_repository(cp: &ControlPlane) -> Api<DynamicObject> {
+    Api::namespaced_with(cp.client(), "default", &git_repositories())
+}
 
-    // Create the Stacks, 16 requests in flight.
+/// Installs PKO from its quickstart manifest, all but the Deployment (its manager runs here as
+/// a process, as ours does), and starts its manager with the flags and leader-election
+/// settings ours gets.
+async fn start_pko(cp: &ControlPlane, manager: &std::path::Path) -> e2e::process::Process {
+    let pko = e2e::cluster::tool_dir("pko", "pulumi-kubernetes-agent").expect("tool pko");
+    let manifest = std::fs::read_to_string(pko.join("quickstart/install.yaml"))
+        .expect("PKO's quickstart manifest");
+    let docs: Vec<&str> = manifest
+        .split("\n---\n")
+        .filter(|d| !d.lines().any(|l| l == "kind: Deployment"))
+        .collect();
+    let file = cp.dir().join("pko-install.yaml");
+    std::fs::write(&file, docs.join("\n---\n")).expect("write PKO's manifest");
+    cp.kubectl(&["apply", "--server-side", "-f", &file.display().to_string()])
+        .unwrap_or_else(|e| panic!("PKO's quickstart manifest: {e}"));
+    cp.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/stacks.pulumi.com",
+        "crd/workspaces.auto.pulumi.com",
+        "crd/updates.auto.pulumi.com",
+    ])
+    .unwrap_or_else(|e| panic!("PKO's CRDs: {e}"));
+    let kubeconfig = op_support::operator_kubeconfig(cp).await;
+    let health = e2e::process::free_port();
+    let program = format!("127.0.0.1:{}", e2e::process::free_port());
+    let mut cmd = std::process::Command::new(manager);
+    cmd.args([
+        "--leader-elect",
+        &format!("--health-probe-bind-address=127.0.0.1:{health}"),
+        "--metrics-bind-address=0",
+        &format!("--program-fs-addr={program}"),
+        &format!("--program-fs-adv-addr={program}"),
+        "--zap-log-level=info",
+    ])
+    .env_clear()
+    .env("PATH", std::env::var("PATH").unwrap_or_default())
+    .env("KUBECONFIG", &kubeconfig)
+    .env("POD_NAMESPACE", op_support::OPERATOR_NS)
+    .env("POD_SA_NAME", "controller-manager")
+    .env("AGENT_IMAGE", op_support::AGENT_IMAGE)
+    .env("LEADER_ELECTION_LEASE_DURATION", "15s")
+    .env("LEADER_ELECTION_RENEW_DEADLINE", "10s")
+    .env("LEADER_ELECTION_RETRY_PERIOD", "2s");
+    let process = e2e::process::Process::spawn("pko-manager", cmd, cp.dir()).expect("PKO starts");
+    let url = format!("http://127.0.0.1:{health}/readyz");
+    let log = process.log_path().to_path_buf();
+    wait_for(Duration::from_secs(60), "PKO's manager to be ready", || {
+        let url = url.clone();
+        let log = log.clone();
+        async move {
+            let ok = op_support::http_get(&url)
+                .await
+                .is_some_and(|(code, _)| code == 200);
+            if !ok && e2e::process::tail(&log, 40).contains("\"level\":\"error\"") {
+                panic!("PKO's manager failed:\n{}", e2e::process::tail(&log, 40));
+            }
+            ok.then_some(())
+        }
+    })
+    .await;
+    process
+}
+
+/// Creates `n` Stacks, 16 requests in flight.
+async fn create_stacks(cp: &ControlPlane, n: usize) {
     let stacks: Api<DynamicObject> =
         Api::namespaced_with(cp.client(), "default", &support::stacks());
-    let started = Instant::now();
     stream::iter(0..n)
         .map(|i| {
             let stacks = stacks.clone();
@@ -344,10 +604,32 @@ async fn main() {
         .try_collect::<Vec<()>>()
         .await
         .expect("create Stacks");
-    let created = started.elapsed();
+}
 
+/// Runs one operator through the Stacks' creation and a new revision.
+async fn measure(
+    cp: &ControlPlane,
+    contender: &Contender,
+    n: usize,
+    processes: &mut Vec<(&'static str, u32)>,
+) -> (Figures, Running) {
     let ws_api: Api<DynamicObject> = Api::namespaced_with(cp.client(), "default", &workspaces());
     let sts_api: Api<StatefulSet> = Api::namespaced(cp.client(), "default");
+    let t_start = jiff::Timestamp::now();
+    let running = match contender {
+        Contender::Ours => {
+            let kubeconfig = op_support::install(cp).await;
+            Running::Ours(op_support::start(cp, &kubeconfig, &[]).await)
+        }
+        Contender::Pko(manager) => Running::Pko(start_pko(cp, manager).await),
+    };
+    let pid = running.pid();
+    processes.push(("operator", pid));
+    let idle_rss = peak_rss_mib(pid);
+
+    let started = Instant::now();
+    create_stacks(cp, n).await;
+    let created = started.elapsed();
     let first = digest(1);
     wait_for(
         Duration::from_secs(900),
@@ -379,7 +661,7 @@ async fn main() {
     let second = digest(2);
     let sts_watch = established(watcher(sts_api.clone(), watcher::Config::default()), n).await;
     let ws_watch = established(watcher(ws_api.clone(), watcher::Config::default()), n).await;
-    let before = sample(&cp.client(), &processes).await;
+    let before = sample(&cp.client(), processes).await;
     // `PPROF=file`: a CPU profile of the API server during the wave, for `go tool pprof`.
     let profile = std::env::var_os("PPROF").map(|path| {
         let client = cp.client();
@@ -398,8 +680,9 @@ async fn main() {
             }
         })
     });
+    let t_revision = jiff::Timestamp::now();
     let revised = Instant::now();
-    repos
+    bench_repository(cp)
         .patch_status(
             "bench",
             &PatchParams::default(),
@@ -416,37 +699,55 @@ async fn main() {
             digest_of(sts).as_deref() == Some(second.as_str())
         }),
     );
-    let after = sample(&cp.client(), &processes).await;
+    let after = sample(&cp.client(), processes).await;
+    let t_end = jiff::Timestamp::now();
     if let Some(p) = profile {
         let _ = p.await;
     }
     // `DUMP=dir`: one Workspace and its StatefulSet as the API server stores them.
     if let Some(dir) = std::env::var_os("DUMP") {
-        let dir = std::path::PathBuf::from(dir);
+        let dir = std::path::PathBuf::from(dir).join(contender.name());
+        std::fs::create_dir_all(&dir).expect("DUMP dir");
         let ws = ws_api.get("s0000").await.expect("Workspace");
         let sts = sts_api.get("s0000-workspace").await.expect("StatefulSet");
         std::fs::write(
             dir.join("workspace.json"),
-            serde_json::to_vec_pretty(&ws).unwrap(),
+            serde_json::to_vec_pretty(&ws).expect("json"),
         )
-        .unwrap();
+        .expect("write");
         std::fs::write(
             dir.join("statefulset.json"),
-            serde_json::to_vec_pretty(&sts).unwrap(),
+            serde_json::to_vec_pretty(&sts).expect("json"),
         )
-        .unwrap();
+        .expect("write");
     }
-    let p50 = percentile(&lat, 0.50);
-    let p99 = percentile(&lat, 0.99);
-    let rss = peak_rss_mib(pid);
+    let cpu_index = processes.len() - 1;
+    let figures = Figures {
+        name: contender.name(),
+        created,
+        all_exist,
+        lat,
+        ws_lat,
+        idle_rss,
+        rss: peak_rss_mib(pid),
+        cpu: after.cpu[cpu_index],
+        cpu_revision: after.cpu[cpu_index] - before.cpu[cpu_index],
+        own: own_requests(&cp.audit_log(), OPERATOR_USER, t_start, t_end),
+        own_revision: own_requests(&cp.audit_log(), OPERATOR_USER, t_revision, t_end),
+        before,
+        after,
+    };
+    (figures, running)
+}
 
-    // The baseline: what the API server alone needs for the same change. With the operator
-    // stopped, this program does only the two writes a revision needs per Stack, built by
-    // the operator's own functions — the Workspace the Stack controller would apply, then
-    // the StatefulSet the Workspace controller would apply — as 50 chains at once (the
-    // operator runs 25 Stack and 25 Workspace reconciles at once).
-    drop(op);
+/// The baseline: what the API server alone needs for the same change. With the operator
+/// stopped, this program does only the two writes a revision needs per Stack, built by the
+/// operator's own functions — the Workspace the Stack controller would apply, then the
+/// StatefulSet the Workspace controller would apply — as 50 chains at once (the operator runs
+/// 25 Stack and 25 Workspace reconciles at once).
+async fn baseline(cp: &ControlPlane, n: usize, ours: &Figures, processes: &[(&str, u32)]) {
     quiet(&cp.client(), "before the baseline").await;
+    let sts_api: Api<StatefulSet> = Api::namespaced(cp.client(), "default");
     let third = digest(3);
     let sts_watch = established(watcher(sts_api.clone(), watcher::Config::default()), n).await;
     let typed: Api<Stack> = Api::namespaced(cp.client(), "default");
@@ -467,7 +768,7 @@ async fn main() {
         .as_str()
         .expect("url")
         .to_string();
-    let base_before = sample(&cp.client(), &processes).await;
+    let base_before = sample(&cp.client(), processes).await;
     let base_started = Instant::now();
     let chains = stream::iter(all)
         .map(|stack| {
@@ -500,48 +801,88 @@ async fn main() {
             digest_of(sts).as_deref() == Some(third.as_str())
         }),
     );
-    let base_after = sample(&cp.client(), &processes).await;
-    let base_p50 = percentile(&base_lat, 0.50);
-
+    let base_after = sample(&cp.client(), processes).await;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("stacks                              {n}");
-    println!(
-        "create requests                     {:.1} s",
-        created.as_secs_f64()
-    );
-    println!(
-        "all Workspaces + StatefulSets exist {:.1} s after the first create",
-        all_exist.as_secs_f64()
-    );
-    println!(
-        "new revision -> StatefulSet  p50    {:.0} ms   (target {TARGET_P50_MS:.0} ms, ratio {:.2})",
-        ms(p50),
-        ms(p50) / TARGET_P50_MS
-    );
-    println!("new revision -> StatefulSet  p99    {:.0} ms", ms(p99));
+    let base_p50 = percentile(&base_lat, 0.50);
     println!(
         "baseline (only the 2 writes per Stack, no operator): p50 {:.0} ms, p99 {:.0} ms; operator p50 / baseline p50 = {:.2}",
         ms(base_p50),
         ms(percentile(&base_lat, 0.99)),
-        ms(p50) / ms(base_p50)
+        ms(ours.p50()) / ms(base_p50)
     );
-    println!(
-        "new revision -> StatefulSet  last   {:.0} ms",
-        ms(lat[lat.len() - 1])
-    );
-    println!(
-        "new revision -> Workspace    p10/p50/p99 {:.0}/{:.0}/{:.0} ms; StatefulSet p10 {:.0} ms",
-        ms(percentile(&ws_lat, 0.10)),
-        ms(percentile(&ws_lat, 0.50)),
-        ms(percentile(&ws_lat, 0.99)),
-        ms(percentile(&lat, 0.10)),
-    );
-    println!("the revision (all clients, until the last StatefulSet):");
-    breakdown(&before, &after, n, &processes);
     println!("the baseline:");
-    breakdown(&base_before, &base_after, n, &processes);
+    breakdown(&base_before, &base_after, n, processes);
+}
+
+/// One line of the comparison: ours, PKO's, the ratio and whether it meets its target.
+fn versus(what: &str, ours: f64, pko: f64, unit: &str, target: f64) {
+    let ratio = ours / pko;
+    let verdict = if ratio <= target { "met" } else { "MISSED" };
     println!(
-        "operator peak RSS                   {rss:.1} MiB (target {TARGET_RSS_MIB:.0} MiB, ratio {:.2}; {idle_rss:.1} MiB before the Stacks)",
-        rss / TARGET_RSS_MIB
+        "  {what:<34} {ours:>9.1} {unit:<4} {pko:>9.1} {unit:<4} {ratio:>6.2}  (target <= {target}: {verdict})"
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n: usize = std::env::var("STACKS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(500);
+    let pko = std::env::var_os("PKO_MANAGER").map(std::path::PathBuf::from);
+
+    let ours = {
+        let cp = control_plane().await;
+        let mut processes: Vec<(&str, u32)> = cp.pids().to_vec();
+        processes.push(("this bench", std::process::id()));
+        let (ours, running) = measure(&cp, &Contender::Ours, n, &mut processes).await;
+        ours.print(n, &processes);
+        drop(running);
+        baseline(&cp, n, &ours, &processes).await;
+        ours
+    };
+    let Some(manager) = pko else {
+        return;
+    };
+    let theirs = {
+        let cp = control_plane().await;
+        let mut processes: Vec<(&str, u32)> = cp.pids().to_vec();
+        processes.push(("this bench", std::process::id()));
+        let (theirs, _running) = measure(&cp, &Contender::Pko(manager), n, &mut processes).await;
+        theirs.print(n, &processes);
+        theirs
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("== ours / PKO, {n} Stacks, one after the other on fresh control planes");
+    println!("  {:<34} {:>14} {:>14} {:>6}", "", "ours", "PKO", "ratio");
+    versus("peak RSS", ours.rss, theirs.rss, "MiB", VS_RSS);
+    versus("CPU, whole run", ours.cpu, theirs.cpu, "s", VS_CPU);
+    versus(
+        "API requests per Stack, whole run",
+        ours.own.total() / n as f64,
+        theirs.own.total() / n as f64,
+        "",
+        VS_REQUESTS,
+    );
+    versus(
+        "all Workspaces + StatefulSets exist",
+        ours.all_exist.as_secs_f64(),
+        theirs.all_exist.as_secs_f64(),
+        "s",
+        VS_LATENCY,
+    );
+    versus(
+        "new revision -> StatefulSet p50",
+        ms(ours.p50()),
+        ms(theirs.p50()),
+        "ms",
+        VS_LATENCY,
+    );
+    versus(
+        "new revision -> StatefulSet p99",
+        ms(ours.p99()),
+        ms(theirs.p99()),
+        "ms",
+        VS_LATENCY,
     );
 }

@@ -80,6 +80,7 @@ impl Cluster {
         let gateway = network.gateway();
         let cp = ControlPlane::start_with(Options {
             advertise: Some(gateway),
+            ..Options::default()
         })
         .await?;
         let registry = Registry::start_on(cp.dir(), IpAddr::V4(gateway))?;

@@ -81,7 +81,18 @@ pub struct Options {
     /// `kubernetes` Service, so that pods on those nodes reach the apiserver at its ClusterIP
     /// through kube-proxy, as in a cluster.
     pub advertise: Option<Ipv4Addr>,
+    /// Write an audit log (one JSON line per request, metadata only) to
+    /// [`ControlPlane::audit_log`]: who asked for what, which the apiserver's metrics do not
+    /// say. The benchmarks count each operator's own requests with it.
+    pub audit: bool,
 }
+
+const AUDIT_LOG: &str = "audit.log";
+
+/// Every request at `Metadata` level, once it is answered: no bodies, so the log stays small
+/// and no Secret's data is written.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\n\
+    omitStages: [RequestReceived, ResponseStarted]\nrules:\n- level: Metadata\n";
 
 /// The running control plane. Dropping it stops every process (SIGTERM, then SIGKILL) and removes
 /// its directory unless `E2E_KEEP` is set.
@@ -223,6 +234,19 @@ impl ControlPlane {
                     pki.kubelet_client_key.display()
                 ))
                 .arg("--v=1");
+            if options.audit {
+                let policy = root.join("audit-policy.yaml");
+                std::fs::write(&policy, AUDIT_POLICY).map_err(Error::Dir)?;
+                api_cmd
+                    .arg(format!("--audit-policy-file={}", policy.display()))
+                    .arg(format!(
+                        "--audit-log-path={}",
+                        root.join(AUDIT_LOG).display()
+                    ))
+                    .arg("--audit-log-format=json")
+                    .arg("--audit-log-mode=blocking")
+                    .arg("--audit-log-maxsize=0");
+            }
             match options.advertise {
                 Some(ip) => {
                     api_cmd.arg(format!("--advertise-address={ip}"));
@@ -308,6 +332,11 @@ impl ControlPlane {
 
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The apiserver's audit log, written when started with [`Options::audit`].
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.path.join(AUDIT_LOG)
     }
 
     pub fn url(&self) -> &str {

@@ -8,7 +8,8 @@
 # provider (programs that manage objects in the test cluster: drift detection). Those are what
 # the tests use
 # (tests/README.md says which test needs which); the crictl wrapper is kept for debugging nodes
-# but built only when named, so a cold CI run does not pay for it.
+# and PKO's manager (`pko-manager`) is what the benchmarks compare ours with; both are built only
+# when named, so a cold CI run does not pay for them.
 #
 # Each tool has a small wrapper module in tests/tools/<tool>/ (go.mod and go.sum: the replace
 # lines upstream needs, and the pinned versions; a few hold a main package of ours too). No upstream source or binary is
@@ -65,7 +66,7 @@ GO_DIGEST_PIN=github.com/opencontainers/go-digest@v1.0.1-0.20220411205349-bde140
 
 # What the tests use; the others are built only when named.
 ALL_TOOLS="k8s node etcd flux pulumi grpcurl pko coredns kube-router helm gofakes3 kustomize-controller pulumi-kubernetes"
-KNOWN_TOOLS="$ALL_TOOLS crictl"
+KNOWN_TOOLS="$ALL_TOOLS crictl pko-manager"
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${E2E_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pulumi-flux-operator/tools}
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly GOTOOLCHAIN=local
@@ -78,7 +79,7 @@ version_of() {
     etcd) echo "$ETCD_VERSION" ;;
     flux) echo "$FLUX_SOURCE_VERSION-policies-$FLUX2_VERSION" ;;
     pulumi) echo "$PULUMI_VERSION-yaml-$PULUMI_YAML_VERSION" ;;
-    pko) echo "$PKO_VERSION" ;;
+    pko|pko-manager) echo "$PKO_VERSION" ;;
     grpcurl) echo "$GRPCURL_VERSION" ;;
     coredns) echo "$COREDNS_VERSION" ;;
     crictl) echo "$CRICTL_VERSION" ;;
@@ -214,12 +215,17 @@ wrapper_of() {
   esac
 }
 
+# PKO's agent (`pko`) and manager build from PKO's source and its own go.mod, not a wrapper.
+from_pko() {
+  [ "$1" = pko ] || [ "$1" = pko-manager ]
+}
+
 # A short digest of what decides a tool's build: its wrapper module and its build function.
 wrapper_digest() {
   local tool=$1 wrapper
   wrapper=$(wrapper_of "$tool")
   {
-    if [ "$tool" = pko ]; then echo "$PKO_KEY"; else cat "$HERE/$wrapper/go.mod" "$HERE/$wrapper/go.sum"; fi
+    if from_pko "$tool"; then echo "$PKO_KEY"; else cat "$HERE/$wrapper/go.mod" "$HERE/$wrapper/go.sum"; fi
     cat "$HERE/$wrapper"/*.go "$HERE/$wrapper"/*/*.go 2>/dev/null || true
     declare -f "build_$tool"
   } | sha256sum | cut -c1-10
@@ -405,6 +411,18 @@ build_pko() {
   chmod -R u+w "$1/chart" "$1/quickstart" "$1/examples"
 }
 
+# PKO's manager, for the benchmarks that run it beside ours on the same Stacks (tests/bench).
+build_pko-manager() {
+  local src
+  src=$(mktemp -d)
+  trap "rm -rf '$src'" EXIT
+  pko_source "$src"
+  cd "$src"
+  GOFLAGS=-mod=readonly go build -trimpath \
+    -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes-operator/v2/operator/version.Version=$PKO_VERSION" \
+    -o "$1/manager" ./operator/cmd
+}
+
 build_coredns() {
   go build -trimpath -ldflags "-s -w" -o "$1/coredns" github.com/coredns/coredns
 }
@@ -448,7 +466,7 @@ build_grpcurl() {
 locate() {
   local tool=$1 digest
   version=$(version_of "$tool")
-  if [ "$tool" = pko ]; then
+  if from_pko "$tool"; then
     PKO_KEY=$(pko_source_digest)
   fi
   digest=$(wrapper_digest "$tool")
@@ -459,14 +477,15 @@ locate() {
 # failure ends the script (non-zero) and leaves no stamp, so a failed build is never cached.
 build() {
   local tool=$1 version out start
-  if [ "$tool" != pko ] && [ ! -f "$HERE/$(wrapper_of "$tool")/go.mod" ]; then
+  if ! from_pko "$tool" && [ ! -f "$HERE/$(wrapper_of "$tool")/go.mod" ]; then
     update "$(wrapper_of "$tool")"
   fi
   locate "$tool"
   if [ -f "$out/.complete" ]; then
     log "$tool $version: cached in $out"
   else
-    # pko builds from its own go.mod (see build_pko); the others from a wrapper module here.
+    # PKO's programs build from its own go.mod (see build_pko); the others from a wrapper
+    # module here.
     start=$(date +%s)
     log "$tool $version: building into $out"
     rm -rf "$out.tmp" && mkdir -p "$out.tmp"
@@ -477,7 +496,7 @@ build() {
     (
       set -e
       cd "$HERE"
-      [ "$tool" = pko ] || cd "$(wrapper_of "$tool")"
+      from_pko "$tool" || cd "$(wrapper_of "$tool")"
       "build_$tool" "$out.tmp"
     )
     status=$?

@@ -133,8 +133,13 @@ pub async fn install(cp: &ControlPlane) -> PathBuf {
     cp.apply_yaml(&workspace_rbac, "workspace rbac", "default")
         .await
         .expect("workspace SA");
+    operator_kubeconfig(cp).await
+}
 
-    // The operator authenticates as its service account, so RBAC is what it gets.
+/// A kubeconfig holding a token of the `controller-manager` service account in [`OPERATOR_NS`]
+/// (ours and PKO's manifests both name it so): the operator authenticates as that account, so
+/// RBAC is what it gets.
+pub async fn operator_kubeconfig(cp: &ControlPlane) -> PathBuf {
     let sas: Api<ServiceAccount> = Api::namespaced(cp.client(), OPERATOR_NS);
     let token = wait_for(Duration::from_secs(30), "controller-manager token", || {
         let sas = sas.clone();
