@@ -86,6 +86,25 @@ async fn up(
     }
 }
 
+/// Reads an operation's stream to its end: the last message `result` picks, if any.
+async fn last_result<M, R>(
+    mut stream: tonic::Streaming<M>,
+    what: &str,
+    result: impl Fn(M) -> Option<R>,
+) -> Option<R> {
+    let mut last = None;
+    while let Some(m) = stream
+        .message()
+        .await
+        .unwrap_or_else(|e| panic!("{what} stream: {e}"))
+    {
+        if let Some(r) = result(m) {
+            last = Some(r);
+        }
+    }
+    last
+}
+
 fn output(r: &pb::UpResult, name: &str) -> (Value, bool) {
     let o = r
         .outputs
@@ -236,39 +255,37 @@ async fn a_stack_is_created_configured_updated_previewed_refreshed_and_destroyed
     assert_eq!(info.resource_count, Some(1));
     assert!(info.last_update.is_some());
 
-    let mut preview = c
+    let preview = c
         .preview(pb::PreviewRequest::default())
         .await
         .expect("preview")
         .into_inner();
-    let mut preview_result = None;
-    while let Some(m) = preview.message().await.expect("preview stream") {
-        if let Some(pb::preview_stream::Response::Result(r)) = m.response {
-            preview_result = Some(r);
-        }
-    }
+    let preview_result = last_result(preview, "preview", |m| match m.response {
+        Some(pb::preview_stream::Response::Result(r)) => Some(r),
+        _ => None,
+    })
+    .await;
     assert_eq!(
         preview_result.and_then(|r| r.summary).map(|s| s.result),
         Some("succeeded".into())
     );
 
-    let mut refresh = c
+    let refresh = c
         .refresh(pb::RefreshRequest::default())
         .await
         .expect("refresh")
         .into_inner();
-    let mut refreshed = None;
-    while let Some(m) = refresh.message().await.expect("refresh stream") {
-        if let Some(pb::refresh_stream::Response::Result(r)) = m.response {
-            refreshed = Some(r);
-        }
-    }
+    let refreshed = last_result(refresh, "refresh", |m| match m.response {
+        Some(pb::refresh_stream::Response::Result(r)) => Some(r),
+        _ => None,
+    })
+    .await;
     assert_eq!(
         refreshed.and_then(|r| r.summary).map(|s| s.result),
         Some("succeeded".into())
     );
 
-    let mut destroy = c
+    let destroy = c
         .destroy(pb::DestroyRequest {
             remove: Some(true),
             ..Default::default()
@@ -276,12 +293,11 @@ async fn a_stack_is_created_configured_updated_previewed_refreshed_and_destroyed
         .await
         .expect("destroy")
         .into_inner();
-    let mut destroyed = None;
-    while let Some(m) = destroy.message().await.expect("destroy stream") {
-        if let Some(pb::destroy_stream::Response::Result(r)) = m.response {
-            destroyed = Some(r);
-        }
-    }
+    let destroyed = last_result(destroy, "destroy", |m| match m.response {
+        Some(pb::destroy_stream::Response::Result(r)) => Some(r),
+        _ => None,
+    })
+    .await;
     assert_eq!(
         destroyed.and_then(|r| r.summary).map(|s| s.result),
         Some("succeeded".into())
@@ -738,7 +754,7 @@ async fn a_saved_plan_constrains_the_up_and_a_deviation_fails_with_the_clis_reas
         config: vec![literal("value", json!(v), false)],
     };
     c.set_all_config(set("one")).await.expect("config");
-    let mut stream = c
+    let stream = c
         .preview(pb::PreviewRequest {
             save_plan: Some(true),
             ..Default::default()
@@ -746,13 +762,12 @@ async fn a_saved_plan_constrains_the_up_and_a_deviation_fails_with_the_clis_reas
         .await
         .expect("preview")
         .into_inner();
-    let mut plan = None;
-    while let Some(m) = stream.message().await.expect("stream") {
-        if let Some(pb::preview_stream::Response::Result(r)) = m.response {
-            plan = r.plan;
-        }
-    }
-    let plan = plan.expect("the preview returns its plan");
+    let plan = last_result(stream, "preview", |m| match m.response {
+        Some(pb::preview_stream::Response::Result(r)) => r.plan,
+        _ => None,
+    })
+    .await
+    .expect("the preview returns its plan");
     let text = String::from_utf8_lossy(&plan);
     assert!(
         text.contains("resourcePlans")
