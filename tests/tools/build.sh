@@ -394,12 +394,18 @@ pko_source() {
   }
 }
 
-build_pko() {
+# Makes a temporary copy of PKO's source the working directory; it goes when the build's
+# subshell ends.
+into_pko_source() {
   local src
   src=$(mktemp -d)
   trap "rm -rf '$src'" EXIT
   pko_source "$src"
   cd "$src"
+}
+
+build_pko() {
+  into_pko_source
   GOFLAGS=-mod=readonly go build -trimpath \
     -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes-operator/v2/agent/version.Version=$PKO_VERSION" \
     -o "$1/pulumi-kubernetes-agent" ./agent
@@ -413,11 +419,7 @@ build_pko() {
 
 # PKO's manager, for the benchmarks that run it beside ours on the same Stacks (tests/bench).
 build_pko-manager() {
-  local src
-  src=$(mktemp -d)
-  trap "rm -rf '$src'" EXIT
-  pko_source "$src"
-  cd "$src"
+  into_pko_source
   GOFLAGS=-mod=readonly go build -trimpath \
     -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes-operator/v2/operator/version.Version=$PKO_VERSION" \
     -o "$1/manager" ./operator/cmd
