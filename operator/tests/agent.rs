@@ -55,10 +55,22 @@ fn from(key: &str, f: config_value_from::F) -> pb::ConfigItem {
     }
 }
 
+type Client =
+    operator::proto::automation_service_client::AutomationServiceClient<tonic::transport::Channel>;
+
+/// Creates stack `dev` and selects it.
+async fn create_dev(c: &mut Client) {
+    c.select_stack(pb::SelectStackRequest {
+        stack_name: "dev".into(),
+        create: Some(true),
+        secrets_provider: None,
+    })
+    .await
+    .expect("stack");
+}
+
 async fn up(
-    client: &mut operator::proto::automation_service_client::AutomationServiceClient<
-        tonic::transport::Channel,
-    >,
+    client: &mut Client,
     req: pb::UpRequest,
 ) -> (usize, Result<pb::UpResult, tonic::Status>) {
     let mut stream = match client.up(req).await {
@@ -320,13 +332,7 @@ async fn a_failing_program_is_an_error_that_says_why() {
         ..Default::default()
     });
     let mut c = agent.client().await;
-    c.select_stack(pb::SelectStackRequest {
-        stack_name: "dev".into(),
-        create: Some(true),
-        secrets_provider: None,
-    })
-    .await
-    .expect("stack");
+    create_dev(&mut c).await;
     let (_, result) = up(&mut c, pb::UpRequest::default()).await;
     let st = result.expect_err("the program cannot run");
     assert_eq!(st.code(), tonic::Code::Unknown);
@@ -351,13 +357,7 @@ async fn a_locked_stack_is_reported_as_an_update_conflict() {
         ..Default::default()
     });
     let mut c = agent.client().await;
-    c.select_stack(pb::SelectStackRequest {
-        stack_name: "dev".into(),
-        create: Some(true),
-        secrets_provider: None,
-    })
-    .await
-    .expect("stack");
+    create_dev(&mut c).await;
     let locks = agent
         .state_dir()
         .join(".pulumi/locks/organization/locked/dev");
@@ -393,13 +393,7 @@ async fn a_log_level_puts_the_engine_log_in_the_agent_output() {
         ..Default::default()
     });
     let mut c = agent.client().await;
-    c.select_stack(pb::SelectStackRequest {
-        stack_name: "dev".into(),
-        create: Some(true),
-        secrets_provider: None,
-    })
-    .await
-    .expect("stack");
+    create_dev(&mut c).await;
     let (_, result) = up(&mut c, pb::UpRequest::default()).await;
     assert!(result.is_ok(), "{result:?}");
     let log = agent.log_text();
@@ -434,13 +428,7 @@ async fn sigterm_interrupts_the_update_which_saves_its_state_and_unlocks() {
     });
     let gate = gate(&agent);
     let mut c = agent.client().await;
-    c.select_stack(pb::SelectStackRequest {
-        stack_name: "dev".into(),
-        create: Some(true),
-        secrets_provider: None,
-    })
-    .await
-    .expect("stack");
+    create_dev(&mut c).await;
     let running = tokio::spawn(async move { up(&mut c, pb::UpRequest::default()).await });
     // The program is now blocked reading the gate, in the middle of the update.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -560,13 +548,7 @@ async fn outputs_larger_than_a_mebibyte_come_back_whole_with_their_secrets_marke
         ..Default::default()
     });
     let mut c = agent.client().await;
-    c.select_stack(pb::SelectStackRequest {
-        stack_name: "dev".into(),
-        create: Some(true),
-        secrets_provider: None,
-    })
-    .await
-    .expect("stack");
+    create_dev(&mut c).await;
     c.set_all_config(pb::SetAllConfigRequest {
         config: vec![literal("token", json!("hunter2-big-output"), true)],
     })
@@ -743,13 +725,7 @@ async fn a_saved_plan_constrains_the_up_and_a_deviation_fails_with_the_clis_reas
         ..Default::default()
     });
     let mut c = agent.client().await;
-    c.select_stack(pb::SelectStackRequest {
-        stack_name: "dev".into(),
-        create: Some(true),
-        secrets_provider: None,
-    })
-    .await
-    .expect("stack");
+    create_dev(&mut c).await;
     let set = |v: &str| pb::SetAllConfigRequest {
         config: vec![literal("value", json!(v), false)],
     };
