@@ -373,15 +373,13 @@ async fn reconcile_steps(run: &mut Run<'_>) -> Result<Action, Halt> {
             };
             let purpose = drift::purpose(&due);
             match due {
-                drift::Next::Check(message) => {
+                drift::Next::Check(ref message) | drift::Next::Remediate(ref message) => {
+                    // A remediation is an update like any other; a check only looks.
+                    if matches!(due, drift::Next::Remediate(_)) {
+                        run.event(EventType::Normal, event::STACK_UPDATE_DETECTED, message);
+                    }
                     let applied = apply_workspace(run, &ws, purpose).await?;
-                    create_update(run, &applied, &message, &commit, now, purpose).await?;
-                    return Ok(Action::await_change());
-                }
-                drift::Next::Remediate(message) => {
-                    run.event(EventType::Normal, event::STACK_UPDATE_DETECTED, &message);
-                    let applied = apply_workspace(run, &ws, purpose).await?;
-                    create_update(run, &applied, &message, &commit, now, purpose).await?;
+                    create_update(run, &applied, message, &commit, now, purpose).await?;
                     return Ok(Action::await_change());
                 }
                 drift::Next::After(d) => return Ok(synced(run, polls_branch, now, Some(d)).await?),
