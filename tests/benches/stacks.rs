@@ -336,6 +336,18 @@ struct Own {
 }
 
 impl Own {
+    fn count(&mut self, verb: &str, resource: &str) {
+        if is_read(verb) {
+            self.reads += 1.0;
+        } else {
+            self.writes += 1.0;
+        }
+        *self
+            .by_kind
+            .entry((verb.to_string(), resource.to_string()))
+            .or_insert(0.0) += 1.0;
+    }
+
     fn total(&self) -> f64 {
         self.reads + self.writes
     }
@@ -358,17 +370,19 @@ impl Own {
     }
 }
 
-/// Reads the audit log: `user`'s requests received in `[from, to)`. A watch is counted when it
-/// ends (the log records a request once answered), so long watches still open are not.
+/// Reads the audit log once: `user`'s requests received in `[from, to)`, and those of them
+/// received from `revision` on. A watch is counted when it ends (the log records a request
+/// once answered), so long watches still open are not.
 fn own_requests(
     log: &std::path::Path,
     user: &str,
     from: jiff::Timestamp,
+    revision: jiff::Timestamp,
     to: jiff::Timestamp,
-) -> Own {
+) -> (Own, Own) {
     let text = std::fs::read_to_string(log)
         .unwrap_or_else(|e| panic!("the audit log {}: {e}", log.display()));
-    let mut own = Own::default();
+    let (mut whole, mut after_revision) = (Own::default(), Own::default());
     for line in text.lines() {
         let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -376,26 +390,25 @@ fn own_requests(
         if ev["user"]["username"] != user || ev["objectRef"]["resource"] == "leases" {
             continue;
         }
-        let at = ev["requestReceivedTimestamp"]
+        let Some(at) = ev["requestReceivedTimestamp"]
             .as_str()
-            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-        if !at.is_some_and(|at| at >= from && at < to) {
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .filter(|at| *at >= from && *at < to)
+        else {
             continue;
-        }
+        };
         let verb = ev["verb"].as_str().unwrap_or("").to_uppercase();
         let resource = ev["objectRef"]["resource"].as_str().unwrap_or("-");
         let resource = match ev["objectRef"]["subresource"].as_str() {
             Some(sub) => format!("{resource}/{sub}"),
             None => resource.to_string(),
         };
-        if is_read(&verb) {
-            own.reads += 1.0;
-        } else {
-            own.writes += 1.0;
+        if at >= revision {
+            after_revision.count(&verb, &resource);
         }
-        *own.by_kind.entry((verb, resource)).or_insert(0.0) += 1.0;
+        whole.count(&verb, &resource);
     }
-    own
+    (whole, after_revision)
 }
 
 /// What one run measured.
@@ -719,6 +732,8 @@ async fn measure(
         )
         .expect("write");
     }
+    let (own, own_revision) =
+        own_requests(&cp.audit_log(), OPERATOR_USER, t_start, t_revision, t_end);
     let cpu_index = processes.len() - 1;
     let figures = Figures {
         name: contender.name(),
@@ -730,8 +745,8 @@ async fn measure(
         rss: peak_rss_mib(pid),
         cpu: after.cpu[cpu_index],
         cpu_revision: after.cpu[cpu_index] - before.cpu[cpu_index],
-        own: own_requests(&cp.audit_log(), OPERATOR_USER, t_start, t_end),
-        own_revision: own_requests(&cp.audit_log(), OPERATOR_USER, t_revision, t_end),
+        own,
+        own_revision,
         before,
         after,
     };
