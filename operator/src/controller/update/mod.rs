@@ -171,10 +171,7 @@ pub async fn run_operation(
                     seen.changes.observe(&e);
                     None
                 }
-                Some(pb::preview_stream::Response::Result(r)) => {
-                    let plan = r.plan.clone();
-                    Some(run_result!(r, None, plan))
-                }
+                Some(pb::preview_stream::Response::Result(r)) => Some(run_result!(r, None, r.plan)),
                 _ => None,
             })
             .await
